@@ -1,0 +1,113 @@
+//! The `wharf` binary: parses the command line, loads the configuration, and
+//! runs a subcommand. Everything it does is in the library crates; this file
+//! only wires them together.
+
+mod serve;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+/// wharf keeps Rust builds working when crates.io is down.
+///
+/// It serves Cargo's sparse registry protocol: a pull-through cache of
+/// crates.io (the default), speaking to cargo exactly as crates.io does, so
+/// Cargo.lock keeps naming crates.io as the source.
+///
+/// Quick start:
+///
+///   wharf serve                      # cache crates.io on http://127.0.0.1:8080
+///
+/// then paste the lines it prints into .cargo/config.toml and build as usual.
+/// Logs go to stderr; set WHARF_LOG (e.g. `warn`, `wharf=debug`) to change them.
+#[derive(Parser)]
+#[command(name = "wharf", version, about, long_about, propagate_version = true)]
+struct Cli {
+    /// Read settings from this TOML file (see wharf.example.toml).
+    #[arg(long, short = 'c', global = true, env = "WHARF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured registries over HTTP.
+    ///
+    /// With no configuration: a cache of crates.io named `crates-io`, on
+    /// 127.0.0.1:8080, with data under ./wharf-data. On start it prints the
+    /// .cargo/config.toml lines that point cargo at it. Stops cleanly on
+    /// Ctrl-C or SIGTERM, letting requests under way finish.
+    ///
+    /// Precedence: defaults, then --config FILE, then WHARF_LISTEN /
+    /// WHARF_DATA_DIR / WHARF_PUBLIC_URL, then these flags.
+    Serve(ServeArgs),
+}
+
+/// Flags of `wharf serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Where to keep crate files, index files and metadata.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// URL clients reach this server at; written into config.json.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+
+    /// Upstream sparse index, repeatable, tried in order (for the one cache
+    /// registry), e.g. --upstream sparse+https://index.crates.io/
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<String>,
+
+    /// How long a cached index file is served before revalidating, e.g. 5m.
+    #[arg(long, value_name = "DURATION")]
+    index_ttl: Option<humantime::Duration>,
+
+    /// Bound on connect + first byte per upstream attempt, e.g. 3s.
+    #[arg(long, value_name = "DURATION")]
+    upstream_timeout: Option<humantime::Duration>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("WHARF_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .compact()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

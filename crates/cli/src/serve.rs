@@ -1,0 +1,114 @@
+//! `wharf serve`: load the configuration, bind, print how to use it, serve.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Context, bail};
+use tracing::info;
+use wharf_config::{Config, Registry};
+use wharf_server::AppState;
+
+use crate::ServeArgs;
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(config_path, args)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!("cannot listen on {}; choose another address with --listen", config.listen)
+    })?;
+    let bound = listener.local_addr().context("cannot read the bound address")?;
+    let public_url = wharf_server::public_url(&config, bound);
+    let state = Arc::new(AppState::build(&config, &public_url).await?);
+
+    println!(
+        "wharf {} serving {public_url} (listening on {bound}, data in {})",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.display()
+    );
+    for (name, registry) in &config.registries {
+        match registry {
+            Registry::Cache(cache) => println!(
+                "  registry `{name}`: cache of {}, index revalidated after {}",
+                cache.upstreams.join(", "),
+                humantime::format_duration(cache.index_ttl)
+            ),
+        }
+    }
+    println!("\nPoint cargo at it with these lines in .cargo/config.toml (one project) or ~/.cargo/config.toml (every project):\n");
+    for name in config.registries.keys() {
+        println!("{}", wharf_server::cargo_config_for(&state, name));
+    }
+    info!(listen = %bound, public_url = %public_url, "serving");
+    wharf_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("the server stopped with an error")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Defaults, then the file, then `WHARF_*` variables, then flags.
+fn load(path: Option<&Path>, args: ServeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(path)?;
+    config.apply_env(std::env::vars())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.public_url {
+        config.public_url = Some(url);
+    }
+    let caches: Vec<_> = config
+        .registries
+        .values_mut()
+        .map(|r| match r {
+            Registry::Cache(cache) => cache,
+        })
+        .collect();
+    let flags_for_one = !args.upstreams.is_empty() || args.index_ttl.is_some() || args.upstream_timeout.is_some();
+    if flags_for_one {
+        let [cache] = <[_; 1]>::try_from(caches).map_err(|_| {
+            anyhow::anyhow!(
+                "--upstream, --index-ttl and --upstream-timeout apply to a single cache registry; \
+                 with several, set them per registry in the config file"
+            )
+        })?;
+        if !args.upstreams.is_empty() {
+            cache.upstreams = args.upstreams;
+        }
+        if let Some(ttl) = args.index_ttl {
+            cache.index_ttl = ttl.into();
+        }
+        if let Some(timeout) = args.upstream_timeout {
+            cache.upstream_timeout = timeout.into();
+        }
+    }
+    config.validate()?;
+    if config.registries.is_empty() {
+        bail!("no registries configured");
+    }
+    Ok(config)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutting down: finishing requests under way");
+}

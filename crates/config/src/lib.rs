@@ -1,0 +1,350 @@
+#![doc = include_str!("../README.md")]
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// The sparse index cargo itself uses for crates.io.
+pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
+
+/// The name of the registry `wharf serve` creates when no configuration names one.
+pub const DEFAULT_REGISTRY: &str = "crates-io";
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this tree.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of a wharf process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address `wharf serve` listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where files and the embedded database live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The URL clients reach this server at, written into `config.json`.
+    /// Derived from `listen` when absent.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Memory for hot index files (and their compressed forms), in MiB.
+    #[serde(default = "default_memory_index_mb")]
+    pub memory_index_mb: u64,
+    /// Memory for hot crate files, in MiB.
+    #[serde(default = "default_memory_crates_mb")]
+    pub memory_crates_mb: u64,
+    /// The registries served, each mounted at `/{name}/`.
+    #[serde(default = "default_registries")]
+    pub registries: BTreeMap<String, Registry>,
+}
+
+/// One registry: what it is and where its content comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Registry {
+    /// A pull-through cache of one or more upstream sparse indexes.
+    Cache(CacheRegistry),
+}
+
+/// A pull-through cache registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRegistry {
+    /// Sparse index URLs tried in order (`sparse+https://index.crates.io/`).
+    #[serde(default = "default_upstreams")]
+    pub upstreams: Vec<String>,
+    /// Bound on connecting and receiving the first byte, per attempt.
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// How long a cached index file is served without asking upstream.
+    #[serde(default = "default_index_ttl", with = "humantime_serde")]
+    pub index_ttl: Duration,
+    /// How long "no such crate" from upstream is remembered.
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// First wait before probing an upstream that was marked down; it doubles
+    /// up to a minute while the upstream stays down.
+    #[serde(default = "default_probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+}
+
+impl Default for CacheRegistry {
+    fn default() -> Self {
+        Self {
+            upstreams: default_upstreams(),
+            upstream_timeout: default_upstream_timeout(),
+            index_ttl: default_index_ttl(),
+            negative_ttl: default_negative_ttl(),
+            probe_interval: default_probe_interval(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./wharf-data")
+}
+fn default_memory_index_mb() -> u64 {
+    256
+}
+fn default_memory_crates_mb() -> u64 {
+    256
+}
+fn default_upstreams() -> Vec<String> {
+    vec![CRATES_IO_SPARSE.to_owned()]
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_index_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_registries() -> BTreeMap<String, Registry> {
+    BTreeMap::from([(
+        DEFAULT_REGISTRY.to_owned(),
+        Registry::Cache(CacheRegistry::default()),
+    )])
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            public_url: None,
+            memory_index_mb: default_memory_index_mb(),
+            memory_crates_mb: default_memory_crates_mb(),
+            registries: default_registries(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in error messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `path`, or returns the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Ok(Self::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text, path)
+            }
+        }
+    }
+
+    /// Applies `WHARF_LISTEN`, `WHARF_DATA_DIR` and `WHARF_PUBLIC_URL` from `vars`.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (key, value) in vars {
+            match key.as_str() {
+                "WHARF_LISTEN" => {
+                    self.listen = value.parse().map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "WHARF_LISTEN `{value}` is not an address like 127.0.0.1:8080"
+                        ))
+                    })?
+                }
+                "WHARF_DATA_DIR" => self.data_dir = PathBuf::from(value),
+                "WHARF_PUBLIC_URL" => self.public_url = Some(value),
+                _ => {}
+            }
+        }
+        self.validate()
+    }
+
+    /// Checks what the types cannot: registry names, URLs, non-empty lists.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.registries.is_empty() {
+            return Err(ConfigError::Invalid("no registries configured".into()));
+        }
+        for (name, registry) in &self.registries {
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(ConfigError::Invalid(format!(
+                    "registry name `{name}` must be 1-64 characters of a-z, 0-9, `-` and `_`"
+                )));
+            }
+            match registry {
+                Registry::Cache(cache) => {
+                    if cache.upstreams.is_empty() {
+                        return Err(ConfigError::Invalid(format!(
+                            "registry `{name}` has no upstreams"
+                        )));
+                    }
+                    for url in &cache.upstreams {
+                        sparse_base(url).map_err(|e| {
+                            ConfigError::Invalid(format!("registry `{name}`: {e}"))
+                        })?;
+                    }
+                    if cache.upstream_timeout.is_zero() {
+                        return Err(ConfigError::Invalid(format!(
+                            "registry `{name}`: upstream_timeout must be more than 0s"
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "public_url `{url}` must start with http:// or https://"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Turns a sparse registry URL (`sparse+https://index.crates.io/`) into the
+/// HTTP base its files are fetched under, always ending in `/`.
+pub fn sparse_base(url: &str) -> Result<String, String> {
+    let http = url.strip_prefix("sparse+").unwrap_or(url);
+    if !(http.starts_with("http://") || http.starts_with("https://")) {
+        return Err(format!(
+            "upstream `{url}` must be a sparse index URL like sparse+https://index.crates.io/"
+        ));
+    }
+    if http.contains(['?', '#']) {
+        return Err(format!("upstream `{url}` must not have a query or fragment"));
+    }
+    let mut base = http.to_owned();
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_crates_io_cache_on_loopback() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        let Registry::Cache(cache) = &config.registries[DEFAULT_REGISTRY];
+        assert_eq!(cache.upstreams, [CRATES_IO_SPARSE]);
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../../../wharf.example.toml");
+        let config = Config::from_toml(text, Path::new("wharf.example.toml")).unwrap();
+        let Registry::Cache(cache) = &config.registries["crates-io"];
+        assert_eq!(cache.index_ttl, Duration::from_secs(300));
+        assert_eq!(cache.upstream_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_issue_shape_parses() {
+        let text = r#"
+            listen = "127.0.0.1:8080"
+            data_dir = "./wharf-data"
+            public_url = "http://127.0.0.1:8080"
+            [registries.crates-io]
+            kind = "cache"
+            upstreams = ["sparse+http://127.0.0.1:9000/index/"]
+            upstream_timeout = "3s"
+            index_ttl = "5m"
+        "#;
+        let config = Config::from_toml(text, Path::new("x")).unwrap();
+        let Registry::Cache(cache) = &config.registries["crates-io"];
+        assert_eq!(cache.upstreams, ["sparse+http://127.0.0.1:9000/index/"]);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused_with_a_clear_message() {
+        let err = Config::from_toml("lisen = \"x\"", Path::new("w.toml")).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::from_toml(
+            "[registries.a]\nkind = \"cache\"\nindex_tll = \"5m\"",
+            Path::new("w.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("index_tll"), "{err}");
+        let err = Config::from_toml("[registries.A]\nkind = \"cache\"", Path::new("w.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("registry name"), "{err}");
+        let err = Config::from_toml(
+            "[registries.a]\nkind = \"cache\"\nupstreams = [\"ftp://x\"]",
+            Path::new("w.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sparse index URL"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut config = Config::default();
+        config
+            .apply_env([
+                ("WHARF_LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+                ("WHARF_DATA_DIR".to_owned(), "/tmp/x".to_owned()),
+            ])
+            .unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert!(config
+            .apply_env([("WHARF_LISTEN".to_owned(), "nope".to_owned())])
+            .is_err());
+    }
+
+    #[test]
+    fn sparse_base_normalises() {
+        assert_eq!(sparse_base("sparse+http://h/index").unwrap(), "http://h/index/");
+        assert_eq!(sparse_base("https://h/").unwrap(), "https://h/");
+        assert!(sparse_base("git://h").is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading the few fields of an index line that wharf needs.
+//!
+//! Lines are relayed byte for byte; this module only looks inside them to find
+//! the checksum of a version. It never re-serialises a line.
+
+use serde::Deserialize;
+
+use crate::cksum::Cksum;
+
+/// The fields of one index line that wharf reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexLine {
+    /// The crate name as the index spells it.
+    pub name: String,
+    /// The version string.
+    pub vers: String,
+    /// The sha256 of the crate file.
+    pub cksum: Cksum,
+    /// Whether the version is yanked.
+    pub yanked: bool,
+}
+
+#[derive(Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    vers: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    cksum: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    yanked: Option<bool>,
+}
+
+/// Finds the line for version `vers` in an index file. Lines that do not parse
+/// are skipped (a newer index format may add lines wharf does not understand);
+/// the version string must match exactly.
+pub fn find_version(index_file: &[u8], vers: &str) -> Option<IndexLine> {
+    index_file
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice::<RawLine<'_>>(line).ok())
+        .filter(|raw| raw.vers == vers)
+        .find_map(|raw| {
+            Some(IndexLine {
+                name: raw.name.into_owned(),
+                vers: raw.vers.into_owned(),
+                cksum: Cksum::parse(&raw.cksum).ok()?,
+                yanked: raw.yanked.unwrap_or(false),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = concat!(
+        r#"{"name":"foo","vers":"1.0.0","deps":[],"cksum":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","features":{},"yanked":false}"#,
+        "\n",
+        "not json\n",
+        r#"{"name":"foo","vers":"1.1.0","deps":[],"cksum":"2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824","features":{},"yanked":true,"rust_version":"1.70"}"#,
+        "\n"
+    );
+
+    #[test]
+    fn finds_exact_version() {
+        let line = find_version(FILE.as_bytes(), "1.1.0").unwrap();
+        assert_eq!(line.name, "foo");
+        assert!(line.yanked);
+        assert_eq!(line.cksum, Cksum::of(b"hello"));
+        assert!(find_version(FILE.as_bytes(), "1.0.0").is_some());
+        assert!(find_version(FILE.as_bytes(), "1.0").is_none());
+    }
+}

@@ -1,0 +1,75 @@
+//! `GET /{R}/crates/{name}/{name}-{version}.crate`: a verified crate file.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State, rejection::PathRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use wharf_index::{CrateName, Version};
+
+use crate::{error::ApiError, registry::AppState};
+
+/// Serves a crate file, downloading and verifying it on first request.
+/// Stored crate files never change, so they are cacheable forever.
+pub async fn download_crate(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((registry, name, file)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let cache = state.cache(&registry)?;
+    let (krate, vers) = parse_file(&name, &file)?;
+    // The content of a name and version never changes, so they make the tag.
+    let tag = format!("{krate}-{vers}");
+    let etag = HeaderValue::from_str(&format!("\"{tag}\"")).expect("validated parts are a valid header");
+    let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
+    if super::if_none_match(&headers, &tag) == Some(true) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, immutable)]).into_response());
+    }
+    let bytes = cache.crates.get(&krate, &vers).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
+            (header::CACHE_CONTROL, immutable),
+            (header::ETAG, etag),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Splits `{name}-{version}.crate`, checking it names the crate of the directory.
+fn parse_file(name: &str, file: &str) -> Result<(CrateName, Version), ApiError> {
+    let krate = CrateName::new(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid crate name `{}`: {e}", name.escape_debug())))?;
+    let vers = file
+        .strip_suffix(".crate")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "crate file must be named `{name}-{{version}}.crate`, not `{}`",
+                file.escape_debug()
+            ))
+        })?;
+    let vers = Version::new(vers)
+        .map_err(|e| ApiError::bad_request(format!("invalid version `{}`: {e}", vers.escape_debug())))?;
+    Ok((krate, vers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        let (k, v) = parse_file("a-b", "a-b-1.0.0-rc.1.crate").unwrap();
+        assert_eq!((k.as_str(), v.as_str()), ("a-b", "1.0.0-rc.1"));
+        assert!(parse_file("a", "b-1.0.0.crate").is_err());
+        assert!(parse_file("a", "a-1.0.0.tar").is_err());
+        assert!(parse_file("a", "a-../x.crate").is_err());
+        assert!(parse_file("..", "..-1.crate").is_err());
+    }
+}

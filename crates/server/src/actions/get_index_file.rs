@@ -1,0 +1,75 @@
+//! `GET /{R}/index/{sparse path}`: an index file, relayed byte for byte.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State, rejection::PathRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use wharf_index::{IndexPath, PathError};
+
+use crate::{
+    cache::{IndexEntry, Lookup},
+    encoding::Encoding,
+    error::ApiError,
+    registry::AppState,
+};
+
+/// Serves one index file, compressed when the client accepts it, answering
+/// conditional requests with 304.
+pub async fn get_index_file(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((registry, path)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let cache = state.cache(&registry)?;
+    let path = IndexPath::parse(&path).map_err(|e| match e {
+        PathError::Name(e) => ApiError::bad_request(format!("invalid index path: {e}")),
+        PathError::Layout => ApiError::not_found(format!("`{}` is not a sparse index path", path.escape_debug())),
+    })?;
+    match cache.index.get(&path).await? {
+        Lookup::Found(entry) => Ok(respond(&entry, &headers).await),
+        Lookup::NotFound => Err(ApiError::not_found(format!("no crate named `{}`", path.name()))),
+    }
+}
+
+async fn respond(entry: &IndexEntry, headers: &HeaderMap) -> Response {
+    let not_modified = match super::if_none_match(headers, &entry.tag) {
+        Some(matched) => matched,
+        None => super::not_modified_since(headers, entry.modified),
+    };
+    let wanted = Encoding::negotiate(headers.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()));
+    let (body, encoding) = if not_modified {
+        (bytes::Bytes::new(), wanted)
+    } else {
+        entry.variant(wanted).await
+    };
+    let etag = match encoding {
+        Encoding::Identity => format!("\"{}\"", entry.tag),
+        other => format!("\"{}-{}\"", entry.tag, other.token()),
+    };
+    let etag = HeaderValue::from_str(&etag).expect("hex is a valid header");
+    let common = [
+        (header::ETAG, etag),
+        (header::LAST_MODIFIED, entry.last_modified.clone()),
+        (header::VARY, HeaderValue::from_static("Accept-Encoding")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("public, no-cache")),
+    ];
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    let mut response = (
+        common,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        body,
+    )
+        .into_response();
+    if encoding != Encoding::Identity {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+    }
+    response
+}

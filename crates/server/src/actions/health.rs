@@ -1,0 +1,91 @@
+//! `/healthz`, `/readyz`, `/status.json` and `/metrics`.
+
+use std::{fmt::Write, sync::Arc};
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::registry::{AppState, Registry};
+
+/// Liveness: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: registries are built and the listener is serving.
+pub async fn readyz() -> &'static str {
+    "ready\n"
+}
+
+/// The state of every registry and upstream, as JSON.
+pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let registries: serde_json::Map<String, Value> = state
+        .registries
+        .iter()
+        .map(|(name, registry)| {
+            let value = match registry {
+                Registry::Cache(cache) => json!({
+                    "kind": "cache",
+                    "index_url": state.index_url(name),
+                    "upstreams": cache.upstreams.health().iter().map(|h| h.to_json()).collect::<Vec<_>>(),
+                    "index_files_in_memory": cache.index.in_memory(),
+                    "crate_files_in_memory": cache.crates.in_memory(),
+                    "counters": cache.metrics.counters().iter()
+                        .map(|(name, _, value)| (name.trim_start_matches("wharf_").trim_end_matches("_total").to_owned(), json!(value)))
+                        .collect::<serde_json::Map<_, _>>(),
+                }),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "registries": registries,
+    }))
+}
+
+/// Counters in the Prometheus text format.
+pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    // Each metric family is written as one group, as the text format requires.
+    let caches: Vec<_> = state
+        .registries
+        .iter()
+        .map(|(name, registry)| match registry {
+            Registry::Cache(cache) => (name, cache),
+        })
+        .collect();
+    let families = caches.first().map(|(_, c)| c.metrics.counters().len()).unwrap_or(0);
+    for family in 0..families {
+        for (i, (registry_name, cache)) in caches.iter().enumerate() {
+            let (name, help, value) = cache.metrics.counters()[family];
+            if i == 0 {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            }
+            let _ = writeln!(out, "{name}{{registry=\"{registry_name}\"}} {value}");
+        }
+    }
+    let _ = writeln!(out, "# HELP wharf_upstream_up Whether an upstream is being tried (1) or marked down (0).\n# TYPE wharf_upstream_up gauge");
+    for (registry_name, cache) in &caches {
+        for report in cache.upstreams.health() {
+            let _ = writeln!(
+                out,
+                "wharf_upstream_up{{registry=\"{registry_name}\",upstream=\"{}\"}} {}",
+                report.url,
+                u8::from(report.up)
+            );
+        }
+    }
+    let _ = writeln!(out, "wharf_uptime_seconds {}", state.started.elapsed().as_secs());
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,349 @@
+//! Index files of a cache registry: relayed byte for byte, kept, revalidated.
+//!
+//! A file is looked up in memory, then in storage, then upstream. A copy is
+//! fresh for `index_ttl` after upstream last confirmed it; after that the next
+//! request revalidates it with the upstream's own validators. When every
+//! upstream fails, the copy is served stale. Concurrent misses for one file
+//! share one upstream request.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+use wharf_index::IndexPath;
+use wharf_storage::{BlobKey, BlobStore};
+use wharf_upstream::{IndexFetch, UpstreamSet, Validators};
+
+use crate::{encoding::Encoding, error::ApiError, flight::Flights, metrics::Metrics};
+
+/// After every upstream failed, a stale copy is served without asking again
+/// for this long, so an outage costs one attempt per file per interval.
+const STALE_RETRY: Duration = Duration::from_secs(5);
+
+/// One index file as wharf serves it.
+pub struct IndexEntry {
+    /// The file, byte for byte as upstream sent it.
+    pub body: Bytes,
+    /// wharf's own entity tag for the content (hex, without quotes).
+    pub tag: String,
+    /// When the content last changed here.
+    pub modified: SystemTime,
+    /// `modified` as an HTTP date.
+    pub last_modified: HeaderValue,
+    /// Served without asking upstream until then.
+    fresh_until: Instant,
+    /// When upstream last confirmed the content.
+    checked: SystemTime,
+    /// The upstream's validators, for the next conditional request.
+    validators: Option<Validators>,
+    /// Compressed forms, each made once on first demand.
+    variants: Arc<Variants>,
+}
+
+#[derive(Default)]
+struct Variants {
+    gzip: OnceCell<Option<Bytes>>,
+    zstd: OnceCell<Option<Bytes>>,
+    brotli: OnceCell<Option<Bytes>>,
+}
+
+impl IndexEntry {
+    fn new(body: Bytes, modified: SystemTime, checked: SystemTime, fresh_until: Instant, validators: Option<Validators>) -> Self {
+        let digest = Sha256::digest(&body);
+        Self {
+            tag: hex::encode(&digest[..16]),
+            last_modified: http_date(modified),
+            body,
+            modified,
+            fresh_until,
+            checked,
+            validators,
+            variants: Arc::default(),
+        }
+    }
+
+    /// The same content, confirmed again: only freshness and validators change.
+    fn confirmed(&self, fresh_until: Instant, validators: Option<Validators>) -> Self {
+        Self {
+            body: self.body.clone(),
+            tag: self.tag.clone(),
+            modified: self.modified,
+            last_modified: self.last_modified.clone(),
+            fresh_until,
+            checked: SystemTime::now(),
+            validators,
+            variants: self.variants.clone(),
+        }
+    }
+
+    /// Whether it may be served without asking upstream.
+    pub fn is_fresh(&self) -> bool {
+        Instant::now() < self.fresh_until
+    }
+
+    /// The body in `encoding`, compressing it on first demand. Falls back to
+    /// identity when compression does not make it smaller.
+    pub async fn variant(&self, encoding: Encoding) -> (Bytes, Encoding) {
+        let cell = match encoding {
+            Encoding::Identity => return (self.body.clone(), Encoding::Identity),
+            Encoding::Gzip => &self.variants.gzip,
+            Encoding::Zstd => &self.variants.zstd,
+            Encoding::Brotli => &self.variants.brotli,
+        };
+        let body = self.body.clone();
+        let compressed = cell
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || encoding.compress(&body))
+                    .await
+                    .ok()
+                    .flatten()
+            })
+            .await;
+        match compressed {
+            Some(bytes) => (bytes.clone(), encoding),
+            None => (self.body.clone(), Encoding::Identity),
+        }
+    }
+
+    fn weight(&self) -> u32 {
+        // The body plus room for its compressed forms (about a fifth of it).
+        let bytes = self.body.len() + self.body.len() / 2 + 256;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+fn http_date(t: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("an HTTP date is a valid header value")
+}
+
+/// The result of looking up an index file.
+#[derive(Clone)]
+pub enum Lookup {
+    /// The file.
+    Found(Arc<IndexEntry>),
+    /// Upstream says there is no such crate.
+    NotFound,
+}
+
+/// What is stored next to an index file: where it came from and when.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    /// sha256 of the stored body, so a body without matching meta is noticed.
+    sha256: String,
+    modified_unix: u64,
+    checked_unix: u64,
+    validators: Option<Validators>,
+}
+
+/// The index files of one cache registry.
+pub struct IndexCache {
+    registry: String,
+    store: Arc<dyn BlobStore>,
+    upstreams: UpstreamSet,
+    ttl: Duration,
+    memory: moka::sync::Cache<String, Arc<IndexEntry>>,
+    missing: moka::sync::Cache<String, ()>,
+    flights: Arc<Flights<String, Lookup>>,
+    metrics: Arc<Metrics>,
+}
+
+impl IndexCache {
+    /// An index cache holding up to `memory_bytes` of hot files in memory.
+    pub fn new(
+        registry: &str,
+        store: Arc<dyn BlobStore>,
+        upstreams: UpstreamSet,
+        ttl: Duration,
+        negative_ttl: Duration,
+        memory_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            registry: registry.to_owned(),
+            store,
+            upstreams,
+            ttl,
+            memory: moka::sync::Cache::builder()
+                .max_capacity(memory_bytes)
+                .weigher(|_, e: &Arc<IndexEntry>| e.weight())
+                .build(),
+            missing: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(negative_ttl.max(Duration::from_millis(1)))
+                .build(),
+            flights: Flights::new(),
+            metrics,
+        }
+    }
+
+    /// Index files held in memory now.
+    pub fn in_memory(&self) -> u64 {
+        self.memory.entry_count()
+    }
+
+    /// Looks up the index file at `path`, from memory, storage or upstream.
+    pub async fn get(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
+        let key = path.as_str();
+        if let Some(entry) = self.memory.get(key)
+            && entry.is_fresh()
+        {
+            self.metrics.index_memory_hits.inc();
+            return Ok(Lookup::Found(entry));
+        }
+        if self.missing.contains_key(key) {
+            return Ok(Lookup::NotFound);
+        }
+        let this = Arc::clone(self);
+        let path = path.clone();
+        self.flights
+            .run(key.to_owned(), move || async move { this.refresh(&path).await })
+            .await
+    }
+
+    fn body_key(&self, path: &IndexPath) -> BlobKey {
+        BlobKey::new(format!("{}/index/{}", self.registry, path)).expect("validated parts make a valid key")
+    }
+
+    fn meta_key(&self, path: &IndexPath) -> BlobKey {
+        BlobKey::new(format!("{}/.cache-meta/index/{}.json", self.registry, path))
+            .expect("validated parts make a valid key")
+    }
+
+    /// Reads a stored copy; a body whose meta is missing or does not match is
+    /// kept but treated as stale, with no validators.
+    async fn load(&self, path: &IndexPath) -> Result<Option<IndexEntry>, ApiError> {
+        let storage = |e: wharf_storage::StoreError| ApiError::internal(e.to_string());
+        let Some(body) = self.store.get(&self.body_key(path)).await.map_err(storage)? else {
+            return Ok(None);
+        };
+        let meta = self
+            .store
+            .get(&self.meta_key(path))
+            .await
+            .map_err(storage)?
+            .and_then(|raw| serde_json::from_slice::<Meta>(&raw).ok())
+            .filter(|meta| meta.sha256 == hex::encode(Sha256::digest(&body)));
+        let now = Instant::now();
+        Ok(Some(match meta {
+            Some(meta) => {
+                let checked = unix_to_time(meta.checked_unix);
+                let age = SystemTime::now().duration_since(checked).unwrap_or_default();
+                let fresh_until = now + self.ttl.saturating_sub(age);
+                IndexEntry::new(body, unix_to_time(meta.modified_unix), checked, fresh_until, meta.validators)
+            }
+            None => IndexEntry::new(body, SystemTime::now(), SystemTime::UNIX_EPOCH, now, None),
+        }))
+    }
+
+    async fn persist(&self, path: &IndexPath, entry: &IndexEntry, body_changed: bool) {
+        let meta = Meta {
+            sha256: hex::encode(Sha256::digest(&entry.body)),
+            modified_unix: time_to_unix(entry.modified),
+            checked_unix: time_to_unix(entry.checked),
+            validators: entry.validators.clone(),
+        };
+        let meta = Bytes::from(serde_json::to_vec(&meta).expect("meta serialises"));
+        // The body first: a crash between the two leaves a body whose meta
+        // does not match, which `load` treats as stale, never as wrong.
+        let result = async {
+            if body_changed {
+                self.store.put(&self.body_key(path), entry.body.clone()).await?;
+            }
+            self.store.put(&self.meta_key(path), meta).await
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(registry = %self.registry, index.path = %path, error = %e, "cannot store index file; serving it from memory only");
+        }
+    }
+
+    async fn refresh(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
+        let current = match self.memory.get(path.as_str()) {
+            Some(entry) => Some(entry),
+            None => self.load(path).await?.map(Arc::new),
+        };
+        if let Some(entry) = &current
+            && entry.is_fresh()
+        {
+            self.memory.insert(path.to_string(), entry.clone());
+            self.metrics.index_store_hits.inc();
+            return Ok(Lookup::Found(entry.clone()));
+        }
+        let started = Instant::now();
+        let validators = current.as_ref().and_then(|e| e.validators.as_ref());
+        let fresh_until = Instant::now() + self.ttl;
+        match self.upstreams.fetch_index(path.as_str(), validators).await {
+            Ok(IndexFetch::Modified { body, validators }) => {
+                self.metrics.index_upstream_fetches.inc();
+                let (entry, changed) = match &current {
+                    Some(old) if old.body == body => (old.confirmed(fresh_until, Some(validators)), false),
+                    _ => {
+                        let now = SystemTime::now();
+                        (IndexEntry::new(body, now, now, fresh_until, Some(validators)), true)
+                    }
+                };
+                self.persist(path, &entry, changed).await;
+                let entry = Arc::new(entry);
+                self.memory.insert(path.to_string(), entry.clone());
+                info!(registry = %self.registry, index.path = %path, changed, duration_ms = started.elapsed().as_millis() as u64, "index file fetched from upstream");
+                Ok(Lookup::Found(entry))
+            }
+            Ok(IndexFetch::NotModified { validators }) => {
+                self.metrics.index_revalidations.inc();
+                let Some(old) = current else {
+                    return Err(ApiError::bad_gateway(format!(
+                        "upstream answered 304 Not Modified for `{path}` to an unconditional request"
+                    )));
+                };
+                let entry = old.confirmed(fresh_until, Some(validators));
+                self.persist(path, &entry, false).await;
+                let entry = Arc::new(entry);
+                self.memory.insert(path.to_string(), entry.clone());
+                Ok(Lookup::Found(entry))
+            }
+            Ok(IndexFetch::NotFound) => {
+                self.memory.invalidate(path.as_str());
+                self.missing.insert(path.to_string(), ());
+                if current.is_some() {
+                    // Upstream removed the crate: follow it, so cargo sees what upstream says.
+                    let _ = self.store.delete(&self.body_key(path)).await;
+                    let _ = self.store.delete(&self.meta_key(path)).await;
+                    info!(registry = %self.registry, index.path = %path, "upstream no longer has this crate; cached index file removed");
+                }
+                Ok(Lookup::NotFound)
+            }
+            Err(e) => match current {
+                Some(old) => {
+                    self.metrics.index_stale_served.inc();
+                    warn!(registry = %self.registry, index.path = %path, error = %e, "every upstream failed; serving the cached index file stale");
+                    let retry_at = Instant::now() + STALE_RETRY.min(self.ttl);
+                    let entry = Arc::new(old.confirmed(retry_at, old.validators.clone()));
+                    self.memory.insert(path.to_string(), entry.clone());
+                    Ok(Lookup::Found(entry))
+                }
+                None => {
+                    self.metrics.upstream_failures.inc();
+                    Err(ApiError::bad_gateway(format!(
+                        "cannot fetch the index file of `{}`: {e}",
+                        path.name()
+                    )))
+                }
+            },
+        }
+    }
+}
+
+fn time_to_unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn unix_to_time(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}

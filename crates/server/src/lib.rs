@@ -1,0 +1,57 @@
+#![doc = include_str!("../README.md")]
+
+mod actions;
+mod cache;
+mod encoding;
+mod error;
+mod flight;
+mod metrics;
+mod registry;
+mod request_log;
+mod router;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tracing::warn;
+use wharf_config::{Config, DEFAULT_REGISTRY};
+
+pub use error::ApiError;
+pub use registry::{AppState, USER_AGENT};
+pub use router::router;
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets requests
+/// under way finish. The caller binds the listener, so tests can bind port 0.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// The URL clients reach the server at: `public_url` when configured, else
+/// derived from the address actually bound.
+pub fn public_url(config: &Config, bound: SocketAddr) -> String {
+    if let Some(url) = &config.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    if bound.ip().is_unspecified() {
+        warn!(listen = %bound, "listening on all addresses without public_url; config.json will name 127.0.0.1, which other machines cannot reach: set public_url");
+        return format!("http://127.0.0.1:{}", bound.port());
+    }
+    format!("http://{bound}")
+}
+
+/// The `.cargo/config.toml` lines that make cargo use registry `name`.
+/// The crates.io cache replaces crates.io itself; others are named registries.
+pub fn cargo_config_for(state: &AppState, name: &str) -> String {
+    let url = state.index_url(name);
+    if name == DEFAULT_REGISTRY {
+        format!(
+            "[source.crates-io]\nreplace-with = \"wharf\"\n\n[source.wharf]\nregistry = \"{url}\"\n"
+        )
+    } else {
+        format!("[registries.{name}]\nindex = \"{url}\"\n")
+    }
+}

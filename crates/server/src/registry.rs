@@ -1,0 +1,144 @@
+//! The registries one server mounts, each at `/{name}/`.
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use wharf_config::{Config, Registry as RegistryConfig, sparse_base};
+use wharf_index::RegistryConfig as ConfigJson;
+use wharf_storage::{BlobStore, FsStore};
+use wharf_upstream::{UpstreamSet, UpstreamSettings};
+
+use crate::{
+    cache::{CrateFiles, IndexCache},
+    error::ApiError,
+    metrics::Metrics,
+};
+
+/// The `User-Agent` wharf sends upstream.
+pub const USER_AGENT: &str = concat!("wharf/", env!("CARGO_PKG_VERSION"));
+
+/// One mounted registry.
+pub enum Registry {
+    /// A pull-through cache.
+    Cache(Arc<CacheRegistry>),
+}
+
+/// A pull-through cache registry and everything it serves.
+pub struct CacheRegistry {
+    /// Its name, the first path segment.
+    pub name: String,
+    /// The `config.json` served to cargo.
+    pub config_json: Bytes,
+    /// Its index files.
+    pub index: Arc<IndexCache>,
+    /// Its crate files.
+    pub crates: Arc<CrateFiles>,
+    /// Its upstreams.
+    pub upstreams: UpstreamSet,
+    /// Its counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What every request handler can reach.
+pub struct AppState {
+    /// The registries by name.
+    pub registries: BTreeMap<String, Registry>,
+    /// The URL clients reach this server at (no trailing `/`).
+    pub public_url: String,
+    /// Where data is kept, for the dashboard.
+    pub data_dir: PathBuf,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Builds every configured registry over a store under `config.data_dir`.
+    pub async fn build(config: &Config, public_url: &str) -> anyhow::Result<Self> {
+        let store: Arc<dyn BlobStore> = Arc::new(
+            FsStore::open(&config.data_dir)
+                .await
+                .with_context(|| format!("cannot use data_dir {}", config.data_dir.display()))?,
+        );
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let share = config.registries.len().max(1) as u64;
+        let mut registries = BTreeMap::new();
+        for (name, registry) in &config.registries {
+            match registry {
+                RegistryConfig::Cache(cache) => {
+                    let bases = cache
+                        .upstreams
+                        .iter()
+                        .map(|u| sparse_base(u).map_err(anyhow::Error::msg))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let upstreams = UpstreamSet::new(UpstreamSettings {
+                        bases,
+                        timeout: cache.upstream_timeout,
+                        probe_interval: cache.probe_interval,
+                        user_agent: USER_AGENT.to_owned(),
+                        max_index_bytes: 64 << 20,
+                        max_crate_bytes: 1 << 30,
+                        keep_in_memory_bytes: 16 << 20,
+                    })
+                    .map_err(anyhow::Error::msg)?;
+                    let metrics = Arc::new(Metrics::default());
+                    let index = Arc::new(IndexCache::new(
+                        name,
+                        store.clone(),
+                        upstreams.clone(),
+                        cache.index_ttl,
+                        cache.negative_ttl,
+                        (config.memory_index_mb << 20) / share,
+                        metrics.clone(),
+                    ));
+                    let crates = Arc::new(CrateFiles::new(
+                        name,
+                        store.clone(),
+                        upstreams.clone(),
+                        index.clone(),
+                        (config.memory_crates_mb << 20) / share,
+                        metrics.clone(),
+                    ));
+                    let config_json =
+                        Bytes::from(ConfigJson::for_base(&format!("{public_url}/{name}")).to_json());
+                    registries.insert(
+                        name.clone(),
+                        Registry::Cache(Arc::new(CacheRegistry {
+                            name: name.clone(),
+                            config_json,
+                            index,
+                            crates,
+                            upstreams,
+                            metrics,
+                        })),
+                    );
+                }
+            }
+        }
+        Ok(Self { registries, public_url, data_dir: config.data_dir.clone(), started: Instant::now() })
+    }
+
+    /// The registry mounted at `/{name}/`, or a 404 that lists the ones there are.
+    pub fn registry(&self, name: &str) -> Result<&Registry, ApiError> {
+        self.registries.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.registries.keys().map(String::as_str).collect();
+            ApiError::not_found(format!(
+                "no registry named `{}` here; this server has: {}",
+                name.escape_debug(),
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The cache registry mounted at `/{name}/`.
+    pub fn cache(&self, name: &str) -> Result<&Arc<CacheRegistry>, ApiError> {
+        match self.registry(name)? {
+            Registry::Cache(cache) => Ok(cache),
+        }
+    }
+
+    /// The sparse index URL of a registry, as cargo is configured with it.
+    pub fn index_url(&self, name: &str) -> String {
+        format!("sparse+{}/{name}/index/", self.public_url)
+    }
+}

@@ -1,0 +1,494 @@
+//! An ordered list of upstream sparse registries, tried in order.
+
+use std::{
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+use wharf_index::{Cksum, DlTemplate};
+use wharf_storage::{BlobKey, BlobStore, StoreError};
+
+use crate::health::{Health, HealthReport};
+
+/// How an [`UpstreamSet`] behaves.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// HTTP bases of the sparse indexes (ending in `/`), in order of preference.
+    pub bases: Vec<String>,
+    /// Bound on connect + first byte, and on each later read, per attempt.
+    pub timeout: Duration,
+    /// First wait before probing a down upstream.
+    pub probe_interval: Duration,
+    /// The `User-Agent` sent with every request.
+    pub user_agent: String,
+    /// The largest index file accepted.
+    pub max_index_bytes: u64,
+    /// The largest crate file accepted.
+    pub max_crate_bytes: u64,
+    /// Downloads up to this size are also returned in memory.
+    pub keep_in_memory_bytes: u64,
+}
+
+/// The validators an upstream gave for an index file. They are only ever sent
+/// back to the upstream that issued them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    /// The base URL of the upstream that answered.
+    pub upstream: String,
+    /// Its `ETag`, if any.
+    pub etag: Option<String>,
+    /// Its `Last-Modified`, if any.
+    pub last_modified: Option<String>,
+}
+
+/// The answer to a conditional index fetch.
+#[derive(Debug)]
+pub enum IndexFetch {
+    /// New content.
+    Modified {
+        /// The file, byte for byte as the upstream sent it.
+        body: Bytes,
+        /// Validators for the next conditional request.
+        validators: Validators,
+    },
+    /// The copy the caller holds is still current.
+    NotModified {
+        /// Validators for the next conditional request.
+        validators: Validators,
+    },
+    /// The upstream says there is no such crate.
+    NotFound,
+}
+
+/// A crate file that was downloaded, verified and committed to storage.
+#[derive(Debug)]
+pub struct Downloaded {
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its bytes, when small enough to keep in memory.
+    pub bytes: Option<Bytes>,
+    /// The base URL of the upstream it came from.
+    pub upstream: String,
+}
+
+/// Why a fetch from the upstreams failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No upstream gave a usable answer.
+    #[error("no upstream could serve it: {0}")]
+    Unavailable(String),
+    /// An upstream served bytes whose sha256 differs from the index checksum.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The upstream has no file for a version its index lists.
+    #[error("{0}")]
+    Missing(String),
+    /// Storing the download failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The ordered upstreams of one registry. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamSet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    upstreams: Vec<Upstream>,
+    settings: UpstreamSettings,
+}
+
+struct Upstream {
+    base: String,
+    health: Health,
+    /// The `dl` template from the upstream's `config.json`, learned once.
+    dl: OnceCell<DlTemplate>,
+}
+
+/// What went wrong with one attempt.
+struct Failure {
+    reason: String,
+    /// Whether the upstream itself is failing (mark it down) rather than
+    /// answering badly for this one file.
+    upstream_down: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn down(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), upstream_down: true, retry_after: None }
+    }
+    fn file(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), upstream_down: false, retry_after: None }
+    }
+}
+
+impl UpstreamSet {
+    /// Builds the HTTP client and the upstream list.
+    pub fn new(settings: UpstreamSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .user_agent(settings.user_agent.clone())
+            .connect_timeout(settings.timeout)
+            .read_timeout(settings.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let upstreams = settings
+            .bases
+            .iter()
+            .map(|base| Upstream { base: base.clone(), health: Health::new(), dl: OnceCell::new() })
+            .collect();
+        Ok(Self { inner: Arc::new(Inner { client, upstreams, settings }) })
+    }
+
+    /// The state of every upstream, in order.
+    pub fn health(&self) -> Vec<HealthReport> {
+        self.inner.upstreams.iter().map(|u| u.health.report(&u.base)).collect()
+    }
+
+    /// Fetches the index file at `path` (`se/rd/serde`), conditionally when
+    /// `validators` came from an upstream in the list.
+    pub async fn fetch_index(
+        &self,
+        path: &str,
+        validators: Option<&Validators>,
+    ) -> Result<IndexFetch, FetchError> {
+        let mut failures = Vec::new();
+        for (i, up) in self.inner.upstreams.iter().enumerate() {
+            if !up.health.is_up() {
+                continue;
+            }
+            let own = validators.filter(|v| v.upstream == up.base);
+            match self.inner.fetch_index_once(up, path, own).await {
+                Ok(fetch) => return Ok(fetch),
+                Err(failure) => failures.push(self.inner.record(i, failure)),
+            }
+        }
+        Err(FetchError::Unavailable(summary(failures)))
+    }
+
+    /// Downloads a crate file into `store` under `key`, verified against
+    /// `cksum`. Upstreams are tried in order; bytes that do not match the
+    /// checksum are discarded and the next upstream is tried.
+    pub async fn download_crate(
+        &self,
+        name: &str,
+        vers: &str,
+        cksum: &Cksum,
+        store: &dyn BlobStore,
+        key: &BlobKey,
+    ) -> Result<Downloaded, FetchError> {
+        let mut failures = Vec::new();
+        let mut corrupt = None;
+        let mut missing = None;
+        for (i, up) in self.inner.upstreams.iter().enumerate() {
+            if !up.health.is_up() {
+                continue;
+            }
+            match self.inner.download_once(up, name, vers, cksum, store, key).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(Outcome::Corrupt(message))) => {
+                    warn!(krate.name = name, krate.vers = vers, upstream.url = %up.base, "{message}");
+                    corrupt = Some(message);
+                }
+                Ok(Err(Outcome::Missing(message))) => missing = Some(message),
+                Err(failure) => failures.push(self.inner.record(i, failure)),
+            }
+        }
+        if let Some(message) = corrupt {
+            Err(FetchError::Corrupt(message))
+        } else if let Some(message) = missing {
+            Err(FetchError::Missing(message))
+        } else {
+            Err(FetchError::Unavailable(summary(failures)))
+        }
+    }
+}
+
+fn summary(failures: Vec<String>) -> String {
+    if failures.is_empty() {
+        "every upstream is marked down and waiting for a probe to succeed".to_owned()
+    } else {
+        failures.join("; ")
+    }
+}
+
+/// A download attempt that reached the upstream but produced no usable file.
+enum Outcome {
+    Corrupt(String),
+    Missing(String),
+}
+
+impl Inner {
+    /// Records a failed attempt: marks the upstream down when the failure is
+    /// the upstream's, starts its prober, and returns a line for the summary.
+    fn record(self: &Arc<Self>, index: usize, failure: Failure) -> String {
+        let up = &self.upstreams[index];
+        if failure.upstream_down
+            && up.health.mark_down(failure.reason.clone(), failure.retry_after)
+        {
+            warn!(upstream.url = %up.base, reason = %failure.reason, "upstream marked down; skipping it until a probe succeeds");
+            tokio::spawn(probe(Arc::downgrade(self), index));
+        }
+        format!("{}: {}", up.base, failure.reason)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let timeout = self.settings.timeout;
+        match tokio::time::timeout(timeout, request.send()).await {
+            Err(_) => Err(Failure::down(format!(
+                "no response within {}",
+                humanize(timeout)
+            ))),
+            Ok(Err(e)) => Err(Failure::down(describe(&e))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    async fn fetch_index_once(
+        &self,
+        up: &Upstream,
+        path: &str,
+        validators: Option<&Validators>,
+    ) -> Result<IndexFetch, Failure> {
+        let url = format!("{}{}", up.base, path);
+        let mut request = self.client.get(&url);
+        if let Some(v) = validators {
+            if let Some(etag) = &v.etag {
+                request = request.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &v.last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let response = self.send(request).await?;
+        let status = response.status();
+        match status {
+            StatusCode::OK => {
+                let validators = validators_of(&up.base, response.headers());
+                let body = read_limited(response, self.settings.max_index_bytes).await?;
+                Ok(IndexFetch::Modified { body, validators })
+            }
+            StatusCode::NOT_MODIFIED => {
+                let mut fresh = validators_of(&up.base, response.headers());
+                if let Some(old) = validators {
+                    // A 304 need not repeat the validators; keep the old ones then.
+                    fresh.etag = fresh.etag.or_else(|| old.etag.clone());
+                    fresh.last_modified = fresh.last_modified.or_else(|| old.last_modified.clone());
+                }
+                Ok(IndexFetch::NotModified { validators: fresh })
+            }
+            // The statuses cargo itself reads as "no such crate".
+            StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => {
+                Ok(IndexFetch::NotFound)
+            }
+            other => Err(status_failure(other, response.headers())),
+        }
+    }
+
+    async fn download_once(
+        &self,
+        up: &Upstream,
+        name: &str,
+        vers: &str,
+        cksum: &Cksum,
+        store: &dyn BlobStore,
+        key: &BlobKey,
+    ) -> Result<Result<Downloaded, Outcome>, Failure> {
+        let dl = self.dl_template(up).await?;
+        let url = dl.render(name, vers, cksum);
+        let response = self.send(self.client.get(&url)).await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => {
+                return Ok(Err(Outcome::Missing(format!(
+                    "{url} answered {} for {name} {vers}, which its index lists",
+                    response.status()
+                ))));
+            }
+            other => return Err(status_failure(other, response.headers())),
+        }
+        if let Some(len) = response.content_length()
+            && len > self.settings.max_crate_bytes
+        {
+            return Ok(Err(Outcome::Corrupt(format!(
+                "{name} {vers} from {url} is {len} bytes, over the limit of {}",
+                self.settings.max_crate_bytes
+            ))));
+        }
+        let keep = self.settings.keep_in_memory_bytes;
+        let mut response = response;
+        let mut stage = store.stage(key).await.map_err(|e| Failure::file(e.to_string()))?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut kept = BytesMut::new();
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(Failure::down(format!("download cut short: {}", describe(&e)))),
+            };
+            size += chunk.len() as u64;
+            if size > self.settings.max_crate_bytes {
+                return Ok(Err(Outcome::Corrupt(format!(
+                    "{name} {vers} from {url} is over the limit of {} bytes",
+                    self.settings.max_crate_bytes
+                ))));
+            }
+            hasher.update(&chunk);
+            if size <= keep {
+                kept.extend_from_slice(&chunk);
+            }
+            stage.write(&chunk).await.map_err(|e| Failure::file(e.to_string()))?;
+        }
+        let got = Cksum::from_bytes(hasher.finalize().into());
+        if got != *cksum {
+            // Dropping the stage discards the bytes: nothing is stored.
+            return Ok(Err(Outcome::Corrupt(format!(
+                "checksum mismatch for {name} {vers} from {url}: the index says sha256 {cksum}, the upstream sent {size} bytes with sha256 {got}"
+            ))));
+        }
+        stage.commit().await.map_err(|e| Failure::file(e.to_string()))?;
+        Ok(Ok(Downloaded {
+            size_bytes: size,
+            bytes: (size <= keep).then(|| kept.freeze()),
+            upstream: up.base.clone(),
+        }))
+    }
+
+    /// The upstream's `dl` template, fetched from its `config.json` once.
+    async fn dl_template(&self, up: &Upstream) -> Result<DlTemplate, Failure> {
+        up.dl
+            .get_or_try_init(|| async {
+                // Callers that waited for a failed first attempt see the
+                // upstream marked down and give up at once.
+                if !up.health.is_up() {
+                    return Err(Failure::file("marked down"));
+                }
+                let url = format!("{}config.json", up.base);
+                let response = self.send(self.client.get(&url)).await?;
+                if response.status() != StatusCode::OK {
+                    return Err(status_failure(response.status(), response.headers()));
+                }
+                let body = read_limited(response, 1 << 20).await?;
+                let config: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| Failure::down(format!("{url} is not JSON: {e}")))?;
+                let dl = config
+                    .get("dl")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| Failure::down(format!("{url} has no `dl` field")))?;
+                Ok(DlTemplate::new(dl))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Probes a down upstream until it answers, with growing waits.
+async fn probe(inner: Weak<Inner>, index: usize) {
+    let mut attempt = 0u32;
+    loop {
+        let wait = {
+            let Some(inner) = inner.upgrade() else { return };
+            let up = &inner.upstreams[index];
+            match up.health.next_probe_wait(attempt, inner.settings.probe_interval) {
+                Some(wait) => wait,
+                None => return,
+            }
+        };
+        tokio::time::sleep(wait).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let up = &inner.upstreams[index];
+        let started = Instant::now();
+        let url = format!("{}config.json", up.base);
+        let ok = matches!(
+            inner.send(inner.client.get(&url)).await,
+            Ok(r) if r.status() == StatusCode::OK
+        );
+        if ok {
+            if up.health.mark_up() {
+                info!(upstream.url = %up.base, probe_ms = started.elapsed().as_millis() as u64, "upstream answers again; trying it first once more");
+            }
+            return;
+        }
+        attempt += 1;
+    }
+}
+
+fn validators_of(base: &str, headers: &HeaderMap) -> Validators {
+    let text = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+    Validators {
+        upstream: base.to_owned(),
+        etag: text(header::ETAG),
+        last_modified: text(header::LAST_MODIFIED),
+    }
+}
+
+fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
+    let retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.trim().parse::<u64>().map(Duration::from_secs).ok().or_else(|| {
+                httpdate::parse_http_date(v)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+            })
+        });
+    let failing = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+    Failure {
+        reason: format!("answered {status}"),
+        upstream_down: failing,
+        retry_after,
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(Failure::file(format!("response is over the limit of {limit} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(Failure::down(format!("response cut short: {}", describe(&e)))),
+        }
+    }
+}
+
+/// A one-line description of a transport error, with its causes.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
