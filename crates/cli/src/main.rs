@@ -24,7 +24,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "wharf", version, about, long_about, propagate_version = true)]
 struct Cli {
     /// Read settings from this TOML file (see wharf.example.toml).
-    #[arg(long, short = 'c', global = true, env = "WHARF_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "WHARF_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -77,7 +83,10 @@ pub struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -1,6 +1,6 @@
 //! `wharf serve`: load the configuration, bind, print how to use it, serve.
 
-use std::{path::Path, sync::Arc};
+use std::{io::Write, path::Path, sync::Arc};
 
 use anyhow::{Context, bail};
 use tracing::info;
@@ -12,31 +12,47 @@ use crate::ServeArgs;
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let config = load(config_path, args)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
-        format!("cannot listen on {}; choose another address with --listen", config.listen)
-    })?;
-    let bound = listener.local_addr().context("cannot read the bound address")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; choose another address with --listen",
+                config.listen
+            )
+        })?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     let public_url = wharf_server::public_url(&config, bound);
     let state = Arc::new(AppState::build(&config, &public_url).await?);
 
-    println!(
+    // Written with errors ignored: a closed stdout must not stop the server.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "wharf {} serving {public_url} (listening on {bound}, data in {})",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.display()
     );
     for (name, registry) in &config.registries {
-        match registry {
-            Registry::Cache(cache) => println!(
+        let _ = match registry {
+            Registry::Cache(cache) => writeln!(
+                out,
                 "  registry `{name}`: cache of {}, index revalidated after {}",
                 cache.upstreams.join(", "),
                 humantime::format_duration(cache.index_ttl)
             ),
-        }
+        };
     }
-    println!("\nPoint cargo at it with these lines in .cargo/config.toml (one project) or ~/.cargo/config.toml (every project):\n");
+    let _ = writeln!(
+        out,
+        "\nPoint cargo at it with these lines in .cargo/config.toml (one project) or ~/.cargo/config.toml (every project):\n"
+    );
     for name in config.registries.keys() {
-        println!("{}", wharf_server::cargo_config_for(&state, name));
+        let _ = writeln!(out, "{}", wharf_server::cargo_config_for(&state, name));
     }
+    let _ = out.flush();
+    drop(out);
     info!(listen = %bound, public_url = %public_url, "serving");
     wharf_server::serve(listener, state, shutdown_signal())
         .await
@@ -65,7 +81,8 @@ fn load(path: Option<&Path>, args: ServeArgs) -> anyhow::Result<Config> {
             Registry::Cache(cache) => cache,
         })
         .collect();
-    let flags_for_one = !args.upstreams.is_empty() || args.index_ttl.is_some() || args.upstream_timeout.is_some();
+    let flags_for_one =
+        !args.upstreams.is_empty() || args.index_ttl.is_some() || args.upstream_timeout.is_some();
     if flags_for_one {
         let [cache] = <[_; 1]>::try_from(caches).map_err(|_| {
             anyhow::anyhow!(

@@ -208,9 +208,9 @@ impl Config {
         for (name, registry) in &self.registries {
             let name_ok = !name.is_empty()
                 && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !name_ok {
                 return Err(ConfigError::Invalid(format!(
                     "registry name `{name}` must be 1-64 characters of a-z, 0-9, `-` and `_`"
@@ -224,9 +224,8 @@ impl Config {
                         )));
                     }
                     for url in &cache.upstreams {
-                        sparse_base(url).map_err(|e| {
-                            ConfigError::Invalid(format!("registry `{name}`: {e}"))
-                        })?;
+                        sparse_base(url)
+                            .map_err(|e| ConfigError::Invalid(format!("registry `{name}`: {e}")))?;
                     }
                     if cache.upstream_timeout.is_zero() {
                         return Err(ConfigError::Invalid(format!(
@@ -257,7 +256,9 @@ pub fn sparse_base(url: &str) -> Result<String, String> {
         ));
     }
     if http.contains(['?', '#']) {
-        return Err(format!("upstream `{url}` must not have a query or fragment"));
+        return Err(format!(
+            "upstream `{url}` must not have a query or fragment"
+        ));
     }
     let mut base = http.to_owned();
     if !base.ends_with('/') {
@@ -314,8 +315,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("index_tll"), "{err}");
-        let err = Config::from_toml("[registries.A]\nkind = \"cache\"", Path::new("w.toml"))
-            .unwrap_err();
+        let err =
+            Config::from_toml("[registries.A]\nkind = \"cache\"", Path::new("w.toml")).unwrap_err();
         assert!(err.to_string().contains("registry name"), "{err}");
         let err = Config::from_toml(
             "[registries.a]\nkind = \"cache\"\nupstreams = [\"ftp://x\"]",
@@ -336,14 +337,19 @@ mod tests {
             .unwrap();
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
-        assert!(config
-            .apply_env([("WHARF_LISTEN".to_owned(), "nope".to_owned())])
-            .is_err());
+        assert!(
+            config
+                .apply_env([("WHARF_LISTEN".to_owned(), "nope".to_owned())])
+                .is_err()
+        );
     }
 
     #[test]
     fn sparse_base_normalises() {
-        assert_eq!(sparse_base("sparse+http://h/index").unwrap(), "http://h/index/");
+        assert_eq!(
+            sparse_base("sparse+http://h/index").unwrap(),
+            "http://h/index/"
+        );
         assert_eq!(sparse_base("https://h/").unwrap(), "https://h/");
         assert!(sparse_base("git://h").is_err());
     }

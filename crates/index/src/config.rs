@@ -90,7 +90,8 @@ mod tests {
     #[test]
     fn renders_all_markers() {
         let c = Cksum::of(b"hello");
-        let t = DlTemplate::new("http://u/{prefix}/{lowerprefix}/{crate}/{version}/{sha256-checksum}");
+        let t =
+            DlTemplate::new("http://u/{prefix}/{lowerprefix}/{crate}/{version}/{sha256-checksum}");
         assert_eq!(
             t.render("Serde", "1.0.0", &c),
             format!("http://u/Se/rd/se/rd/Serde/1.0.0/{}", c.to_hex())

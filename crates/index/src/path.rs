@@ -20,7 +20,9 @@ pub enum PathError {
     #[error("{0}")]
     Name(#[from] NameError),
     /// The directories do not match the file name, or the name is not lowercase.
-    #[error("not a sparse index path: the directories must be derived from the lowercase crate name")]
+    #[error(
+        "not a sparse index path: the directories must be derived from the lowercase crate name"
+    )]
     Layout,
 }
 
@@ -101,7 +103,10 @@ mod tests {
 
     #[test]
     fn parse_accepts_only_canonical_paths() {
-        assert_eq!(IndexPath::parse("se/rd/serde").unwrap().name().as_str(), "serde");
+        assert_eq!(
+            IndexPath::parse("se/rd/serde").unwrap().name().as_str(),
+            "serde"
+        );
         assert_eq!(IndexPath::parse("3/a/abc").unwrap().as_str(), "3/a/abc");
         assert_eq!(IndexPath::parse("se/rd/Serde"), Err(PathError::Layout));
         assert_eq!(IndexPath::parse("xx/rd/serde"), Err(PathError::Layout));

@@ -32,8 +32,12 @@ impl Encoding {
 
     /// The preferred encoding the client accepts: zstd, then brotli, then gzip.
     pub fn negotiate(accept_encoding: Option<&[u8]>) -> Self {
-        let Some(header) = accept_encoding else { return Self::Identity };
-        let Ok(header) = std::str::from_utf8(header) else { return Self::Identity };
+        let Some(header) = accept_encoding else {
+            return Self::Identity;
+        };
+        let Ok(header) = std::str::from_utf8(header) else {
+            return Self::Identity;
+        };
         let (mut gzip, mut zstd, mut br) = (false, false, false);
         for item in header.split(',') {
             let mut parts = item.split(';');
@@ -75,7 +79,8 @@ impl Encoding {
         let out = match self {
             Self::Identity => return None,
             Self::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                 enc.write_all(body).ok()?;
                 enc.finish().ok()?
             }
@@ -104,7 +109,10 @@ mod tests {
         assert_eq!(Encoding::negotiate(None), Encoding::Identity);
         assert_eq!(Encoding::negotiate(Some(b"gzip, deflate")), Encoding::Gzip);
         assert_eq!(Encoding::negotiate(Some(b"gzip, br")), Encoding::Brotli);
-        assert_eq!(Encoding::negotiate(Some(b"br;q=1.0, zstd, gzip")), Encoding::Zstd);
+        assert_eq!(
+            Encoding::negotiate(Some(b"br;q=1.0, zstd, gzip")),
+            Encoding::Zstd
+        );
         assert_eq!(Encoding::negotiate(Some(b"zstd;q=0, gzip")), Encoding::Gzip);
         assert_eq!(Encoding::negotiate(Some(b"deflate")), Encoding::Identity);
     }
@@ -112,7 +120,12 @@ mod tests {
     #[test]
     fn compresses_and_round_trips() {
         let body: Vec<u8> = (0..200)
-            .flat_map(|i| format!("{{\"name\":\"serde\",\"vers\":\"1.0.{i}\",\"deps\":[],\"cksum\":\"00\"}}\n").into_bytes())
+            .flat_map(|i| {
+                format!(
+                    "{{\"name\":\"serde\",\"vers\":\"1.0.{i}\",\"deps\":[],\"cksum\":\"00\"}}\n"
+                )
+                .into_bytes()
+            })
             .collect();
         let gz = Encoding::Gzip.compress(&body).unwrap();
         let mut back = Vec::new();

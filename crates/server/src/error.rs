@@ -20,7 +20,10 @@ pub struct ApiError {
 impl ApiError {
     /// An error with any status.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into() }
+        Self {
+            status,
+            detail: detail.into(),
+        }
     }
 
     /// 400: the request itself is malformed.
@@ -46,7 +49,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "errors": [{ "detail": self.detail }] }))).into_response()
+        (
+            self.status,
+            Json(json!({ "errors": [{ "detail": self.detail }] })),
+        )
+            .into_response()
     }
 }
 

@@ -28,7 +28,9 @@ where
 {
     /// No flights.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { under_way: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            under_way: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Joins the flight for `key`, or starts one with `work`.

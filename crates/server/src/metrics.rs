@@ -47,16 +47,56 @@ impl Metrics {
     /// Every counter with its Prometheus name and help text.
     pub fn counters(&self) -> [(&'static str, &'static str, u64); 10] {
         [
-            ("wharf_index_memory_hits_total", "Index files served from memory while fresh.", self.index_memory_hits.get()),
-            ("wharf_index_store_hits_total", "Index files found fresh in storage.", self.index_store_hits.get()),
-            ("wharf_index_upstream_fetches_total", "Index files fetched from upstream (200).", self.index_upstream_fetches.get()),
-            ("wharf_index_revalidations_total", "Index files confirmed by upstream (304).", self.index_revalidations.get()),
-            ("wharf_index_stale_served_total", "Index files served stale because every upstream failed.", self.index_stale_served.get()),
-            ("wharf_crate_memory_hits_total", "Crate files served from memory.", self.crate_memory_hits.get()),
-            ("wharf_crate_store_hits_total", "Crate files read from storage.", self.crate_store_hits.get()),
-            ("wharf_crate_downloads_total", "Crate files downloaded from upstream and verified.", self.crate_downloads.get()),
-            ("wharf_crate_corrupt_total", "Crate downloads refused: sha256 differed from the index.", self.crate_corrupt.get()),
-            ("wharf_upstream_failures_total", "Requests no upstream could serve.", self.upstream_failures.get()),
+            (
+                "wharf_index_memory_hits_total",
+                "Index files served from memory while fresh.",
+                self.index_memory_hits.get(),
+            ),
+            (
+                "wharf_index_store_hits_total",
+                "Index files found fresh in storage.",
+                self.index_store_hits.get(),
+            ),
+            (
+                "wharf_index_upstream_fetches_total",
+                "Index files fetched from upstream (200).",
+                self.index_upstream_fetches.get(),
+            ),
+            (
+                "wharf_index_revalidations_total",
+                "Index files confirmed by upstream (304).",
+                self.index_revalidations.get(),
+            ),
+            (
+                "wharf_index_stale_served_total",
+                "Index files served stale because every upstream failed.",
+                self.index_stale_served.get(),
+            ),
+            (
+                "wharf_crate_memory_hits_total",
+                "Crate files served from memory.",
+                self.crate_memory_hits.get(),
+            ),
+            (
+                "wharf_crate_store_hits_total",
+                "Crate files read from storage.",
+                self.crate_store_hits.get(),
+            ),
+            (
+                "wharf_crate_downloads_total",
+                "Crate files downloaded from upstream and verified.",
+                self.crate_downloads.get(),
+            ),
+            (
+                "wharf_crate_corrupt_total",
+                "Crate downloads refused: sha256 differed from the index.",
+                self.crate_corrupt.get(),
+            ),
+            (
+                "wharf_upstream_failures_total",
+                "Requests no upstream could serve.",
+                self.upstream_failures.get(),
+            ),
         ]
     }
 }

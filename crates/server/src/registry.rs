@@ -99,8 +99,9 @@ impl AppState {
                         (config.memory_crates_mb << 20) / share,
                         metrics.clone(),
                     ));
-                    let config_json =
-                        Bytes::from(ConfigJson::for_base(&format!("{public_url}/{name}")).to_json());
+                    let config_json = Bytes::from(
+                        ConfigJson::for_base(&format!("{public_url}/{name}")).to_json(),
+                    );
                     registries.insert(
                         name.clone(),
                         Registry::Cache(Arc::new(CacheRegistry {
@@ -115,7 +116,12 @@ impl AppState {
                 }
             }
         }
-        Ok(Self { registries, public_url, data_dir: config.data_dir.clone(), started: Instant::now() })
+        Ok(Self {
+            registries,
+            public_url,
+            data_dir: config.data_dir.clone(),
+            started: Instant::now(),
+        })
     }
 
     /// The registry mounted at `/{name}/`, or a 404 that lists the ones there are.

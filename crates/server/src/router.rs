@@ -28,7 +28,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{registry}/index/config.json", get(get_config_json))
         .route("/{registry}/index/{*path}", get(get_index_file))
         .route("/{registry}/crates/{name}/{file}", get(download_crate))
-        .fallback(|| async { ApiError::not_found("no such path on this wharf server; see / for what it serves") })
+        .fallback(|| async {
+            ApiError::not_found("no such path on this wharf server; see / for what it serves")
+        })
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -37,15 +37,22 @@ impl FsStore {
         tokio::fs::create_dir_all(&tmp)
             .await
             .map_err(|source| io_err("create", &tmp.display().to_string(), source))?;
-        let store = Self { root, tmp, counter: AtomicU64::new(0) };
+        let store = Self {
+            root,
+            tmp,
+            counter: AtomicU64::new(0),
+        };
         store.sweep_tmp(STALE_TMP).await;
         Ok(store)
     }
 
-    /// Removes temporary files older than `age`. Files of writes still under
-    /// way (by this or another process) are younger and left alone.
+    /// Removes temporary files older than `age`, and those of writers that are
+    /// no longer running (their process id is part of the file name). Files of
+    /// writes still under way, by this or another live process, are left alone.
     pub async fn sweep_tmp(&self, age: Duration) {
-        let Ok(mut dir) = tokio::fs::read_dir(&self.tmp).await else { return };
+        let Ok(mut dir) = tokio::fs::read_dir(&self.tmp).await else {
+            return;
+        };
         while let Ok(Some(entry)) = dir.next_entry().await {
             let old = entry
                 .metadata()
@@ -54,7 +61,9 @@ impl FsStore {
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|a| a >= age);
-            if old {
+            let orphan = writer_pid(&entry.file_name().to_string_lossy())
+                .is_some_and(|pid| pid != std::process::id() && !process_alive(pid));
+            if old || orphan {
                 let _ = tokio::fs::remove_file(entry.path()).await;
             }
         }
@@ -76,12 +85,37 @@ impl FsStore {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        self.tmp.join(format!("{}-{nanos}-{n}.part", std::process::id()))
+        self.tmp
+            .join(format!("{}-{nanos}-{n}.part", std::process::id()))
+    }
+}
+
+/// The process id a temporary file name starts with (`{pid}-{nanos}-{n}.part`).
+fn writer_pid(file_name: &str) -> Option<u32> {
+    file_name
+        .strip_suffix(".part")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether a process runs with this id. Where that cannot be told, it is
+/// assumed to run, so only age removes its files.
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
     }
 }
 
 fn io_err(op: &'static str, key: &str, source: std::io::Error) -> StoreError {
-    StoreError::Io { op, key: key.to_owned(), source }
+    StoreError::Io {
+        op,
+        key: key.to_owned(),
+        source,
+    }
 }
 
 #[async_trait]
@@ -153,7 +187,9 @@ impl StagedBlob for FsStage {
         file.flush().await.map_err(|e| io_err("write", &key, e))?;
         // Flush to disk before the rename, so that a crash of the machine
         // cannot leave the new name pointing at an empty file.
-        file.sync_all().await.map_err(|e| io_err("write", &key, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| io_err("write", &key, e))?;
         drop(file);
         if let Some(parent) = self.dest.parent() {
             tokio::fs::create_dir_all(parent)
@@ -210,11 +246,31 @@ mod tests {
         assert_eq!(store.get(&k).await.unwrap(), None);
         drop(stage);
         assert_eq!(store.get(&k).await.unwrap(), None);
-        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            0
+        );
 
         let mut stage = store.stage(&k).await.unwrap();
         stage.write(b"whole").await.unwrap();
         stage.commit().await.unwrap();
         assert_eq!(store.get(&k).await.unwrap().unwrap(), "whole");
+    }
+
+    #[tokio::test]
+    async fn open_sweeps_leftovers_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        // No process has pid 4294967 on Linux (pid_max is at most 4194304).
+        std::fs::write(tmp.join("4294967-1-0.part"), b"partial").unwrap();
+        let live = format!("{}-1-0.part", std::process::id());
+        std::fs::write(tmp.join(&live), b"in progress").unwrap();
+        FsStore::open(dir.path()).await.unwrap();
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from(live)]);
     }
 }

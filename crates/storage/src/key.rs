@@ -25,11 +25,15 @@ impl BlobKey {
                 !seg.is_empty()
                     && seg != "."
                     && seg != ".."
-                    && seg
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+')
+                    })
             });
-        if ok { Ok(Self(key)) } else { Err(KeyError(key)) }
+        if ok {
+            Ok(Self(key))
+        } else {
+            Err(KeyError(key))
+        }
     }
 
     /// The key text.
@@ -58,7 +62,9 @@ mod tests {
     fn keys() {
         assert!(BlobKey::new("crates-io/index/se/rd/serde").is_ok());
         assert!(BlobKey::new("r/crates/a/a-1.0.0+b.crate").is_ok());
-        for bad in ["", "/a", "a/", "a//b", "../a", "a/../b", "a/./b", "a\\b", "a\0b", "a b"] {
+        for bad in [
+            "", "/a", "a/", "a//b", "../a", "a/../b", "a/./b", "a\\b", "a\0b", "a b",
+        ] {
             assert!(BlobKey::new(bad).is_err(), "{bad:?} accepted");
         }
     }

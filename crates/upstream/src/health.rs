@@ -54,7 +54,9 @@ impl HealthReport {
 
 impl Health {
     pub(crate) fn new() -> Self {
-        Self { state: Mutex::new(State::Up) }
+        Self {
+            state: Mutex::new(State::Up),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -73,10 +75,18 @@ impl Health {
         let until = retry_after.map(|d| Instant::now() + d.min(Duration::from_secs(600)));
         match &mut *state {
             State::Up => {
-                *state = State::Down { since: SystemTime::now(), until, reason };
+                *state = State::Down {
+                    since: SystemTime::now(),
+                    until,
+                    reason,
+                };
                 true
             }
-            State::Down { until: u, reason: r, .. } => {
+            State::Down {
+                until: u,
+                reason: r,
+                ..
+            } => {
                 *u = until.or(*u);
                 *r = reason;
                 false
@@ -107,7 +117,12 @@ impl Health {
     pub(crate) fn report(&self, url: &str) -> HealthReport {
         let state = self.lock().clone();
         match state {
-            State::Up => HealthReport { url: url.to_owned(), up: true, reason: None, down_since: None },
+            State::Up => HealthReport {
+                url: url.to_owned(),
+                up: true,
+                reason: None,
+                down_since: None,
+            },
             State::Down { since, reason, .. } => HealthReport {
                 url: url.to_owned(),
                 up: false,

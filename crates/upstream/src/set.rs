@@ -124,10 +124,18 @@ struct Failure {
 
 impl Failure {
     fn down(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), upstream_down: true, retry_after: None }
+        Self {
+            reason: reason.into(),
+            upstream_down: true,
+            retry_after: None,
+        }
     }
     fn file(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), upstream_down: false, retry_after: None }
+        Self {
+            reason: reason.into(),
+            upstream_down: false,
+            retry_after: None,
+        }
     }
 }
 
@@ -144,14 +152,28 @@ impl UpstreamSet {
         let upstreams = settings
             .bases
             .iter()
-            .map(|base| Upstream { base: base.clone(), health: Health::new(), dl: OnceCell::new() })
+            .map(|base| Upstream {
+                base: base.clone(),
+                health: Health::new(),
+                dl: OnceCell::new(),
+            })
             .collect();
-        Ok(Self { inner: Arc::new(Inner { client, upstreams, settings }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                upstreams,
+                settings,
+            }),
+        })
     }
 
     /// The state of every upstream, in order.
     pub fn health(&self) -> Vec<HealthReport> {
-        self.inner.upstreams.iter().map(|u| u.health.report(&u.base)).collect()
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.health.report(&u.base))
+            .collect()
     }
 
     /// Fetches the index file at `path` (`se/rd/serde`), conditionally when
@@ -193,7 +215,11 @@ impl UpstreamSet {
             if !up.health.is_up() {
                 continue;
             }
-            match self.inner.download_once(up, name, vers, cksum, store, key).await {
+            match self
+                .inner
+                .download_once(up, name, vers, cksum, store, key)
+                .await
+            {
                 Ok(Ok(done)) => return Ok(done),
                 Ok(Err(Outcome::Corrupt(message))) => {
                     warn!(krate.name = name, krate.vers = vers, upstream.url = %up.base, "{message}");
@@ -233,7 +259,9 @@ impl Inner {
     fn record(self: &Arc<Self>, index: usize, failure: Failure) -> String {
         let up = &self.upstreams[index];
         if failure.upstream_down
-            && up.health.mark_down(failure.reason.clone(), failure.retry_after)
+            && up
+                .health
+                .mark_down(failure.reason.clone(), failure.retry_after)
         {
             warn!(upstream.url = %up.base, reason = %failure.reason, "upstream marked down; skipping it until a probe succeeds");
             tokio::spawn(probe(Arc::downgrade(self), index));
@@ -287,9 +315,9 @@ impl Inner {
                 Ok(IndexFetch::NotModified { validators: fresh })
             }
             // The statuses cargo itself reads as "no such crate".
-            StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => {
-                Ok(IndexFetch::NotFound)
-            }
+            StatusCode::NOT_FOUND
+            | StatusCode::GONE
+            | StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => Ok(IndexFetch::NotFound),
             other => Err(status_failure(other, response.headers())),
         }
     }
@@ -326,7 +354,10 @@ impl Inner {
         }
         let keep = self.settings.keep_in_memory_bytes;
         let mut response = response;
-        let mut stage = store.stage(key).await.map_err(|e| Failure::file(e.to_string()))?;
+        let mut stage = store
+            .stage(key)
+            .await
+            .map_err(|e| Failure::file(e.to_string()))?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut kept = BytesMut::new();
@@ -334,7 +365,12 @@ impl Inner {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
-                Err(e) => return Err(Failure::down(format!("download cut short: {}", describe(&e)))),
+                Err(e) => {
+                    return Err(Failure::down(format!(
+                        "download cut short: {}",
+                        describe(&e)
+                    )));
+                }
             };
             size += chunk.len() as u64;
             if size > self.settings.max_crate_bytes {
@@ -347,7 +383,10 @@ impl Inner {
             if size <= keep {
                 kept.extend_from_slice(&chunk);
             }
-            stage.write(&chunk).await.map_err(|e| Failure::file(e.to_string()))?;
+            stage
+                .write(&chunk)
+                .await
+                .map_err(|e| Failure::file(e.to_string()))?;
         }
         let got = Cksum::from_bytes(hasher.finalize().into());
         if got != *cksum {
@@ -356,7 +395,10 @@ impl Inner {
                 "checksum mismatch for {name} {vers} from {url}: the index says sha256 {cksum}, the upstream sent {size} bytes with sha256 {got}"
             ))));
         }
-        stage.commit().await.map_err(|e| Failure::file(e.to_string()))?;
+        stage
+            .commit()
+            .await
+            .map_err(|e| Failure::file(e.to_string()))?;
         Ok(Ok(Downloaded {
             size_bytes: size,
             bytes: (size <= keep).then(|| kept.freeze()),
@@ -399,7 +441,10 @@ async fn probe(inner: Weak<Inner>, index: usize) {
         let wait = {
             let Some(inner) = inner.upgrade() else { return };
             let up = &inner.upstreams[index];
-            match up.health.next_probe_wait(attempt, inner.settings.probe_interval) {
+            match up
+                .health
+                .next_probe_wait(attempt, inner.settings.probe_interval)
+            {
                 Some(wait) => wait,
                 None => return,
             }
@@ -424,7 +469,12 @@ async fn probe(inner: Weak<Inner>, index: usize) {
 }
 
 fn validators_of(base: &str, headers: &HeaderMap) -> Validators {
-    let text = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
     Validators {
         upstream: base.to_owned(),
         etag: text(header::ETAG),
@@ -437,11 +487,15 @@ fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.trim().parse::<u64>().map(Duration::from_secs).ok().or_else(|| {
-                httpdate::parse_http_date(v)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
-            })
+            v.trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .ok()
+                .or_else(|| {
+                    httpdate::parse_http_date(v)
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+                })
         });
     let failing = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
     Failure {
@@ -457,12 +511,19 @@ async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Byt
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(Failure::file(format!("response is over the limit of {limit} bytes")));
+                    return Err(Failure::file(format!(
+                        "response is over the limit of {limit} bytes"
+                    )));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
-            Err(e) => return Err(Failure::down(format!("response cut short: {}", describe(&e)))),
+            Err(e) => {
+                return Err(Failure::down(format!(
+                    "response cut short: {}",
+                    describe(&e)
+                )));
+            }
         }
     }
 }

@@ -23,15 +23,23 @@ pub async fn download_crate(
     let (krate, vers) = parse_file(&name, &file)?;
     // The content of a name and version never changes, so they make the tag.
     let tag = format!("{krate}-{vers}");
-    let etag = HeaderValue::from_str(&format!("\"{tag}\"")).expect("validated parts are a valid header");
+    let etag =
+        HeaderValue::from_str(&format!("\"{tag}\"")).expect("validated parts are a valid header");
     let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
     if super::if_none_match(&headers, &tag) == Some(true) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, immutable)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, immutable)],
+        )
+            .into_response());
     }
     let bytes = cache.crates.get(&krate, &vers).await?;
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            ),
             (header::CACHE_CONTROL, immutable),
             (header::ETAG, etag),
         ],
@@ -42,8 +50,9 @@ pub async fn download_crate(
 
 /// Splits `{name}-{version}.crate`, checking it names the crate of the directory.
 fn parse_file(name: &str, file: &str) -> Result<(CrateName, Version), ApiError> {
-    let krate = CrateName::new(name)
-        .map_err(|e| ApiError::bad_request(format!("invalid crate name `{}`: {e}", name.escape_debug())))?;
+    let krate = CrateName::new(name).map_err(|e| {
+        ApiError::bad_request(format!("invalid crate name `{}`: {e}", name.escape_debug()))
+    })?;
     let vers = file
         .strip_suffix(".crate")
         .and_then(|rest| rest.strip_prefix(name))
@@ -54,8 +63,9 @@ fn parse_file(name: &str, file: &str) -> Result<(CrateName, Version), ApiError> 
                 file.escape_debug()
             ))
         })?;
-    let vers = Version::new(vers)
-        .map_err(|e| ApiError::bad_request(format!("invalid version `{}`: {e}", vers.escape_debug())))?;
+    let vers = Version::new(vers).map_err(|e| {
+        ApiError::bad_request(format!("invalid version `{}`: {e}", vers.escape_debug()))
+    })?;
     Ok((krate, vers))
 }
 

@@ -25,8 +25,14 @@ pub async fn get_config_json(
     }
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, no-cache")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, no-cache"),
+            ),
             (header::ETAG, etag),
         ],
         cache.config_json.clone(),
@@ -36,7 +42,7 @@ pub async fn get_config_json(
 
 /// A small stable hash for a tag of a file that is rendered once per start.
 fn fxhash(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }

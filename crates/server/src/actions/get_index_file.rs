@@ -27,11 +27,17 @@ pub async fn get_index_file(
     let cache = state.cache(&registry)?;
     let path = IndexPath::parse(&path).map_err(|e| match e {
         PathError::Name(e) => ApiError::bad_request(format!("invalid index path: {e}")),
-        PathError::Layout => ApiError::not_found(format!("`{}` is not a sparse index path", path.escape_debug())),
+        PathError::Layout => ApiError::not_found(format!(
+            "`{}` is not a sparse index path",
+            path.escape_debug()
+        )),
     })?;
     match cache.index.get(&path).await? {
         Lookup::Found(entry) => Ok(respond(&entry, &headers).await),
-        Lookup::NotFound => Err(ApiError::not_found(format!("no crate named `{}`", path.name()))),
+        Lookup::NotFound => Err(ApiError::not_found(format!(
+            "no crate named `{}`",
+            path.name()
+        ))),
     }
 }
 
@@ -55,21 +61,28 @@ async fn respond(entry: &IndexEntry, headers: &HeaderMap) -> Response {
         (header::ETAG, etag),
         (header::LAST_MODIFIED, entry.last_modified.clone()),
         (header::VARY, HeaderValue::from_static("Accept-Encoding")),
-        (header::CACHE_CONTROL, HeaderValue::from_static("public, no-cache")),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, no-cache"),
+        ),
     ];
     if not_modified {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     let mut response = (
         common,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         body,
     )
         .into_response();
     if encoding != Encoding::Identity {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(encoding.token()),
+        );
     }
     response
 }

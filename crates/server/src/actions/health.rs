@@ -61,7 +61,10 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
             Registry::Cache(cache) => (name, cache),
         })
         .collect();
-    let families = caches.first().map(|(_, c)| c.metrics.counters().len()).unwrap_or(0);
+    let families = caches
+        .first()
+        .map(|(_, c)| c.metrics.counters().len())
+        .unwrap_or(0);
     for family in 0..families {
         for (i, (registry_name, cache)) in caches.iter().enumerate() {
             let (name, help, value) = cache.metrics.counters()[family];
@@ -71,7 +74,10 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(out, "{name}{{registry=\"{registry_name}\"}} {value}");
         }
     }
-    let _ = writeln!(out, "# HELP wharf_upstream_up Whether an upstream is being tried (1) or marked down (0).\n# TYPE wharf_upstream_up gauge");
+    let _ = writeln!(
+        out,
+        "# HELP wharf_upstream_up Whether an upstream is being tried (1) or marked down (0).\n# TYPE wharf_upstream_up gauge"
+    );
     for (registry_name, cache) in &caches {
         for report in cache.upstreams.health() {
             let _ = writeln!(
@@ -82,9 +88,16 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
             );
         }
     }
-    let _ = writeln!(out, "wharf_uptime_seconds {}", state.started.elapsed().as_secs());
+    let _ = writeln!(
+        out,
+        "wharf_uptime_seconds {}",
+        state.started.elapsed().as_secs()
+    );
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         out,
     )
         .into_response()

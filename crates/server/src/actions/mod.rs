@@ -17,7 +17,10 @@ pub(crate) fn if_none_match(headers: &HeaderMap, tag: &str) -> Option<bool> {
         if candidate == "*" {
             return true;
         }
-        let candidate = candidate.strip_prefix("W/").unwrap_or(candidate).trim_matches('"');
+        let candidate = candidate
+            .strip_prefix("W/")
+            .unwrap_or(candidate)
+            .trim_matches('"');
         // Variant tags are `{tag}-{encoding}`; all of them name the same content.
         candidate.split('-').next() == Some(tag) || candidate == tag
     }))
@@ -37,6 +40,9 @@ pub(crate) fn not_modified_since(headers: &HeaderMap, modified: std::time::Syste
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let since_secs = since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let since_secs = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     modified_secs <= since_secs
 }

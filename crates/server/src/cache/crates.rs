@@ -61,12 +61,19 @@ impl CrateFiles {
 
     /// The storage key of a crate file: `{R}/crates/{name}/{name}-{version}.crate`.
     fn key(&self, krate: &CrateName, vers: &Version) -> BlobKey {
-        BlobKey::new(format!("{}/crates/{krate}/{krate}-{vers}.crate", self.registry))
-            .expect("validated parts make a valid key")
+        BlobKey::new(format!(
+            "{}/crates/{krate}/{krate}-{vers}.crate",
+            self.registry
+        ))
+        .expect("validated parts make a valid key")
     }
 
     /// The bytes of a crate file, from memory, storage, or upstream.
-    pub async fn get(self: &Arc<Self>, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
+    pub async fn get(
+        self: &Arc<Self>,
+        krate: &CrateName,
+        vers: &Version,
+    ) -> Result<Bytes, ApiError> {
         let key = self.key(krate, vers);
         if let Some(bytes) = self.memory.get(key.as_str()) {
             self.metrics.crate_memory_hits.inc();
@@ -76,22 +83,38 @@ impl CrateFiles {
         let (krate, vers) = (krate.clone(), vers.clone());
         let flight_key = key.as_str().to_owned();
         self.flights
-            .run(flight_key, move || async move { this.fetch(&krate, &vers, &key).await })
+            .run(flight_key, move || async move {
+                this.fetch(&krate, &vers, &key).await
+            })
             .await
     }
 
-    async fn fetch(&self, krate: &CrateName, vers: &Version, key: &BlobKey) -> Result<Bytes, ApiError> {
-        if let Some(bytes) = self.store.get(key).await.map_err(|e| ApiError::internal(e.to_string()))? {
+    async fn fetch(
+        &self,
+        krate: &CrateName,
+        vers: &Version,
+        key: &BlobKey,
+    ) -> Result<Bytes, ApiError> {
+        if let Some(bytes) = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
             self.metrics.crate_store_hits.inc();
             self.remember(key, &bytes);
             return Ok(bytes);
         }
         let entry = match self.index.get(&IndexPath::for_name(krate)).await? {
             Lookup::Found(entry) => entry,
-            Lookup::NotFound => return Err(ApiError::not_found(format!("no crate named `{krate}`"))),
+            Lookup::NotFound => {
+                return Err(ApiError::not_found(format!("no crate named `{krate}`")));
+            }
         };
         let Some(line) = find_version(&entry.body, vers.as_str()) else {
-            return Err(ApiError::not_found(format!("crate `{krate}` has no version `{vers}`")));
+            return Err(ApiError::not_found(format!(
+                "crate `{krate}` has no version `{vers}`"
+            )));
         };
         if line.name != krate.as_str() {
             return Err(ApiError::not_found(format!(
@@ -102,7 +125,13 @@ impl CrateFiles {
         let started = std::time::Instant::now();
         let downloaded = self
             .upstreams
-            .download_crate(krate.as_str(), vers.as_str(), &line.cksum, self.store.as_ref(), key)
+            .download_crate(
+                krate.as_str(),
+                vers.as_str(),
+                &line.cksum,
+                self.store.as_ref(),
+                key,
+            )
             .await
             .map_err(|e| {
                 self.metrics.upstream_failures.inc();
@@ -112,7 +141,9 @@ impl CrateFiles {
                         ApiError::bad_gateway(format!("{message}; nothing was stored"))
                     }
                     FetchError::Store(e) => ApiError::internal(e.to_string()),
-                    other => ApiError::bad_gateway(format!("cannot download {krate} {vers}: {other}")),
+                    other => {
+                        ApiError::bad_gateway(format!("cannot download {krate} {vers}: {other}"))
+                    }
                 }
             })?;
         self.metrics.crate_downloads.inc();
@@ -132,7 +163,9 @@ impl CrateFiles {
                 .get(key)
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?
-                .ok_or_else(|| ApiError::internal(format!("{key} vanished right after it was stored")))?,
+                .ok_or_else(|| {
+                    ApiError::internal(format!("{key} vanished right after it was stored"))
+                })?,
         };
         self.remember(key, &bytes);
         Ok(bytes)

@@ -55,7 +55,13 @@ struct Variants {
 }
 
 impl IndexEntry {
-    fn new(body: Bytes, modified: SystemTime, checked: SystemTime, fresh_until: Instant, validators: Option<Validators>) -> Self {
+    fn new(
+        body: Bytes,
+        modified: SystemTime,
+        checked: SystemTime,
+        fresh_until: Instant,
+        validators: Option<Validators>,
+    ) -> Self {
         let digest = Sha256::digest(&body);
         Self {
             tag: hex::encode(&digest[..16]),
@@ -120,7 +126,8 @@ impl IndexEntry {
 }
 
 fn http_date(t: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("an HTTP date is a valid header value")
+    HeaderValue::from_str(&httpdate::fmt_http_date(t))
+        .expect("an HTTP date is a valid header value")
 }
 
 /// The result of looking up an index file.
@@ -203,12 +210,16 @@ impl IndexCache {
         let this = Arc::clone(self);
         let path = path.clone();
         self.flights
-            .run(key.to_owned(), move || async move { this.refresh(&path).await })
+            .run(
+                key.to_owned(),
+                move || async move { this.refresh(&path).await },
+            )
             .await
     }
 
     fn body_key(&self, path: &IndexPath) -> BlobKey {
-        BlobKey::new(format!("{}/index/{}", self.registry, path)).expect("validated parts make a valid key")
+        BlobKey::new(format!("{}/index/{}", self.registry, path))
+            .expect("validated parts make a valid key")
     }
 
     fn meta_key(&self, path: &IndexPath) -> BlobKey {
@@ -220,7 +231,12 @@ impl IndexCache {
     /// kept but treated as stale, with no validators.
     async fn load(&self, path: &IndexPath) -> Result<Option<IndexEntry>, ApiError> {
         let storage = |e: wharf_storage::StoreError| ApiError::internal(e.to_string());
-        let Some(body) = self.store.get(&self.body_key(path)).await.map_err(storage)? else {
+        let Some(body) = self
+            .store
+            .get(&self.body_key(path))
+            .await
+            .map_err(storage)?
+        else {
             return Ok(None);
         };
         let meta = self
@@ -234,9 +250,17 @@ impl IndexCache {
         Ok(Some(match meta {
             Some(meta) => {
                 let checked = unix_to_time(meta.checked_unix);
-                let age = SystemTime::now().duration_since(checked).unwrap_or_default();
+                let age = SystemTime::now()
+                    .duration_since(checked)
+                    .unwrap_or_default();
                 let fresh_until = now + self.ttl.saturating_sub(age);
-                IndexEntry::new(body, unix_to_time(meta.modified_unix), checked, fresh_until, meta.validators)
+                IndexEntry::new(
+                    body,
+                    unix_to_time(meta.modified_unix),
+                    checked,
+                    fresh_until,
+                    meta.validators,
+                )
             }
             None => IndexEntry::new(body, SystemTime::now(), SystemTime::UNIX_EPOCH, now, None),
         }))
@@ -254,7 +278,9 @@ impl IndexCache {
         // does not match, which `load` treats as stale, never as wrong.
         let result = async {
             if body_changed {
-                self.store.put(&self.body_key(path), entry.body.clone()).await?;
+                self.store
+                    .put(&self.body_key(path), entry.body.clone())
+                    .await?;
             }
             self.store.put(&self.meta_key(path), meta).await
         }
@@ -283,10 +309,15 @@ impl IndexCache {
             Ok(IndexFetch::Modified { body, validators }) => {
                 self.metrics.index_upstream_fetches.inc();
                 let (entry, changed) = match &current {
-                    Some(old) if old.body == body => (old.confirmed(fresh_until, Some(validators)), false),
+                    Some(old) if old.body == body => {
+                        (old.confirmed(fresh_until, Some(validators)), false)
+                    }
                     _ => {
                         let now = SystemTime::now();
-                        (IndexEntry::new(body, now, now, fresh_until, Some(validators)), true)
+                        (
+                            IndexEntry::new(body, now, now, fresh_until, Some(validators)),
+                            true,
+                        )
                     }
                 };
                 self.persist(path, &entry, changed).await;
@@ -341,7 +372,9 @@ impl IndexCache {
 }
 
 fn time_to_unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn unix_to_time(secs: u64) -> SystemTime {

@@ -1,0 +1,208 @@
+//! The HTTP contract of a cache registry, checked request by request.
+
+use std::io::Read;
+
+use reqwest::header;
+use wharf_test_support::{
+    fixture::{CrateBuilder, sparse_path},
+    upstream::{FakeUpstream, RequestKind},
+};
+
+use crate::common::{Wharf, cache};
+
+fn raw_client() -> reqwest::Client {
+    // No automatic decompression: the test looks at the bytes on the wire.
+    reqwest::Client::builder().no_gzip().build().unwrap()
+}
+
+/// A fixture crate whose index file is big enough to be worth compressing.
+fn many_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
+    (0..40)
+        .map(|i| CrateBuilder::new("popular", &format!("1.0.{i}")).build())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_files_are_relayed_byte_for_byte_with_etag_304_and_compression() {
+    let versions = many_versions();
+    let upstream = FakeUpstream::start(versions.clone()).await;
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let client = raw_client();
+    let url = wharf.url(&format!("/crates-io/index/{}", sparse_path("popular")));
+    let expected: String = versions.iter().map(|v| v.index_line() + "\n").collect();
+
+    let plain = client.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    let etag = plain.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert!(plain.headers().contains_key(header::LAST_MODIFIED));
+    assert_eq!(
+        plain.text().await.unwrap(),
+        expected,
+        "relayed byte for byte"
+    );
+
+    let again = client
+        .get(&url)
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    let gz = client
+        .get(&url)
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()[header::CONTENT_ENCODING], "gzip");
+    let gz_etag = gz.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let compressed = gz.bytes().await.unwrap();
+    assert!(
+        compressed.len() * 2 < expected.len(),
+        "{} vs {}",
+        compressed.len(),
+        expected.len()
+    );
+    let mut unpacked = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut unpacked)
+        .unwrap();
+    assert_eq!(unpacked, expected);
+    let gz_again = client
+        .get(&url)
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .header(header::IF_NONE_MATCH, &gz_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz_again.status(), 304, "the variant tag revalidates too");
+
+    let zst = client
+        .get(&url)
+        .header(header::ACCEPT_ENCODING, "gzip, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zst.headers()[header::CONTENT_ENCODING], "zstd");
+    let unpacked = zstd::decode_all(&zst.bytes().await.unwrap()[..]).unwrap();
+    assert_eq!(String::from_utf8(unpacked).unwrap(), expected);
+
+    let br = client
+        .get(&url)
+        .header(header::ACCEPT_ENCODING, "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(br.headers()[header::CONTENT_ENCODING], "br");
+
+    assert_eq!(
+        upstream.count(RequestKind::Index),
+        1,
+        "one upstream fetch for all of that"
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_json_points_dl_at_wharf() {
+    let upstream = FakeUpstream::start([]).await;
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let config: serde_json::Value = reqwest::get(wharf.url("/crates-io/index/config.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        config["dl"],
+        wharf.url("/crates-io/crates/{crate}/{crate}-{version}.crate")
+    );
+    assert_eq!(upstream.requests().len(), 0, "config.json is wharf's own");
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crate_files_are_immutable_and_head_works() {
+    let krate = CrateBuilder::new("headed", "0.1.0").build();
+    let upstream = FakeUpstream::start([krate.clone()]).await;
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let client = raw_client();
+    let url = wharf.url("/crates-io/crates/headed/headed-0.1.0.crate");
+
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()[header::CONTENT_LENGTH],
+        krate.bytes.len().to_string().as_str()
+    );
+    let get = client.get(&url).send().await.unwrap();
+    assert!(
+        get.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let etag = get.headers()[header::ETAG].clone();
+    assert_eq!(get.bytes().await.unwrap(), krate.bytes);
+    let cond = client
+        .get(&url)
+        .header(header::IF_NONE_MATCH, etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cond.status(), 304);
+    assert_eq!(upstream.count(RequestKind::Crate), 1);
+
+    let missing = client
+        .get(wharf.url("/crates-io/crates/headed/headed-9.9.9.crate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("9.9.9"),
+        "{body}"
+    );
+    wharf.stop().await;
+}
+
+/// cargo probes `-`/`_` spellings of missing names: a 404 is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_cached_briefly() {
+    let upstream = FakeUpstream::start([]).await;
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let url = wharf.url("/crates-io/index/no/ne/nonesuch");
+    for _ in 0..3 {
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    assert_eq!(upstream.count(RequestKind::Index), 1);
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_status_metrics_and_dashboard_answer() {
+    let upstream = FakeUpstream::start([]).await;
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    for (path, needle) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/status.json", "\"crates-io\""),
+        (
+            "/metrics",
+            "wharf_index_memory_hits_total{registry=\"crates-io\"}",
+        ),
+        ("/", "replace-with"),
+    ] {
+        let response = reqwest::get(wharf.url(path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(needle), "{path}: {text}");
+    }
+    wharf.stop().await;
+}

@@ -1,0 +1,198 @@
+//! Starting wharf in-process or as the real binary, against a fake upstream.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use tempfile::TempDir;
+use wharf_config::{CacheRegistry, Config, Registry};
+use wharf_server::AppState;
+use wharf_test_support::cargo::{CargoProject, Outcome};
+
+/// A wharf server running inside the test process.
+pub struct Wharf {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _data: Option<TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Settings of the `crates-io` cache registry for a test.
+pub fn cache(upstreams: &[String]) -> CacheRegistry {
+    CacheRegistry {
+        upstreams: upstreams.to_vec(),
+        upstream_timeout: Duration::from_secs(2),
+        ..CacheRegistry::default()
+    }
+}
+
+impl Wharf {
+    /// Starts a `crates-io` cache registry with data in a new temporary directory.
+    pub async fn start(registry: CacheRegistry) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = data.path().join("data");
+        let mut wharf = Self::start_in(&dir, registry).await;
+        wharf._data = Some(data);
+        wharf
+    }
+
+    /// Starts a `crates-io` cache registry with data in `data_dir`.
+    pub async fn start_in(data_dir: &Path, registry: CacheRegistry) -> Self {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.to_owned(),
+            registries: [("crates-io".to_owned(), Registry::Cache(registry))].into(),
+            ..Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let public_url = wharf_server::public_url(&config, addr);
+        let state = Arc::new(
+            AppState::build(&config, &public_url)
+                .await
+                .expect("build wharf"),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(wharf_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            data_dir: data_dir.to_owned(),
+            _data: None,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The sparse index URL cargo is pointed at.
+    pub fn index_url(&self) -> String {
+        format!("sparse+http://{}/crates-io/index/", self.addr)
+    }
+
+    /// A URL on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Every file under the data directory, relative, except in `.tmp`.
+    pub fn stored_files(&self) -> Vec<String> {
+        files_under(&self.data_dir)
+    }
+}
+
+/// Every file below `dir`, as relative paths, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(
+                    path.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs cargo without blocking the server's runtime threads.
+pub fn cargo_ok(project: &CargoProject, args: &[&str]) -> Outcome {
+    tokio::task::block_in_place(|| project.run_ok(args))
+}
+
+/// Runs cargo expecting it to fail.
+pub fn cargo_err(project: &CargoProject, args: &[&str]) -> Outcome {
+    tokio::task::block_in_place(|| project.run_err(args))
+}
+
+/// The real `wharf` binary, started as a child process.
+pub struct WharfProcess {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl WharfProcess {
+    /// Starts `wharf serve --config CONFIG` and waits until it prints the
+    /// registry URL it serves.
+    pub fn spawn(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wharf");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Drain stdout on a thread for the life of the child, so wharf never
+        // writes into a closed pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut base_url = None;
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+            if let Some(rest) = line.strip_prefix("wharf ")
+                && let Some(url) = rest.split_whitespace().nth(2)
+            {
+                base_url = Some(url.to_owned());
+            }
+            if line.starts_with("registry = ") {
+                break;
+            }
+        }
+        let base_url = base_url.expect("wharf printed the URL it serves");
+        Self { child, base_url }
+    }
+
+    /// kill -9.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WharfProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lowercase hex sha256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,142 @@
+//! Acceptance 8: `wharf serve` killed mid-download never serves a partial crate.
+
+use std::time::Duration;
+
+use wharf_test_support::{
+    fixture::CrateBuilder,
+    upstream::{FakeUpstream, Fault, RequestKind, Target},
+};
+
+use crate::common::{WharfProcess, files_under, sha256};
+
+/// A crate file of about 200 KB that gzip cannot shrink much.
+fn big_crate() -> wharf_test_support::fixture::FixtureCrate {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..200_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    CrateBuilder::new("bulky", "1.0.0")
+        .lib_body(&format!("pub fn value() -> u64 {{ 1 }}\n// {noise}\n"))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
+    let krate = big_crate();
+    assert!(krate.bytes.len() > 100_000, "{}", krate.bytes.len());
+    let upstream = FakeUpstream::start([krate.clone()]).await;
+    upstream.set_fault(
+        Target::Crates,
+        Fault::SlowDrip {
+            chunk: 4096,
+            delay: Duration::from_millis(50),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\nupstream_timeout = \"2s\"\n",
+            data.display(),
+            upstream.index_url()
+        ),
+    )
+    .unwrap();
+    let crate_url = "/crates-io/crates/bulky/bulky-1.0.0.crate";
+
+    let wharf = WharfProcess::spawn(&config);
+    let url = format!("{}{crate_url}", wharf.base_url);
+    let download =
+        tokio::spawn(async move { reqwest::get(url).await.and_then(|r| r.error_for_status()) });
+    // Wait until the download is under way, then kill -9 in the middle of it.
+    for _ in 0..100 {
+        if upstream.count(RequestKind::Crate) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        upstream.count(RequestKind::Crate),
+        1,
+        "the download started"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wharf.kill();
+    let cut = download.await.unwrap();
+    assert!(
+        cut.is_err() || cut.unwrap().bytes().await.is_err(),
+        "the client never got a whole response"
+    );
+    let stored = files_under(&data);
+    assert!(!stored.iter().any(|f| f.ends_with(".crate")), "{stored:?}");
+
+    // Restarted with the upstream down: the crate is not there, and says so.
+    upstream.stop().await;
+    let wharf = WharfProcess::spawn(&config);
+    let response = reqwest::get(format!("{}{crate_url}", wharf.base_url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let stored = files_under(&data);
+    assert!(
+        !stored
+            .iter()
+            .any(|f| f.starts_with(".tmp/") || f.ends_with(".crate")),
+        "the partial file of the killed process is gone: {stored:?}"
+    );
+
+    // Upstream back: the whole, verified crate is stored and served.
+    upstream.clear_faults();
+    upstream.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut body = None;
+    for _ in 0..40 {
+        let response = reqwest::get(format!("{}{crate_url}", wharf.base_url))
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            body = Some(response.bytes().await.unwrap());
+            break;
+        }
+        // The upstream is marked down until its probe succeeds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let body = body.expect("served once the upstream is back");
+    assert_eq!(sha256(&body), krate.cksum);
+    let on_disk = std::fs::read(data.join("crates-io/crates/bulky/bulky-1.0.0.crate")).unwrap();
+    assert_eq!(on_disk, body);
+    wharf.kill();
+}
+
+/// `wharf serve` with no config file prints the lines that point cargo at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_the_cargo_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.path().join("d").display()
+        ),
+    )
+    .unwrap();
+    let wharf = WharfProcess::spawn(&config);
+    assert!(
+        wharf.base_url.starts_with("http://127.0.0.1:"),
+        "{}",
+        wharf.base_url
+    );
+    let healthz = reqwest::get(format!("{}/healthz", wharf.base_url))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    wharf.kill();
+}

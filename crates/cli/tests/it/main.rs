@@ -1,0 +1,10 @@
+//! wharf's integration tests: one binary, a module per area. Every test runs
+//! on loopback against a fake upstream it starts itself, and uses the real
+//! `cargo` as the client.
+
+mod bad_requests;
+mod cache_build;
+mod cache_faults;
+mod cache_http;
+mod common;
+mod crash;

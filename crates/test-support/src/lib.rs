@@ -1,0 +1,6 @@
+#![doc = include_str!("../README.md")]
+
+pub mod cargo;
+pub mod fixture;
+pub mod http;
+pub mod upstream;
