@@ -1,1 +1,422 @@
-fn main() {}
+//! The serving benchmark: wharf against nginx on the same files, and a cold
+//! `cargo fetch` through wharf against the same fetch straight from upstream.
+//! See README.md.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use wharf_config::{CacheRegistry, Config, Registry};
+use wharf_server::AppState;
+use wharf_test_support::{
+    cargo::CargoProject,
+    fixture::{CrateBuilder, FixtureCrate, sparse_path},
+    upstream::FakeUpstream,
+};
+
+struct Options {
+    duration_secs: u64,
+    connections: u32,
+    crates: usize,
+    serving: bool,
+    cold: bool,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut options = Options { duration_secs: 10, connections: 64, crates: 300, serving: true, cold: true };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || -> anyhow::Result<u64> {
+            args.next()
+                .with_context(|| format!("{flag} needs a value"))?
+                .parse()
+                .with_context(|| format!("{flag} needs a whole number"))
+        };
+        match flag.as_str() {
+            "--duration-secs" => options.duration_secs = value()?,
+            "--connections" => options.connections = value()? as u32,
+            "--crates" => options.crates = value()? as usize,
+            "--only-serving" => options.cold = false,
+            "--only-cold" => options.serving = false,
+            "--bench" => {} // passed by `cargo bench`
+            other => bail!("unknown flag {other}; see benches/README.md"),
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    // The fake upstream and wharf each get their own runtime, so neither
+    // steals the other's threads; wrk and nginx are separate processes.
+    let upstream_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("upstream").enable_all().build()?;
+    let wharf_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("wharf").enable_all().build()?;
+
+    println!("wharf benchmark: {} cores, loopback only", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let tools = which("nginx").is_some() && which("wrk").is_some();
+    if !options.serving {
+    } else if tools {
+        serving(&options, &upstream_rt, &wharf_rt)?;
+    } else {
+        println!("\nnginx or wrk not found: skipping the serving comparison (apt-get install nginx-light wrk)");
+    }
+    if options.cold {
+        cold_fetch(&options, &upstream_rt, &wharf_rt)?;
+    }
+    Ok(())
+}
+
+/// A pseudo-random, hardly compressible text of `len` letters.
+fn noise(seed: u64, len: usize) -> String {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+/// Crates with many versions (index files of 1-80 KB, like popular crates)
+/// and crate files of 10-150 KB.
+fn serving_fixtures(count: usize) -> Vec<FixtureCrate> {
+    let mut all = Vec::new();
+    for i in 0..count {
+        let name = format!("hot-{i}");
+        let versions = 1 + (i * 37) % 120;
+        for v in 0..versions {
+            let mut builder = CrateBuilder::new(&name, &format!("1.{v}.0"));
+            for d in 1..=3 {
+                builder = builder.dep(&format!("dep-{}", (i + d * 7) % 50), "^1.0");
+            }
+            if v + 1 == versions {
+                let size = 10_000 + (i * 7919) % 140_000;
+                builder = builder.lib_body(&format!("pub fn value() -> u64 {{ 1 }}\n// {}\n", noise(i as u64, size)));
+            }
+            all.push(builder.build());
+        }
+    }
+    all
+}
+
+async fn start_wharf(data_dir: &Path, upstream: &str) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data_dir.to_owned(),
+        registries: [(
+            "crates-io".to_owned(),
+            Registry::Cache(CacheRegistry { upstreams: vec![upstream.to_owned()], ..CacheRegistry::default() }),
+        )]
+        .into(),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState::build(&config, &wharf_server::public_url(&config, addr)).await?);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(wharf_server::serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    Ok((addr, tx))
+}
+
+/// Rounds per comparison, alternating wharf and nginx; the best of each counts,
+/// which filters out a round slowed by something else on the machine.
+const ROUNDS: usize = 3;
+
+struct Load {
+    requests_per_sec: f64,
+    megabytes_per_sec: f64,
+    errors: bool,
+}
+
+fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let fixtures = serving_fixtures(200);
+    let mut newest: Vec<&FixtureCrate> = Vec::new();
+    for krate in &fixtures {
+        match newest.last_mut() {
+            Some(last) if last.name == krate.name => *last = krate,
+            _ => newest.push(krate),
+        }
+    }
+    let index_paths: Vec<String> = newest.iter().map(|k| format!("/crates-io/index/{}", sparse_path(&k.name))).collect();
+    let crate_paths: Vec<String> = newest
+        .iter()
+        .map(|k| format!("/crates-io/crates/{0}/{0}-{1}.crate", k.name, k.vers))
+        .collect();
+    let crate_bytes: usize = newest.iter().map(|k| k.bytes.len()).sum();
+
+    let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (wharf_addr, _stop) = wharf_rt.block_on(start_wharf(&data, &upstream.index_url()))?;
+
+    // Warm wharf: every file fetched once, so both servers serve the same files.
+    let index_bytes: usize = wharf_rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut total = 0;
+        for path in index_paths.iter().chain(&crate_paths) {
+            let response = client.get(format!("http://{wharf_addr}{path}")).send().await?.error_for_status()?;
+            let body = response.bytes().await?;
+            if path.contains("/index/") {
+                total += body.len();
+            }
+        }
+        anyhow::Ok(total)
+    })?;
+    let nginx = Nginx::start(dir.path(), &data)?;
+    let gzip_ratio = wharf_rt.block_on(async {
+        let client = reqwest::Client::builder().no_gzip().build()?;
+        let mut wire = 0;
+        for path in &index_paths {
+            let response = client
+                .get(format!("http://{wharf_addr}{path}"))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await?;
+            wire += response.bytes().await?.len();
+        }
+        anyhow::Ok(index_bytes as f64 / wire as f64)
+    })?;
+
+    println!(
+        "\nserving: {} index files ({:.1} MB), {} crate files ({:.1} MB, mean {:.0} KB); wrk -t2 -c{} -d{}s, best of {ROUNDS} rounds",
+        index_paths.len(),
+        index_bytes as f64 / 1e6,
+        crate_paths.len(),
+        crate_bytes as f64 / 1e6,
+        crate_bytes as f64 / crate_paths.len() as f64 / 1e3,
+        options.connections,
+        options.duration_secs
+    );
+    println!("{:<36} {:>12} {:>10} {:>12} {:>10} {:>8}", "", "wharf req/s", "MB/s", "nginx req/s", "MB/s", "ratio");
+    for (label, paths, by_bytes, encoding) in [
+        ("index hits, as cargo asks (gzip)", &index_paths, false, Some("deflate, gzip")),
+        ("index hits, identity", &index_paths, false, None),
+        ("crate downloads", &crate_paths, true, None),
+    ] {
+        let script = wrk_script(dir.path(), label, paths, encoding)?;
+        let mut best = (None::<Load>, None::<Load>);
+        for _ in 0..ROUNDS {
+            let w = wrk(options, &format!("http://{wharf_addr}"), &script)?;
+            let n = wrk(options, &format!("http://{}", nginx.addr), &script)?;
+            if best.0.as_ref().is_none_or(|b| w.requests_per_sec > b.requests_per_sec) {
+                best.0 = Some(w);
+            }
+            if best.1.as_ref().is_none_or(|b| n.requests_per_sec > b.requests_per_sec) {
+                best.1 = Some(n);
+            }
+        }
+        let (w, n) = (best.0.expect("rounds ran"), best.1.expect("rounds ran"));
+        let ratio = if by_bytes {
+            w.megabytes_per_sec / n.megabytes_per_sec
+        } else {
+            w.requests_per_sec / n.requests_per_sec
+        };
+        println!(
+            "{label:<36} {:>12.0} {:>10.1} {:>12.0} {:>10.1} {:>7.2}x{}",
+            w.requests_per_sec,
+            w.megabytes_per_sec,
+            n.requests_per_sec,
+            n.megabytes_per_sec,
+            ratio,
+            if w.errors || n.errors { "  (some responses were not 2xx!)" } else { "" }
+        );
+    }
+    println!(
+        "(cargo sends `Accept-Encoding: deflate, gzip`: wharf answers with index files compressed once and kept, {gzip_ratio:.1}x smaller; nginx serves them as they are)"
+    );
+    drop(nginx);
+    Ok(())
+}
+
+/// A wrk script that walks `paths` round-robin, each thread from its own offset.
+fn wrk_script(dir: &Path, label: &str, paths: &[String], encoding: Option<&str>) -> anyhow::Result<PathBuf> {
+    let file = dir.join(format!("{}.lua", label.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
+    let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
+    let header = encoding.map_or(String::new(), |e| format!("wrk.headers[\"Accept-Encoding\"] = \"{e}\"\n"));
+    std::fs::write(
+        &file,
+        format!(
+            "{header}local paths = {{{}}}\nlocal i = math.random(#paths)\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n",
+            list.join(",")
+        ),
+    )?;
+    Ok(file)
+}
+
+fn wrk(options: &Options, base: &str, script: &Path) -> anyhow::Result<Load> {
+    let output = Command::new("wrk")
+        .args(["-t2", &format!("-c{}", options.connections), &format!("-d{}s", options.duration_secs), "-s"])
+        .arg(script)
+        .arg(base)
+        .output()
+        .context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> Option<&str> {
+        text.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim)
+    };
+    let requests_per_sec = field("Requests/sec:").and_then(|v| v.parse().ok()).with_context(|| format!("wrk said: {text}"))?;
+    let transfer = field("Transfer/sec:").with_context(|| format!("wrk said: {text}"))?;
+    let megabytes_per_sec = parse_size(transfer) / 1e6;
+    Ok(Load { requests_per_sec, megabytes_per_sec, errors: text.contains("Non-2xx") || text.contains("Socket errors") })
+}
+
+/// wrk's `12.34MB` (binary units) in bytes.
+fn parse_size(text: &str) -> f64 {
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().unwrap_or(0.0);
+    number
+        * match unit {
+            "KB" => 1024.0,
+            "MB" => 1024.0 * 1024.0,
+            "GB" => 1024.0 * 1024.0 * 1024.0,
+            _ => 1.0,
+        }
+}
+
+/// nginx serving wharf's data directory as static files.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(work: &Path, root: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let prefix = work.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let conf = prefix.join("nginx.conf");
+        // A fair baseline: as many workers as cores, sendfile, no access log.
+        let user = if cfg!(unix) && std::env::var("USER").as_deref() == Ok("root") { "user root;\n" } else { "" };
+        std::fs::write(
+            &conf,
+            format!(
+                "{user}worker_processes auto;\ndaemon off;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n\
+                 server {{ listen {addr}; root {root}; etag on; }}\n}}\n",
+                pid = prefix.join("nginx.pid").display(),
+                log = prefix.join("logs/error.log").display(),
+                root = root.display(),
+            ),
+        )?;
+        let child = Command::new(which("nginx").context("nginx is not installed")?)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start nginx")?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(Self { child, addr });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nginx did not start listening on {addr}")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A realistic dependency graph: layers of crates, each depending on three
+/// of the next layer, about ten levels deep like real projects.
+fn cold_fixtures(count: usize) -> (Vec<FixtureCrate>, Vec<String>) {
+    let width = (count / 10).max(1);
+    let layers = count.div_ceil(width);
+    let name = |layer: usize, j: usize| format!("cold-{layer}-{j}");
+    let mut all = Vec::new();
+    for layer in 0..layers {
+        for j in 0..width {
+            let mut builder = CrateBuilder::new(&name(layer, j), "1.0.0");
+            if layer + 1 < layers {
+                for d in [j, (j + 1) % width, (j * 7 + 3) % width] {
+                    builder = builder.dep(&name(layer + 1, d), "1");
+                }
+            }
+            let mut krate = builder.build();
+            // Real crates are tens of KB: pad with a comment so downloads cost something.
+            if krate.deps.is_empty() || j % 2 == 0 {
+                let deps: Vec<(String, String)> = krate.deps.clone();
+                let mut padded = CrateBuilder::new(&krate.name, "1.0.0");
+                for (dep, req) in &deps {
+                    padded = padded.dep(dep, req);
+                }
+                let body = format!(
+                    "pub fn value() -> u64 {{ 1{} }}\n// {}\n",
+                    deps.iter().map(|(d, _)| format!(" + {}::value()", d.replace('-', "_"))).collect::<String>(),
+                    noise((layer * width + j) as u64, 30_000)
+                );
+                krate = padded.lib_body(&body).build();
+            }
+            all.push(krate);
+        }
+    }
+    let roots = (0..width).map(|j| name(0, j)).collect();
+    (all, roots)
+}
+
+fn cold_fetch(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let (fixtures, roots) = cold_fixtures(options.crates);
+    let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
+    let deps: Vec<(&str, &str)> = roots.iter().map(|r| (r.as_str(), "1")).collect();
+    let mut direct = Vec::new();
+    let mut through = Vec::new();
+    for _ in 0..3 {
+        let project = CargoProject::new(&upstream.index_url(), &deps);
+        direct.push(timed_fetch(&project)?);
+
+        let dir = tempfile::tempdir()?;
+        let (addr, stop) = wharf_rt.block_on(start_wharf(&dir.path().join("data"), &upstream.index_url()))?;
+        let project = CargoProject::new(&format!("sparse+http://{addr}/crates-io/index/"), &deps);
+        through.push(timed_fetch(&project)?);
+        let _ = stop.send(());
+    }
+    direct.sort();
+    through.sort();
+    let (d, t) = (direct[1], through[1]);
+    println!(
+        "\ncold `cargo fetch` of {} crates ({} levels deep, {:.1} MB), median of 3:\n  straight from upstream {:.2}s, through a cold wharf {:.2}s, ratio {:.2}x",
+        fixtures.len(),
+        fixtures.len().div_ceil((fixtures.len() / 10).max(1)),
+        fixtures.iter().map(|k| k.bytes.len()).sum::<usize>() as f64 / 1e6,
+        d.as_secs_f64(),
+        t.as_secs_f64(),
+        t.as_secs_f64() / d.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn timed_fetch(project: &CargoProject) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let outcome = project.run(&["fetch"]);
+    if !outcome.success() {
+        bail!("cargo fetch failed: {}", outcome.stderr);
+    }
+    Ok(started.elapsed())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}

@@ -51,6 +51,18 @@ pub fn find_version(index_file: &[u8], vers: &str) -> Option<IndexLine> {
         })
 }
 
+/// Whether `file` looks like an intact index file: not empty, and every line
+/// a JSON object. Used to decide whether a stored copy whose provenance was
+/// lost can still be trusted.
+pub fn is_well_formed(file: &[u8]) -> bool {
+    let mut lines = file.split(|b| *b == b'\n').filter(|l| !l.is_empty()).peekable();
+    lines.peek().is_some()
+        && lines.all(|line| {
+            line.first() == Some(&b'{')
+                && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +74,16 @@ mod tests {
         r#"{"name":"foo","vers":"1.1.0","deps":[],"cksum":"2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824","features":{},"yanked":true,"rust_version":"1.70"}"#,
         "\n"
     );
+
+    #[test]
+    fn well_formed_files() {
+        let good = FILE.replace("not json\n", "");
+        assert!(is_well_formed(good.as_bytes()));
+        assert!(!is_well_formed(FILE.as_bytes()));
+        assert!(!is_well_formed(b""));
+        assert!(!is_well_formed(b"\0\0\0\0"));
+        assert!(!is_well_formed(&good.as_bytes()[..good.len() / 2]));
+    }
 
     #[test]
     fn finds_exact_version() {

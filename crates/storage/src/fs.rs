@@ -1,9 +1,16 @@
 //! The embedded default store: plain files under a root directory.
 //!
-//! A write goes to a uniquely named file under `{root}/.tmp/`, is flushed to
-//! disk, and is renamed into place. A rename within one filesystem is atomic,
-//! so a reader sees the old file or the whole new one; a process killed
-//! mid-write leaves only a file under `.tmp/`, which [`FsStore::open`] removes.
+//! A write goes to a uniquely named file under `{root}/.tmp/` and is renamed
+//! into place. A rename within one filesystem is atomic, so a reader sees the
+//! old file or the whole new one; a process killed mid-write leaves only a
+//! file under `.tmp/`, which [`FsStore::open`] removes.
+//!
+//! Writes are not fsynced: a killed process loses nothing (the page cache
+//! outlives it), and an fsync per file made a cold `cargo fetch` through
+//! wharf twice as slow. What a power loss could leave behind (a renamed file
+//! whose data never reached the disk) is caught by the readers: crate files
+//! are checked against the index checksum when read back from storage, and
+//! index files against the sha256 in their sidecar.
 
 use std::{
     path::{Path, PathBuf},

@@ -140,3 +140,46 @@ async fn serve_prints_the_cargo_configuration() {
     assert_eq!(healthz.status(), 200);
     wharf.kill();
 }
+
+/// What a power loss can leave without fsync (a renamed file whose data never
+/// reached the disk) is caught on read: a damaged crate file is downloaded
+/// again, and a damaged index file is not served stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_files_in_storage_are_never_served() {
+    use crate::common::{Wharf, cache};
+    use wharf_test_support::fixture::sparse_path;
+
+    let krate = CrateBuilder::new("torn", "1.0.0").build();
+    let upstream = FakeUpstream::start([krate.clone()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let crate_path = "/crates-io/crates/torn/torn-1.0.0.crate";
+    let index_path = format!("/crates-io/index/{}", sparse_path("torn"));
+
+    let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
+    assert_eq!(reqwest::get(wharf.url(crate_path)).await.unwrap().status(), 200);
+    wharf.stop().await;
+
+    // A crate file whose tail never reached the disk.
+    let stored = data.join("crates-io/crates/torn/torn-1.0.0.crate");
+    std::fs::write(&stored, &krate.bytes[..krate.bytes.len() / 2]).unwrap();
+    let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
+    let body = reqwest::get(wharf.url(crate_path)).await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&body), krate.cksum, "the damaged file was replaced by a verified download");
+    assert_eq!(std::fs::read(&stored).unwrap(), body);
+    assert_eq!(upstream.count(RequestKind::Crate), 2);
+    wharf.stop().await;
+
+    // An index file of zeros and its sidecar lost, with the upstream gone:
+    // better an error than a damaged index.
+    upstream.stop().await;
+    std::fs::write(data.join("crates-io/index").join(sparse_path("torn")), [0u8; 64]).unwrap();
+    std::fs::remove_file(data.join("crates-io/.cache-meta/index").join(format!("{}.json", sparse_path("torn")))).unwrap();
+    let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
+    let response = reqwest::get(wharf.url(&index_path)).await.unwrap();
+    assert_eq!(response.status(), 502);
+    // The crate file itself is still served: it was verified when stored.
+    let response = reqwest::get(wharf.url(crate_path)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    wharf.stop().await;
+}

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::info;
-use wharf_index::{CrateName, IndexPath, Version, find_version};
+use tracing::{info, warn};
+use wharf_index::{Cksum, CrateName, IndexPath, Version, find_version};
 use wharf_storage::{BlobKey, BlobStore};
 use wharf_upstream::{FetchError, UpstreamSet};
 
@@ -89,32 +89,38 @@ impl CrateFiles {
             .await
     }
 
-    async fn fetch(
-        &self,
-        krate: &CrateName,
-        vers: &Version,
-        key: &BlobKey,
-    ) -> Result<Bytes, ApiError> {
-        if let Some(bytes) = self
-            .store
-            .get(key)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-        {
-            self.metrics.crate_store_hits.inc();
-            self.remember(key, &bytes);
-            return Ok(bytes);
-        }
-        let entry = match self.index.get(&IndexPath::for_name(krate)).await? {
-            Lookup::Found(entry) => entry,
-            Lookup::NotFound => {
-                return Err(ApiError::not_found(format!("no crate named `{krate}`")));
+    async fn fetch(&self, krate: &CrateName, vers: &Version, key: &BlobKey) -> Result<Bytes, ApiError> {
+        let path = IndexPath::for_name(krate);
+        if let Some(bytes) = self.store.get(key).await.map_err(|e| ApiError::internal(e.to_string()))? {
+            // Checked against the index on every read from storage: what a
+            // power loss or a disk may have damaged is never served.
+            let expected = self
+                .index
+                .peek(&path)
+                .await
+                .and_then(|entry| find_version(&entry.body, vers.as_str()))
+                .map(|line| line.cksum);
+            match expected {
+                Some(cksum) if Cksum::of(&bytes) != cksum => {
+                    warn!(registry = %self.registry, krate.name = %krate, krate.vers = %vers, "stored crate file does not match its checksum; removing it and downloading it again");
+                    self.store.delete(key).await.map_err(|e| ApiError::internal(e.to_string()))?;
+                }
+                // Without an index line to check against (upstream says the
+                // crate is gone, or no index was ever kept), the file that was
+                // verified when it was stored is still served.
+                _ => {
+                    self.metrics.crate_store_hits.inc();
+                    self.remember(key, &bytes);
+                    return Ok(bytes);
+                }
             }
+        }
+        let entry = match self.index.get(&path).await? {
+            Lookup::Found(entry) => entry,
+            Lookup::NotFound => return Err(ApiError::not_found(format!("no crate named `{krate}`"))),
         };
         let Some(line) = find_version(&entry.body, vers.as_str()) else {
-            return Err(ApiError::not_found(format!(
-                "crate `{krate}` has no version `{vers}`"
-            )));
+            return Err(ApiError::not_found(format!("crate `{krate}` has no version `{vers}`")));
         };
         if line.name != krate.as_str() {
             return Err(ApiError::not_found(format!(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
-use wharf_index::IndexPath;
+use wharf_index::{IndexPath, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore};
 use wharf_upstream::{IndexFetch, UpstreamSet, Validators};
 
@@ -195,6 +195,15 @@ impl IndexCache {
         self.memory.entry_count()
     }
 
+    /// The copy held in memory or storage, fresh or not, without asking
+    /// upstream. `None` when there is none (or storage fails).
+    pub async fn peek(&self, path: &IndexPath) -> Option<Arc<IndexEntry>> {
+        if let Some(entry) = self.memory.get(path.as_str()) {
+            return Some(entry);
+        }
+        self.load(path).await.ok().flatten().map(Arc::new)
+    }
+
     /// Looks up the index file at `path`, from memory, storage or upstream.
     pub async fn get(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
         let key = path.as_str();
@@ -227,8 +236,9 @@ impl IndexCache {
             .expect("validated parts make a valid key")
     }
 
-    /// Reads a stored copy; a body whose meta is missing or does not match is
-    /// kept but treated as stale, with no validators.
+    /// Reads a stored copy. A body whose meta is missing or does not match (a
+    /// crash between the two writes, or a power loss) is used only if every
+    /// line is well-formed, and then as stale, with no validators.
     async fn load(&self, path: &IndexPath) -> Result<Option<IndexEntry>, ApiError> {
         let storage = |e: wharf_storage::StoreError| ApiError::internal(e.to_string());
         let Some(body) = self
@@ -262,7 +272,13 @@ impl IndexCache {
                     meta.validators,
                 )
             }
-            None => IndexEntry::new(body, SystemTime::now(), SystemTime::UNIX_EPOCH, now, None),
+            None if is_well_formed(&body) => {
+                IndexEntry::new(body, SystemTime::now(), SystemTime::UNIX_EPOCH, now, None)
+            }
+            None => {
+                warn!(registry = %self.registry, index.path = %path, "stored index file is damaged; ignoring it");
+                return Ok(None);
+            }
         }))
     }
 
