@@ -84,13 +84,19 @@ fn noise(seed: u64, len: usize) -> String {
         .collect()
 }
 
-/// Crates with many versions (index files of 1-80 KB, like popular crates)
-/// and crate files of 10-150 KB.
+/// Versions of the crate of popularity rank `i`: 1/rank, like crates.io,
+/// where a few crates have hundreds of versions and most have a handful.
+fn versions_of(i: usize) -> usize {
+    (200 / (i + 1)).max(1)
+}
+
+/// Crates whose version counts follow [`versions_of`] (index files of 0.3 KB
+/// to 60 KB) and crate files of 10-150 KB.
 fn serving_fixtures(count: usize) -> Vec<FixtureCrate> {
     let mut all = Vec::new();
     for i in 0..count {
         let name = format!("hot-{i}");
-        let versions = 1 + (i * 37) % 120;
+        let versions = versions_of(i);
         for v in 0..versions {
             let mut builder = CrateBuilder::new(&name, &format!("1.{v}.0"));
             for d in 1..=3 {
@@ -152,6 +158,8 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
         .map(|k| format!("/crates-io/crates/{0}/{0}-{1}.crate", k.name, k.vers))
         .collect();
     let crate_bytes: usize = newest.iter().map(|k| k.bytes.len()).sum();
+    // The largest files, where nginx's sendfile saves wharf's one copy.
+    let large_paths: Vec<String> = index_paths[..10].to_vec();
 
     let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
     let dir = tempfile::tempdir()?;
@@ -187,9 +195,11 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
     })?;
 
     println!(
-        "\nserving: {} index files ({:.1} MB), {} crate files ({:.1} MB, mean {:.0} KB); wrk -t2 -c{} -d{}s, best of {ROUNDS} rounds",
+        "\nserving: {} index files ({:.1} MB; versions per crate 1/rank: {} to 1, mean {:.1}), {} crate files ({:.1} MB, mean {:.0} KB); wrk -t2 -c{} -d{}s, best of {ROUNDS} rounds",
         index_paths.len(),
         index_bytes as f64 / 1e6,
+        versions_of(0),
+        (0..index_paths.len()).map(versions_of).sum::<usize>() as f64 / index_paths.len() as f64,
         crate_paths.len(),
         crate_bytes as f64 / 1e6,
         crate_bytes as f64 / crate_paths.len() as f64 / 1e3,
@@ -200,6 +210,7 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
     for (label, paths, by_bytes, encoding) in [
         ("index hits, as cargo asks (gzip)", &index_paths, false, Some("deflate, gzip")),
         ("index hits, identity", &index_paths, false, None),
+        ("index hits, identity, 10 largest", &large_paths, false, None),
         ("crate downloads", &crate_paths, true, None),
     ] {
         let script = wrk_script(dir.path(), label, paths, encoding)?;
@@ -372,13 +383,16 @@ fn cold_fixtures(count: usize) -> (Vec<FixtureCrate>, Vec<String>) {
     (all, roots)
 }
 
+/// Cold fetches per side; the median counts.
+const COLD_RUNS: usize = 5;
+
 fn cold_fetch(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let (fixtures, roots) = cold_fixtures(options.crates);
     let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
     let deps: Vec<(&str, &str)> = roots.iter().map(|r| (r.as_str(), "1")).collect();
     let mut direct = Vec::new();
     let mut through = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..COLD_RUNS {
         let project = CargoProject::new(&upstream.index_url(), &deps);
         direct.push(timed_fetch(&project)?);
 
@@ -390,9 +404,9 @@ fn cold_fetch(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt
     }
     direct.sort();
     through.sort();
-    let (d, t) = (direct[1], through[1]);
+    let (d, t) = (direct[COLD_RUNS / 2], through[COLD_RUNS / 2]);
     println!(
-        "\ncold `cargo fetch` of {} crates ({} levels deep, {:.1} MB), median of 3:\n  straight from upstream {:.2}s, through a cold wharf {:.2}s, ratio {:.2}x",
+        "\ncold `cargo fetch` of {} crates ({} levels deep, {:.1} MB), median of {COLD_RUNS}:\n  straight from upstream {:.2}s, through a cold wharf {:.2}s, ratio {:.2}x",
         fixtures.len(),
         fixtures.len().div_ceil((fixtures.len() / 10).max(1)),
         fixtures.iter().map(|k| k.bytes.len()).sum::<usize>() as f64 / 1e6,

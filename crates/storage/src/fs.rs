@@ -1,7 +1,8 @@
 //! The embedded default store: plain files under a root directory.
 //!
 //! A write goes to a uniquely named file under `{root}/.tmp/` and is renamed
-//! into place. A rename within one filesystem is atomic, so a reader sees the
+//! into place (a staged write is held in memory until it is committed or
+//! grows past 8 MiB). A rename within one filesystem is atomic, so a reader sees the
 //! old file or the whole new one; a process killed mid-write leaves only a
 //! file under `.tmp/`, which [`FsStore::open`] removes.
 //!
@@ -20,7 +21,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 use crate::{BlobKey, BlobStore, StagedBlob, StoreError};
 
@@ -138,22 +139,22 @@ impl BlobStore for FsStore {
     }
 
     async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
-        let mut stage = self.stage(key).await?;
-        stage.write(&bytes).await?;
-        stage.commit().await
+        let (temp, dest) = (self.temp_path(), self.path_of(key));
+        // One trip to the blocking pool for the whole write, not one per step.
+        tokio::task::spawn_blocking(move || write_atomic(&temp, &dest, &bytes, None))
+            .await
+            .map_err(|e| io_err("write", key.as_str(), std::io::Error::other(e)))?
+            .map_err(|e| io_err("write", key.as_str(), e))
     }
 
     async fn stage(&self, key: &BlobKey) -> Result<Box<dyn StagedBlob>, StoreError> {
-        let temp = self.temp_path();
-        let file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(|e| io_err("write", key.as_str(), e))?;
         Ok(Box::new(FsStage {
-            file: Some(file),
-            temp,
+            buffer: Vec::new(),
+            file: None,
+            temp: self.temp_path(),
             dest: self.path_of(key),
             key: key.clone(),
-            committed: false,
+            finished: false,
         }))
     }
 
@@ -170,50 +171,86 @@ impl BlobStore for FsStore {
     }
 }
 
-/// A write in progress to a temporary file.
+/// Writes `tail` (after whatever `file` already holds) to `temp`, then
+/// renames it to `dest`. On failure the temporary file is removed.
+fn write_atomic(
+    temp: &Path,
+    dest: &Path,
+    tail: &[u8],
+    file: Option<std::fs::File>,
+) -> std::io::Result<()> {
+    let result = (|| {
+        let mut file = match file {
+            Some(file) => file,
+            None => std::fs::File::create(temp)?,
+        };
+        file.write_all(tail)?;
+        drop(file);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(temp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
+}
+
+/// Staged writes up to this size stay in memory until commit; larger ones
+/// spill to the temporary file.
+const SPILL_BYTES: usize = 8 << 20;
+
+/// A write in progress: in memory, or spilled to a temporary file.
 struct FsStage {
-    file: Option<tokio::fs::File>,
+    buffer: Vec<u8>,
+    file: Option<std::fs::File>,
     temp: PathBuf,
     dest: PathBuf,
     key: BlobKey,
-    committed: bool,
+    finished: bool,
 }
 
 #[async_trait]
 impl StagedBlob for FsStage {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let file = self.file.as_mut().expect("file is present until commit");
-        file.write_all(chunk)
-            .await
-            .map_err(|e| io_err("write", self.key.as_str(), e))
+        self.buffer.extend_from_slice(chunk);
+        if self.buffer.len() < SPILL_BYTES {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let file = self.file.take();
+        let temp = self.temp.clone();
+        let spilled = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut file = match file {
+                Some(file) => file,
+                None => std::fs::File::create(&temp)?,
+            };
+            file.write_all(&buffer)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| io_err("write", self.key.as_str(), std::io::Error::other(e)))?
+        .map_err(|e| io_err("write", self.key.as_str(), e))?;
+        self.file = Some(spilled);
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        let key = self.key.as_str().to_owned();
-        let mut file = self.file.take().expect("file is present until commit");
-        file.flush().await.map_err(|e| io_err("write", &key, e))?;
-        // Flush to disk before the rename, so that a crash of the machine
-        // cannot leave the new name pointing at an empty file.
-        file.sync_all()
+        let buffer = std::mem::take(&mut self.buffer);
+        let file = self.file.take();
+        let (temp, dest) = (self.temp.clone(), self.dest.clone());
+        self.finished = true;
+        tokio::task::spawn_blocking(move || write_atomic(&temp, &dest, &buffer, file))
             .await
-            .map_err(|e| io_err("write", &key, e))?;
-        drop(file);
-        if let Some(parent) = self.dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_err("write", &key, e))?;
-        }
-        tokio::fs::rename(&self.temp, &self.dest)
-            .await
-            .map_err(|e| io_err("rename", &key, e))?;
-        self.committed = true;
-        Ok(())
+            .map_err(|e| io_err("write", self.key.as_str(), std::io::Error::other(e)))?
+            .map_err(|e| io_err("rename", self.key.as_str(), e))
     }
 }
 
 impl Drop for FsStage {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.finished && self.file.is_some() {
             // Best effort: a leftover is swept on the next start.
             let _ = std::fs::remove_file(&self.temp);
         }
@@ -262,6 +299,29 @@ mod tests {
         stage.write(b"whole").await.unwrap();
         stage.commit().await.unwrap();
         assert_eq!(store.get(&k).await.unwrap().unwrap(), "whole");
+    }
+
+    #[tokio::test]
+    async fn a_large_staged_write_spills_to_disk_and_is_discarded_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let k = key("r/crates/big/big-1.0.0.crate");
+        let chunk = vec![7u8; 1 << 20];
+        let mut stage = store.stage(&k).await.unwrap();
+        for _ in 0..10 {
+            stage.write(&chunk).await.unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 1);
+        drop(stage);
+        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
+
+        let mut stage = store.stage(&k).await.unwrap();
+        for _ in 0..10 {
+            stage.write(&chunk).await.unwrap();
+        }
+        stage.commit().await.unwrap();
+        assert_eq!(store.get(&k).await.unwrap().unwrap().len(), 10 << 20);
+        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
     }
 
     #[tokio::test]

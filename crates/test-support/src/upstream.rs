@@ -115,6 +115,9 @@ pub enum Fault {
     },
     /// Never answer: no headers, connection held open until stop or drop.
     Blackhole,
+    /// Answer 200 with an HTML error page, as a misconfigured proxy or a
+    /// captive portal does.
+    Html,
 }
 
 /// Which requests a [`Fault`] applies to.
@@ -706,13 +709,19 @@ async fn log_and_inject(State(app): State<AppState>, request: Request, next: Nex
         // Never resolves; the connection stays open until stop or drop.
         Some(Fault::Blackhole) => futures::future::pending().await,
         Some(Fault::Status(code)) => injected_status(code),
+        Some(Fault::Html) => (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>Proxy error</h1></body></html>\n",
+        )
+            .into_response(),
         _ => next.run(request).await,
     };
     app.shared
         .lock()
         .set_status(seq, response.status().as_u16());
     match fault {
-        // A HEAD response has no body to damage.
+        // A HEAD response has no body to damage; an HTML page is damage enough.
+        Some(Fault::Html) => response,
         Some(fault) if !is_head => damage_body(response, fault, kind).await,
         _ => response,
     }
@@ -751,7 +760,7 @@ async fn damage_body(response: Response, fault: Fault, kind: RequestKind) -> Res
         }
         Fault::WrongBytes => Body::from(wrong_bytes(&bytes, kind)),
         Fault::SlowDrip { chunk, delay } => Body::from_stream(drip(bytes, chunk, delay)),
-        Fault::Status(_) | Fault::Blackhole => Body::from(bytes),
+        Fault::Status(_) | Fault::Blackhole | Fault::Html => Body::from(bytes),
     };
     Response::from_parts(parts, body)
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
-use wharf_index::{Cksum, DlTemplate};
+use wharf_index::{Cksum, DlTemplate, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore, StoreError};
 
 use crate::health::{Health, HealthReport};
@@ -303,6 +303,13 @@ impl Inner {
             StatusCode::OK => {
                 let validators = validators_of(&up.base, response.headers());
                 let body = read_limited(response, self.settings.max_index_bytes).await?;
+                // An HTML error page from a proxy, or a cut file, must not
+                // replace a good copy: refuse it and try the next upstream.
+                if !body.is_empty() && !is_well_formed(&body) {
+                    return Err(Failure::down(format!(
+                        "{url} is not an index file (not lines of JSON objects)"
+                    )));
+                }
                 Ok(IndexFetch::Modified { body, validators })
             }
             StatusCode::NOT_MODIFIED => {

@@ -148,3 +148,21 @@ async fn broken_primary_responses_fall_over_to_the_secondary() {
         wharf.stop().await;
     }
 }
+
+/// An upstream that answers 200 with something that is not an index file
+/// (an HTML error page from a proxy) is skipped, and nothing bad is cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_is_not_json_lines_is_refused() {
+    use wharf_test_support::fixture::sparse_path;
+
+    let krate = CrateBuilder::new("garbled", "1.0.0").build();
+    let primary = FakeUpstream::start([krate.clone()]).await;
+    let secondary = FakeUpstream::start([krate.clone()]).await;
+    primary.set_fault(Target::Index, Fault::Html);
+    let wharf = Wharf::start(cache(&[primary.index_url(), secondary.index_url()])).await;
+    let url = wharf.url(&format!("/crates-io/index/{}", sparse_path("garbled")));
+    let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert_eq!(body, krate.index_line() + "\n");
+    assert_eq!(primary.count(RequestKind::Index), 1);
+    wharf.stop().await;
+}

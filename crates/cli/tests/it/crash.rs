@@ -183,3 +183,29 @@ async fn damaged_files_in_storage_are_never_served() {
     assert_eq!(response.status(), 200);
     wharf.stop().await;
 }
+
+/// SIGTERM stops `wharf serve` cleanly: exit status 0, promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n", dir.path().join("d").display()),
+    )
+    .unwrap();
+    let mut wharf = WharfProcess::spawn(&config);
+    let pid = wharf.child.id().to_string();
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = wharf.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("wharf stopped within 5 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
