@@ -28,7 +28,13 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut options = Options { duration_secs: 10, connections: 64, crates: 300, serving: true, cold: true };
+    let mut options = Options {
+        duration_secs: 10,
+        connections: 64,
+        crates: 300,
+        serving: true,
+        cold: true,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || -> anyhow::Result<u64> {
@@ -52,23 +58,51 @@ fn options() -> anyhow::Result<Options> {
 
 fn main() -> anyhow::Result<()> {
     let options = options()?;
-    // The fake upstream and wharf each get their own runtime, so neither
-    // steals the other's threads; wrk and nginx are separate processes.
-    let upstream_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("upstream").enable_all().build()?;
-    let wharf_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("wharf").enable_all().build()?;
-
-    println!("wharf benchmark: {} cores, loopback only", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    // WHARF_LOG=info shows wharf's access log, to see where time goes.
+    if let Ok(filter) = std::env::var("WHARF_LOG") {
+        tracing_subscriber::fmt()
+            .compact()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    println!(
+        "wharf benchmark: {} cores, loopback only",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // Each phase gets fresh runtimes (dropped at its end, with every task
+    // left on them), so nothing of one phase slows the next.
+    if options.cold {
+        let (upstream_rt, wharf_rt) = runtimes()?;
+        cold_fetch(&options, &upstream_rt, &wharf_rt)?;
+    }
     let tools = which("nginx").is_some() && which("wrk").is_some();
     if !options.serving {
     } else if tools {
+        let (upstream_rt, wharf_rt) = runtimes()?;
         serving(&options, &upstream_rt, &wharf_rt)?;
     } else {
-        println!("\nnginx or wrk not found: skipping the serving comparison (apt-get install nginx-light wrk)");
-    }
-    if options.cold {
-        cold_fetch(&options, &upstream_rt, &wharf_rt)?;
+        println!(
+            "\nnginx or wrk not found: skipping the serving comparison (apt-get install nginx-light wrk)"
+        );
     }
     Ok(())
+}
+
+/// A runtime for the fake upstream and one for wharf, so neither steals the
+/// other's threads; wrk and nginx are separate processes.
+fn runtimes() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
+    let upstream = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("upstream")
+        .enable_all()
+        .build()?;
+    let wharf = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wharf")
+        .enable_all()
+        .build()?;
+    Ok((upstream, wharf))
 }
 
 /// A pseudo-random, hardly compressible text of `len` letters.
@@ -104,7 +138,10 @@ fn serving_fixtures(count: usize) -> Vec<FixtureCrate> {
             }
             if v + 1 == versions {
                 let size = 10_000 + (i * 7919) % 140_000;
-                builder = builder.lib_body(&format!("pub fn value() -> u64 {{ 1 }}\n// {}\n", noise(i as u64, size)));
+                builder = builder.lib_body(&format!(
+                    "pub fn value() -> u64 {{ 1 }}\n// {}\n",
+                    noise(i as u64, size)
+                ));
             }
             all.push(builder.build());
         }
@@ -112,13 +149,19 @@ fn serving_fixtures(count: usize) -> Vec<FixtureCrate> {
     all
 }
 
-async fn start_wharf(data_dir: &Path, upstream: &str) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+async fn start_wharf(
+    data_dir: &Path,
+    upstream: &str,
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.to_owned(),
         registries: [(
             "crates-io".to_owned(),
-            Registry::Cache(CacheRegistry { upstreams: vec![upstream.to_owned()], ..CacheRegistry::default() }),
+            Registry::Cache(CacheRegistry {
+                upstreams: vec![upstream.to_owned()],
+                ..CacheRegistry::default()
+            }),
         )]
         .into(),
         ..Config::default()
@@ -143,7 +186,11 @@ struct Load {
     errors: bool,
 }
 
-fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+fn serving(
+    options: &Options,
+    upstream_rt: &tokio::runtime::Runtime,
+    wharf_rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
     let fixtures = serving_fixtures(200);
     let mut newest: Vec<&FixtureCrate> = Vec::new();
     for krate in &fixtures {
@@ -152,7 +199,10 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
             _ => newest.push(krate),
         }
     }
-    let index_paths: Vec<String> = newest.iter().map(|k| format!("/crates-io/index/{}", sparse_path(&k.name))).collect();
+    let index_paths: Vec<String> = newest
+        .iter()
+        .map(|k| format!("/crates-io/index/{}", sparse_path(&k.name)))
+        .collect();
     let crate_paths: Vec<String> = newest
         .iter()
         .map(|k| format!("/crates-io/crates/{0}/{0}-{1}.crate", k.name, k.vers))
@@ -171,7 +221,11 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
         let client = reqwest::Client::new();
         let mut total = 0;
         for path in index_paths.iter().chain(&crate_paths) {
-            let response = client.get(format!("http://{wharf_addr}{path}")).send().await?.error_for_status()?;
+            let response = client
+                .get(format!("http://{wharf_addr}{path}"))
+                .send()
+                .await?
+                .error_for_status()?;
             let body = response.bytes().await?;
             if path.contains("/index/") {
                 total += body.len();
@@ -206,11 +260,24 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
         options.connections,
         options.duration_secs
     );
-    println!("{:<36} {:>12} {:>10} {:>12} {:>10} {:>8}", "", "wharf req/s", "MB/s", "nginx req/s", "MB/s", "ratio");
+    println!(
+        "{:<36} {:>12} {:>10} {:>12} {:>10} {:>8}",
+        "", "wharf req/s", "MB/s", "nginx req/s", "MB/s", "ratio"
+    );
     for (label, paths, by_bytes, encoding) in [
-        ("index hits, as cargo asks (gzip)", &index_paths, false, Some("deflate, gzip")),
+        (
+            "index hits, as cargo asks (gzip)",
+            &index_paths,
+            false,
+            Some("deflate, gzip"),
+        ),
         ("index hits, identity", &index_paths, false, None),
-        ("index hits, identity, 10 largest", &large_paths, false, None),
+        (
+            "index hits, identity, 10 largest",
+            &large_paths,
+            false,
+            None,
+        ),
         ("crate downloads", &crate_paths, true, None),
     ] {
         let script = wrk_script(dir.path(), label, paths, encoding)?;
@@ -218,10 +285,18 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
         for _ in 0..ROUNDS {
             let w = wrk(options, &format!("http://{wharf_addr}"), &script)?;
             let n = wrk(options, &format!("http://{}", nginx.addr), &script)?;
-            if best.0.as_ref().is_none_or(|b| w.requests_per_sec > b.requests_per_sec) {
+            if best
+                .0
+                .as_ref()
+                .is_none_or(|b| w.requests_per_sec > b.requests_per_sec)
+            {
                 best.0 = Some(w);
             }
-            if best.1.as_ref().is_none_or(|b| n.requests_per_sec > b.requests_per_sec) {
+            if best
+                .1
+                .as_ref()
+                .is_none_or(|b| n.requests_per_sec > b.requests_per_sec)
+            {
                 best.1 = Some(n);
             }
         }
@@ -238,7 +313,11 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
             n.requests_per_sec,
             n.megabytes_per_sec,
             ratio,
-            if w.errors || n.errors { "  (some responses were not 2xx!)" } else { "" }
+            if w.errors || n.errors {
+                "  (some responses were not 2xx!)"
+            } else {
+                ""
+            }
         );
     }
     println!(
@@ -249,10 +328,20 @@ fn serving(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &
 }
 
 /// A wrk script that walks `paths` round-robin, each thread from its own offset.
-fn wrk_script(dir: &Path, label: &str, paths: &[String], encoding: Option<&str>) -> anyhow::Result<PathBuf> {
-    let file = dir.join(format!("{}.lua", label.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
+fn wrk_script(
+    dir: &Path,
+    label: &str,
+    paths: &[String],
+    encoding: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let file = dir.join(format!(
+        "{}.lua",
+        label.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
     let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
-    let header = encoding.map_or(String::new(), |e| format!("wrk.headers[\"Accept-Encoding\"] = \"{e}\"\n"));
+    let header = encoding.map_or(String::new(), |e| {
+        format!("wrk.headers[\"Accept-Encoding\"] = \"{e}\"\n")
+    });
     std::fs::write(
         &file,
         format!(
@@ -265,24 +354,39 @@ fn wrk_script(dir: &Path, label: &str, paths: &[String], encoding: Option<&str>)
 
 fn wrk(options: &Options, base: &str, script: &Path) -> anyhow::Result<Load> {
     let output = Command::new("wrk")
-        .args(["-t2", &format!("-c{}", options.connections), &format!("-d{}s", options.duration_secs), "-s"])
+        .args([
+            "-t2",
+            &format!("-c{}", options.connections),
+            &format!("-d{}s", options.duration_secs),
+            "-s",
+        ])
         .arg(script)
         .arg(base)
         .output()
         .context("cannot run wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
     let field = |name: &str| -> Option<&str> {
-        text.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim)
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
     };
-    let requests_per_sec = field("Requests/sec:").and_then(|v| v.parse().ok()).with_context(|| format!("wrk said: {text}"))?;
+    let requests_per_sec = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("wrk said: {text}"))?;
     let transfer = field("Transfer/sec:").with_context(|| format!("wrk said: {text}"))?;
     let megabytes_per_sec = parse_size(transfer) / 1e6;
-    Ok(Load { requests_per_sec, megabytes_per_sec, errors: text.contains("Non-2xx") || text.contains("Socket errors") })
+    Ok(Load {
+        requests_per_sec,
+        megabytes_per_sec,
+        errors: text.contains("Non-2xx") || text.contains("Socket errors"),
+    })
 }
 
 /// wrk's `12.34MB` (binary units) in bytes.
 fn parse_size(text: &str) -> f64 {
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().unwrap_or(0.0);
     number
@@ -302,13 +406,21 @@ struct Nginx {
 
 impl Nginx {
     fn start(work: &Path, root: &Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let prefix = work.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
         let conf = prefix.join("nginx.conf");
         // A fair baseline: as many workers as cores, sendfile, no access log.
-        let user = if cfg!(unix) && std::env::var("USER").as_deref() == Ok("root") { "user root;\n" } else { "" };
+        // As root, nginx would hand requests to workers running as `nobody`,
+        // which cannot read a private temporary directory.
+        let root_user = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let user = if root_user { "user root;\n" } else { "" };
         std::fs::write(
             &conf,
             format!(
@@ -341,6 +453,16 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM to the master stops its workers too; SIGKILL would orphan them.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -371,7 +493,9 @@ fn cold_fixtures(count: usize) -> (Vec<FixtureCrate>, Vec<String>) {
                 }
                 let body = format!(
                     "pub fn value() -> u64 {{ 1{} }}\n// {}\n",
-                    deps.iter().map(|(d, _)| format!(" + {}::value()", d.replace('-', "_"))).collect::<String>(),
+                    deps.iter()
+                        .map(|(d, _)| format!(" + {}::value()", d.replace('-', "_")))
+                        .collect::<String>(),
                     noise((layer * width + j) as u64, 30_000)
                 );
                 krate = padded.lib_body(&body).build();
@@ -386,7 +510,11 @@ fn cold_fixtures(count: usize) -> (Vec<FixtureCrate>, Vec<String>) {
 /// Cold fetches per side; the median counts.
 const COLD_RUNS: usize = 5;
 
-fn cold_fetch(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+fn cold_fetch(
+    options: &Options,
+    upstream_rt: &tokio::runtime::Runtime,
+    wharf_rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
     let (fixtures, roots) = cold_fixtures(options.crates);
     let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
     let deps: Vec<(&str, &str)> = roots.iter().map(|r| (r.as_str(), "1")).collect();
@@ -397,7 +525,8 @@ fn cold_fetch(options: &Options, upstream_rt: &tokio::runtime::Runtime, wharf_rt
         direct.push(timed_fetch(&project)?);
 
         let dir = tempfile::tempdir()?;
-        let (addr, stop) = wharf_rt.block_on(start_wharf(&dir.path().join("data"), &upstream.index_url()))?;
+        let (addr, stop) =
+            wharf_rt.block_on(start_wharf(&dir.path().join("data"), &upstream.index_url()))?;
         let project = CargoProject::new(&format!("sparse+http://{addr}/crates-io/index/"), &deps);
         through.push(timed_fetch(&project)?);
         let _ = stop.send(());

@@ -55,7 +55,10 @@ pub fn find_version(index_file: &[u8], vers: &str) -> Option<IndexLine> {
 /// a JSON object. Used to decide whether a stored copy whose provenance was
 /// lost can still be trusted.
 pub fn is_well_formed(file: &[u8]) -> bool {
-    let mut lines = file.split(|b| *b == b'\n').filter(|l| !l.is_empty()).peekable();
+    let mut lines = file
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .peekable();
     lines.peek().is_some()
         && lines.all(|line| {
             line.first() == Some(&b'{')

@@ -311,9 +311,15 @@ mod tests {
         for _ in 0..10 {
             stage.write(&chunk).await.unwrap();
         }
-        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            1
+        );
         drop(stage);
-        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            0
+        );
 
         let mut stage = store.stage(&k).await.unwrap();
         for _ in 0..10 {
@@ -321,7 +327,10 @@ mod tests {
         }
         stage.commit().await.unwrap();
         assert_eq!(store.get(&k).await.unwrap().unwrap().len(), 10 << 20);
-        assert_eq!(std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]

@@ -66,7 +66,8 @@ async fn builds_a_graph_through_the_cache_and_again_with_upstream_gone() {
 async fn new_upstream_version_is_seen_after_the_ttl_and_not_asked_for_before() {
     let upstream = FakeUpstream::start([CrateBuilder::new("ttl-dep", "1.0.0").build()]).await;
     let mut registry = cache(&[upstream.index_url()]);
-    registry.index_ttl = Duration::from_secs(4);
+    // Wide enough that a loaded machine cannot cross it between two cargo runs.
+    registry.index_ttl = Duration::from_secs(8);
     let wharf = Wharf::start(registry).await;
     let project = CargoProject::new(&wharf.index_url(), &[("ttl-dep", "1")]);
 
@@ -87,7 +88,7 @@ async fn new_upstream_version_is_seen_after_the_ttl_and_not_asked_for_before() {
         upstream.requests()
     );
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     cargo_ok(&project, &["update"]);
     let lock = project.lockfile();
     assert!(

@@ -69,12 +69,7 @@ async fn a_dead_primary_costs_one_timeout_not_one_per_file() {
     assert!(attempts <= 5, "the blackhole got {attempts} connections");
     assert_eq!(upstream.count(RequestKind::Crate), 24);
     assert!(took < Duration::from_secs(20), "fetch took {took:?}");
-    let status: serde_json::Value = reqwest::get(wharf.url("/status.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = wharf.get_json("/status.json").await;
     assert_eq!(
         status["registries"]["crates-io"]["upstreams"][0]["up"], false,
         "{status}"

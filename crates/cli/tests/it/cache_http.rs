@@ -108,12 +108,7 @@ async fn index_files_are_relayed_byte_for_byte_with_etag_304_and_compression() {
 async fn config_json_points_dl_at_wharf() {
     let upstream = FakeUpstream::start([]).await;
     let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
-    let config: serde_json::Value = reqwest::get(wharf.url("/crates-io/index/config.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config = wharf.get_json("/crates-io/index/config.json").await;
     assert_eq!(
         config["dl"],
         wharf.url("/crates-io/crates/{crate}/{crate}-{version}.crate")

@@ -83,6 +83,16 @@ impl Wharf {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GETs `path` and parses the body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.url(path))
+            .await
+            .expect("request to wharf")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -97,6 +107,21 @@ impl Wharf {
     pub fn stored_files(&self) -> Vec<String> {
         files_under(&self.data_dir)
     }
+}
+
+/// Writes a config file for `wharf serve` on a free loopback port with data
+/// under `dir/d`, and returns its path.
+pub fn minimal_config(dir: &Path) -> PathBuf {
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.join("d").display()
+        ),
+    )
+    .expect("write config");
+    config
 }
 
 /// Every file below `dir`, as relative paths, sorted.

@@ -7,7 +7,7 @@ use wharf_test_support::{
     upstream::{FakeUpstream, Fault, RequestKind, Target},
 };
 
-use crate::common::{WharfProcess, files_under, sha256};
+use crate::common::{WharfProcess, files_under, minimal_config, sha256};
 
 /// A crate file of about 200 KB that gzip cannot shrink much.
 fn big_crate() -> wharf_test_support::fixture::FixtureCrate {
@@ -119,15 +119,7 @@ async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_prints_the_cargo_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wharf.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            dir.path().join("d").display()
-        ),
-    )
-    .unwrap();
+    let config = minimal_config(dir.path());
     let wharf = WharfProcess::spawn(&config);
     assert!(
         wharf.base_url.starts_with("http://127.0.0.1:"),
@@ -157,15 +149,27 @@ async fn damaged_files_in_storage_are_never_served() {
     let index_path = format!("/crates-io/index/{}", sparse_path("torn"));
 
     let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
-    assert_eq!(reqwest::get(wharf.url(crate_path)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(wharf.url(crate_path)).await.unwrap().status(),
+        200
+    );
     wharf.stop().await;
 
     // A crate file whose tail never reached the disk.
     let stored = data.join("crates-io/crates/torn/torn-1.0.0.crate");
     std::fs::write(&stored, &krate.bytes[..krate.bytes.len() / 2]).unwrap();
     let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
-    let body = reqwest::get(wharf.url(crate_path)).await.unwrap().bytes().await.unwrap();
-    assert_eq!(sha256(&body), krate.cksum, "the damaged file was replaced by a verified download");
+    let body = reqwest::get(wharf.url(crate_path))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        sha256(&body),
+        krate.cksum,
+        "the damaged file was replaced by a verified download"
+    );
     assert_eq!(std::fs::read(&stored).unwrap(), body);
     assert_eq!(upstream.count(RequestKind::Crate), 2);
     wharf.stop().await;
@@ -173,8 +177,16 @@ async fn damaged_files_in_storage_are_never_served() {
     // An index file of zeros and its sidecar lost, with the upstream gone:
     // better an error than a damaged index.
     upstream.stop().await;
-    std::fs::write(data.join("crates-io/index").join(sparse_path("torn")), [0u8; 64]).unwrap();
-    std::fs::remove_file(data.join("crates-io/.cache-meta/index").join(format!("{}.json", sparse_path("torn")))).unwrap();
+    std::fs::write(
+        data.join("crates-io/index").join(sparse_path("torn")),
+        [0u8; 64],
+    )
+    .unwrap();
+    std::fs::remove_file(
+        data.join("crates-io/.cache-meta/index")
+            .join(format!("{}.json", sparse_path("torn"))),
+    )
+    .unwrap();
     let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
     let response = reqwest::get(wharf.url(&index_path)).await.unwrap();
     assert_eq!(response.status(), 502);
@@ -188,15 +200,13 @@ async fn damaged_files_in_storage_are_never_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wharf.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n", dir.path().join("d").display()),
-    )
-    .unwrap();
+    let config = minimal_config(dir.path());
     let mut wharf = WharfProcess::spawn(&config);
     let pid = wharf.child.id().to_string();
-    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(sent.success());
     let mut status = None;
     for _ in 0..100 {

@@ -89,9 +89,19 @@ impl CrateFiles {
             .await
     }
 
-    async fn fetch(&self, krate: &CrateName, vers: &Version, key: &BlobKey) -> Result<Bytes, ApiError> {
+    async fn fetch(
+        &self,
+        krate: &CrateName,
+        vers: &Version,
+        key: &BlobKey,
+    ) -> Result<Bytes, ApiError> {
         let path = IndexPath::for_name(krate);
-        if let Some(bytes) = self.store.get(key).await.map_err(|e| ApiError::internal(e.to_string()))? {
+        if let Some(bytes) = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
             // Checked against the index on every read from storage: what a
             // power loss or a disk may have damaged is never served.
             let expected = self
@@ -103,7 +113,10 @@ impl CrateFiles {
             match expected {
                 Some(cksum) if Cksum::of(&bytes) != cksum => {
                     warn!(registry = %self.registry, krate.name = %krate, krate.vers = %vers, "stored crate file does not match its checksum; removing it and downloading it again");
-                    self.store.delete(key).await.map_err(|e| ApiError::internal(e.to_string()))?;
+                    self.store
+                        .delete(key)
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
                 }
                 // Without an index line to check against (upstream says the
                 // crate is gone, or no index was ever kept), the file that was
@@ -117,10 +130,14 @@ impl CrateFiles {
         }
         let entry = match self.index.get(&path).await? {
             Lookup::Found(entry) => entry,
-            Lookup::NotFound => return Err(ApiError::not_found(format!("no crate named `{krate}`"))),
+            Lookup::NotFound => {
+                return Err(ApiError::not_found(format!("no crate named `{krate}`")));
+            }
         };
         let Some(line) = find_version(&entry.body, vers.as_str()) else {
-            return Err(ApiError::not_found(format!("crate `{krate}` has no version `{vers}`")));
+            return Err(ApiError::not_found(format!(
+                "crate `{krate}` has no version `{vers}`"
+            )));
         };
         if line.name != krate.as_str() {
             return Err(ApiError::not_found(format!(
