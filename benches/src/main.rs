@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,6 +16,7 @@ use wharf_server::AppState;
 use wharf_test_support::{
     cargo::CargoProject,
     fixture::{CrateBuilder, FixtureCrate, sparse_path},
+    nginx::{Nginx, which},
     upstream::FakeUpstream,
 };
 
@@ -398,76 +399,6 @@ fn parse_size(text: &str) -> f64 {
         }
 }
 
-/// nginx serving wharf's data directory as static files.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Nginx {
-    fn start(work: &Path, root: &Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let prefix = work.join("nginx");
-        std::fs::create_dir_all(prefix.join("logs"))?;
-        let conf = prefix.join("nginx.conf");
-        // A fair baseline: as many workers as cores, sendfile, no access log.
-        // As root, nginx would hand requests to workers running as `nobody`,
-        // which cannot read a private temporary directory.
-        let root_user = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-        let user = if root_user { "user root;\n" } else { "" };
-        std::fs::write(
-            &conf,
-            format!(
-                "{user}worker_processes auto;\ndaemon off;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 4096; }}\n\
-                 http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n\
-                 server {{ listen {addr}; root {root}; etag on; }}\n}}\n",
-                pid = prefix.join("nginx.pid").display(),
-                log = prefix.join("logs/error.log").display(),
-                root = root.display(),
-            ),
-        )?;
-        let child = Command::new(which("nginx").context("nginx is not installed")?)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start nginx")?;
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return Ok(Self { child, addr });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("nginx did not start listening on {addr}")
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM to the master stops its workers too; SIGKILL would orphan them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A realistic dependency graph: layers of crates, each depending on three
 /// of the next layer, about ten levels deep like real projects.
 fn cold_fixtures(count: usize) -> (Vec<FixtureCrate>, Vec<String>) {
@@ -553,13 +484,4 @@ fn timed_fetch(project: &CargoProject) -> anyhow::Result<Duration> {
         bail!("cargo fetch failed: {}", outcome.stderr);
     }
     Ok(started.elapsed())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
 }

@@ -3,6 +3,7 @@
 //! only wires them together.
 
 mod serve;
+mod sync;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -49,6 +50,30 @@ enum Command {
     /// Precedence: defaults, then --config FILE, then WHARF_LISTEN /
     /// WHARF_DATA_DIR / WHARF_PUBLIC_URL, then these flags.
     Serve(ServeArgs),
+
+    /// Bring mirror registries up to date with their upstream, once.
+    ///
+    /// For each `kind = "mirror"` registry (or only --registry NAME): fetch
+    /// the index files of the selected crates (conditionally), download and
+    /// verify every selected crate file not yet held, then publish the index
+    /// files, which name only crate files that are present. Ends with a
+    /// summary; exits non-zero when anything failed (all else is published,
+    /// and failures are retried on the next pass). Safe to interrupt at any
+    /// moment. Upstream limits (concurrency, requests/s, bytes/s) come from
+    /// the registry's configuration.
+    Sync(SyncArgs),
+}
+
+/// Flags of `wharf sync`.
+#[derive(Args)]
+pub struct SyncArgs {
+    /// Sync only this mirror registry.
+    #[arg(long, value_name = "NAME")]
+    registry: Option<String>,
+
+    /// Where the mirror trees live (overrides data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Flags of `wharf serve`.
@@ -96,6 +121,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
+            Command::Sync(args) => sync::run(cli.config.as_deref(), args).await,
         }
     });
     match result {
@@ -105,6 +131,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration: defaults, then the file, then `WHARF_*` variables.
+/// Each subcommand applies its own flags on top.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<wharf_config::Config> {
+    let mut config = wharf_config::Config::load(path)?;
+    config.apply_env(std::env::vars())?;
+    Ok(config)
 }
 
 fn init_logging() {

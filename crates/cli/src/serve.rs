@@ -42,6 +42,16 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
                 cache.upstreams.join(", "),
                 humantime::format_duration(cache.index_ttl)
             ),
+            Registry::Mirror(mirror) => writeln!(
+                out,
+                "  registry `{name}`: mirror of {}, {}",
+                mirror.upstreams.join(", "),
+                match mirror.sync_interval {
+                    Some(interval) =>
+                        format!("synced every {}", humantime::format_duration(interval)),
+                    None => "synced by `wharf sync`".to_owned(),
+                }
+            ),
         };
     }
     let _ = writeln!(
@@ -63,8 +73,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
 
 /// Defaults, then the file, then `WHARF_*` variables, then flags.
 fn load(path: Option<&Path>, args: ServeArgs) -> anyhow::Result<Config> {
-    let mut config = Config::load(path)?;
-    config.apply_env(std::env::vars())?;
+    let mut config = crate::load_config(path)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -77,8 +86,9 @@ fn load(path: Option<&Path>, args: ServeArgs) -> anyhow::Result<Config> {
     let caches: Vec<_> = config
         .registries
         .values_mut()
-        .map(|r| match r {
-            Registry::Cache(cache) => cache,
+        .filter_map(|r| match r {
+            Registry::Cache(cache) => Some(cache),
+            Registry::Mirror(_) => None,
         })
         .collect();
     let flags_for_one =

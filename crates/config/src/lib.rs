@@ -70,6 +70,69 @@ pub struct Config {
 pub enum Registry {
     /// A pull-through cache of one or more upstream sparse indexes.
     Cache(CacheRegistry),
+    /// A copy of (a selection of) an upstream, kept up to date by `wharf sync`.
+    Mirror(MirrorRegistry),
+}
+
+/// A mirror registry: a tree of index and crate files written by `wharf sync`
+/// and served read-only (by wharf, or by any static file server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorRegistry {
+    /// Sparse index URLs tried in order.
+    #[serde(default = "default_upstreams")]
+    pub upstreams: Vec<String>,
+    /// Bound on connecting and receiving the first byte, per attempt.
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// First wait before probing an upstream that was marked down.
+    #[serde(default = "default_probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Crates to mirror: plain names are mirrored with their dependencies;
+    /// globs (`serde*`) filter the crates found that way.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Crates never mirrored (globs), even as dependencies.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// A file with one crate name per line (`#` starts a comment).
+    #[serde(default)]
+    pub list_file: Option<PathBuf>,
+    /// `Cargo.lock` files whose crates.io packages are mirrored (at least
+    /// their locked versions), with their dependencies.
+    #[serde(default)]
+    pub lockfiles: Vec<PathBuf>,
+    /// Keep only the newest N versions of each crate (locked versions are
+    /// always kept). All versions when absent.
+    #[serde(default)]
+    pub keep_versions: Option<usize>,
+    /// How often `wharf serve` runs a sync pass; never when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub sync_interval: Option<Duration>,
+    /// The URL the tree is served at, for `dl` in config.json
+    /// (`https://mirror.example.org/crates-io`). Defaults to `{public_url}/{name}`.
+    #[serde(default)]
+    pub static_url: Option<String>,
+    /// A contact (email or URL) sent in the User-Agent, so the upstream's
+    /// operators can reach the mirror's.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// At most this many upstream requests at once.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// At most this many upstream requests per second.
+    #[serde(default = "default_max_requests_per_sec")]
+    pub max_requests_per_sec: f64,
+    /// At most this many bytes per second from upstream; unlimited when absent.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<u64>,
+}
+
+fn default_max_concurrency() -> usize {
+    8
+}
+fn default_max_requests_per_sec() -> f64 {
+    20.0
 }
 
 /// A pull-through cache registry.
@@ -217,6 +280,35 @@ impl Config {
                 )));
             }
             match registry {
+                Registry::Mirror(mirror) => {
+                    if mirror.upstreams.is_empty() {
+                        return Err(ConfigError::Invalid(format!(
+                            "registry `{name}` has no upstreams"
+                        )));
+                    }
+                    for url in &mirror.upstreams {
+                        sparse_base(url)
+                            .map_err(|e| ConfigError::Invalid(format!("registry `{name}`: {e}")))?;
+                    }
+                    let has_roots = mirror.include.iter().any(|i| !is_glob(i))
+                        || mirror.list_file.is_some()
+                        || !mirror.lockfiles.is_empty();
+                    if !has_roots {
+                        return Err(ConfigError::Invalid(format!(
+                            "mirror `{name}` needs crates to start from: names in `include`, a `list_file` or `lockfiles`"
+                        )));
+                    }
+                    if mirror.max_concurrency == 0 || mirror.max_requests_per_sec <= 0.0 {
+                        return Err(ConfigError::Invalid(format!(
+                            "mirror `{name}`: max_concurrency and max_requests_per_sec must be more than 0"
+                        )));
+                    }
+                    if mirror.keep_versions == Some(0) {
+                        return Err(ConfigError::Invalid(format!(
+                            "mirror `{name}`: keep_versions must be at least 1 (leave it out to keep all)"
+                        )));
+                    }
+                }
                 Registry::Cache(cache) => {
                     if cache.upstreams.is_empty() {
                         return Err(ConfigError::Invalid(format!(
@@ -244,6 +336,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether a selection pattern is a glob rather than a plain crate name.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
 }
 
 /// Turns a sparse registry URL (`sparse+https://index.crates.io/`) into the
@@ -275,7 +372,9 @@ mod tests {
     fn defaults_are_a_crates_io_cache_on_loopback() {
         let config = Config::load(None).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
-        let Registry::Cache(cache) = &config.registries[DEFAULT_REGISTRY];
+        let Registry::Cache(cache) = &config.registries[DEFAULT_REGISTRY] else {
+            panic!()
+        };
         assert_eq!(cache.upstreams, [CRATES_IO_SPARSE]);
     }
 
@@ -283,9 +382,34 @@ mod tests {
     fn the_example_file_parses() {
         let text = include_str!("../../../wharf.example.toml");
         let config = Config::from_toml(text, Path::new("wharf.example.toml")).unwrap();
-        let Registry::Cache(cache) = &config.registries["crates-io"];
+        let Registry::Cache(cache) = &config.registries["crates-io"] else {
+            panic!()
+        };
         assert_eq!(cache.index_ttl, Duration::from_secs(300));
         assert_eq!(cache.upstream_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_example_mirror_section_parses_once_uncommented() {
+        let text = include_str!("../../../wharf.example.toml");
+        let (before, rest) = text.split_once("# --- mirror example ---").unwrap();
+        let (block, _) = rest.split_once("# --- end ---").unwrap();
+        let block: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#') && !l.starts_with('`') && l.contains(['=', '[']))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::from_toml(
+            &format!("{before}\n{block}"),
+            Path::new("wharf.example.toml"),
+        )
+        .unwrap();
+        let Registry::Mirror(mirror) = &config.registries["mirror"] else {
+            panic!()
+        };
+        assert_eq!(mirror.keep_versions, Some(5));
+        assert_eq!(mirror.contact.as_deref(), Some("mirror-ops@example.org"));
     }
 
     #[test]
@@ -301,7 +425,9 @@ mod tests {
             index_ttl = "5m"
         "#;
         let config = Config::from_toml(text, Path::new("x")).unwrap();
-        let Registry::Cache(cache) = &config.registries["crates-io"];
+        let Registry::Cache(cache) = &config.registries["crates-io"] else {
+            panic!()
+        };
         assert_eq!(cache.upstreams, ["sparse+http://127.0.0.1:9000/index/"]);
     }
 
@@ -324,6 +450,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("sparse index URL"), "{err}");
+    }
+
+    #[test]
+    fn a_mirror_needs_roots() {
+        let err = Config::from_toml(
+            "[registries.m]\nkind = \"mirror\"\ninclude = [\"serde*\"]",
+            Path::new("w.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("needs crates to start from"),
+            "{err}"
+        );
+        let ok = Config::from_toml(
+            "[registries.m]\nkind = \"mirror\"\ninclude = [\"serde\"]\nkeep_versions = 3\nsync_interval = \"10m\"",
+            Path::new("w.toml"),
+        )
+        .unwrap();
+        let Registry::Mirror(m) = &ok.registries["m"] else {
+            panic!()
+        };
+        assert_eq!(m.keep_versions, Some(3));
+        assert_eq!(m.sync_interval, Some(Duration::from_secs(600)));
     }
 
     #[test]

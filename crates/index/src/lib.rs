@@ -9,7 +9,7 @@ mod version;
 
 pub use cksum::{Cksum, CksumError};
 pub use config::{DlTemplate, RegistryConfig};
-pub use line::{IndexLine, find_version, is_well_formed};
+pub use line::{IndexLine, find_version, is_well_formed, parse_line, same_registry_deps};
 pub use name::{CrateName, NameError};
 pub use path::{IndexPath, PathError, prefix};
 pub use version::{Version, VersionError};

@@ -32,6 +32,48 @@ struct RawLine<'a> {
     yanked: Option<bool>,
 }
 
+/// Reads one line; `None` when it is not a line wharf understands.
+pub fn parse_line(line: &[u8]) -> Option<IndexLine> {
+    let raw = serde_json::from_slice::<RawLine<'_>>(line).ok()?;
+    Some(IndexLine {
+        name: raw.name.into_owned(),
+        vers: raw.vers.into_owned(),
+        cksum: Cksum::parse(&raw.cksum).ok()?,
+        yanked: raw.yanked.unwrap_or(false),
+    })
+}
+
+#[derive(Deserialize)]
+struct RawDeps {
+    #[serde(default)]
+    deps: Vec<RawDep>,
+}
+
+#[derive(Deserialize)]
+struct RawDep {
+    name: String,
+    #[serde(default)]
+    package: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    registry: Option<String>,
+}
+
+/// The crates a line needs from its own registry: normal and build
+/// dependencies (optional ones too), by package name. Dev-dependencies are
+/// left out: cargo never resolves them for a registry crate.
+pub fn same_registry_deps(line: &[u8]) -> Vec<String> {
+    let Ok(raw) = serde_json::from_slice::<RawDeps>(line) else {
+        return Vec::new();
+    };
+    raw.deps
+        .into_iter()
+        .filter(|d| d.registry.is_none() && d.kind.as_deref() != Some("dev"))
+        .map(|d| d.package.unwrap_or(d.name))
+        .collect()
+}
+
 /// Finds the line for version `vers` in an index file. Lines that do not parse
 /// are skipped (a newer index format may add lines wharf does not understand);
 /// the version string must match exactly.
@@ -69,6 +111,13 @@ pub fn is_well_formed(file: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deps_of_a_line() {
+        let line = br#"{"name":"a","vers":"1.0.0","deps":[{"name":"b","req":"^1","kind":"normal"},{"name":"c","req":"^1","kind":"dev"},{"name":"d2","package":"d","req":"^1","kind":"build","optional":true},{"name":"e","req":"^1","registry":"https://other"}],"cksum":"00","features":{}}"#;
+        assert_eq!(same_registry_deps(line), ["b", "d"]);
+        assert!(same_registry_deps(b"junk").is_empty());
+    }
 
     const FILE: &str = concat!(
         r#"{"name":"foo","vers":"1.0.0","deps":[],"cksum":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","features":{},"yanked":false}"#,

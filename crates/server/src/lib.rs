@@ -6,6 +6,7 @@ mod encoding;
 mod error;
 mod flight;
 mod metrics;
+mod mirror;
 mod registry;
 mod request_log;
 mod router;
@@ -17,7 +18,7 @@ use tracing::warn;
 use wharf_config::{Config, DEFAULT_REGISTRY};
 
 pub use error::ApiError;
-pub use registry::{AppState, USER_AGENT};
+pub use registry::{AppState, Registry, USER_AGENT};
 pub use router::router;
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests
@@ -45,15 +46,17 @@ pub fn public_url(config: &Config, bound: SocketAddr) -> String {
     format!("http://{bound}")
 }
 
-/// The `.cargo/config.toml` lines that make cargo use registry `name`.
-/// The crates.io cache replaces crates.io itself; others are named registries.
+/// The `.cargo/config.toml` lines that make cargo use registry `name`. Caches
+/// and mirrors stand in for crates.io, so cargo is told to replace crates.io
+/// with them (Cargo.lock keeps naming crates.io).
 pub fn cargo_config_for(state: &AppState, name: &str) -> String {
     let url = state.index_url(name);
-    if name == DEFAULT_REGISTRY {
-        format!(
-            "[source.crates-io]\nreplace-with = \"wharf\"\n\n[source.wharf]\nregistry = \"{url}\"\n"
-        )
+    let source = if name == DEFAULT_REGISTRY {
+        "wharf".to_owned()
     } else {
-        format!("[registries.{name}]\nindex = \"{url}\"\n")
-    }
+        format!("wharf-{name}")
+    };
+    format!(
+        "[source.crates-io]\nreplace-with = \"{source}\"\n\n[source.{source}]\nregistry = \"{url}\"\n"
+    )
 }

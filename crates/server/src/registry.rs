@@ -9,10 +9,14 @@ use wharf_index::RegistryConfig as ConfigJson;
 use wharf_storage::{BlobStore, FsStore};
 use wharf_upstream::{UpstreamSet, UpstreamSettings};
 
+use wharf_index::{CrateName, IndexPath, Version};
+use wharf_sync::Mirror;
+
 use crate::{
-    cache::{CrateFiles, IndexCache},
+    cache::{CrateFiles, IndexCache, Lookup},
     error::ApiError,
     metrics::Metrics,
+    mirror::MirrorRegistry,
 };
 
 /// The `User-Agent` wharf sends upstream.
@@ -22,6 +26,34 @@ pub const USER_AGENT: &str = concat!("wharf/", env!("CARGO_PKG_VERSION"));
 pub enum Registry {
     /// A pull-through cache.
     Cache(Arc<CacheRegistry>),
+    /// A mirror's tree, read-only.
+    Mirror(Arc<MirrorRegistry>),
+}
+
+impl Registry {
+    /// The `config.json` served to cargo.
+    pub fn config_json(&self) -> &Bytes {
+        match self {
+            Self::Cache(cache) => &cache.config_json,
+            Self::Mirror(mirror) => &mirror.config_json,
+        }
+    }
+
+    /// An index file.
+    pub async fn index_file(&self, path: &IndexPath) -> Result<Lookup, ApiError> {
+        match self {
+            Self::Cache(cache) => cache.index.get(path).await,
+            Self::Mirror(mirror) => mirror.index_file(path).await,
+        }
+    }
+
+    /// A crate file.
+    pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
+        match self {
+            Self::Cache(cache) => cache.crates.get(krate, vers).await,
+            Self::Mirror(mirror) => mirror.crate_file(krate, vers).await,
+        }
+    }
 }
 
 /// A pull-through cache registry and everything it serves.
@@ -79,6 +111,7 @@ impl AppState {
                         max_index_bytes: 64 << 20,
                         max_crate_bytes: 1 << 30,
                         keep_in_memory_bytes: 16 << 20,
+                        limits: None,
                     })
                     .map_err(anyhow::Error::msg)?;
                     let metrics = Arc::new(Metrics::default());
@@ -114,6 +147,23 @@ impl AppState {
                         })),
                     );
                 }
+                RegistryConfig::Mirror(mirror_config) => {
+                    let mirror = Arc::new(Mirror::from_config(
+                        name,
+                        mirror_config,
+                        store.clone(),
+                        &public_url,
+                    )?);
+                    let registry = Arc::new(MirrorRegistry::new(
+                        mirror,
+                        store.clone(),
+                        (config.memory_index_mb << 20) / share,
+                    ));
+                    if let Some(interval) = mirror_config.sync_interval {
+                        registry.schedule(interval);
+                    }
+                    registries.insert(name.clone(), Registry::Mirror(registry));
+                }
             }
         }
         Ok(Self {
@@ -134,13 +184,6 @@ impl AppState {
                 known.join(", ")
             ))
         })
-    }
-
-    /// The cache registry mounted at `/{name}/`.
-    pub fn cache(&self, name: &str) -> Result<&Arc<CacheRegistry>, ApiError> {
-        match self.registry(name)? {
-            Registry::Cache(cache) => Ok(cache),
-        }
     }
 
     /// The sparse index URL of a registry, as cargo is configured with it.

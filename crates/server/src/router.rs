@@ -9,6 +9,7 @@ use crate::{
         download_crate::download_crate,
         get_config_json::get_config_json,
         get_index_file::get_index_file,
+        get_registry_status::get_registry_status,
         health::{healthz, readyz, show_metrics, show_status},
         show_dashboard::show_dashboard,
     },
@@ -25,6 +26,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status.json", get(show_status))
         .route("/metrics", get(show_metrics))
+        .route("/{registry}/status.json", get(get_registry_status))
         .route("/{registry}/index/config.json", get(get_config_json))
         .route("/{registry}/index/{*path}", get(get_index_file))
         .route("/{registry}/crates/{name}/{file}", get(download_crate))

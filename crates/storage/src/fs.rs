@@ -158,6 +158,21 @@ impl BlobStore for FsStore {
         }))
     }
 
+    async fn exists(&self, key: &BlobKey) -> Result<bool, StoreError> {
+        match tokio::fs::metadata(self.path_of(key)).await {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(io_err("read", key.as_str(), e)),
+        }
+    }
+
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError> {
         match tokio::fs::remove_file(self.path_of(key)).await {
             Ok(()) => Ok(()),
@@ -271,7 +286,9 @@ mod tests {
         let store = FsStore::open(dir.path()).await.unwrap();
         let k = key("r/index/se/rd/serde");
         assert_eq!(store.get(&k).await.unwrap(), None);
+        assert!(!store.exists(&k).await.unwrap());
         store.put(&k, Bytes::from_static(b"one")).await.unwrap();
+        assert!(store.exists(&k).await.unwrap());
         assert_eq!(store.get(&k).await.unwrap().unwrap(), "one");
         store.put(&k, Bytes::from_static(b"two")).await.unwrap();
         assert_eq!(store.get(&k).await.unwrap().unwrap(), "two");

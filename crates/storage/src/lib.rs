@@ -40,6 +40,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Dropping the stage without committing discards what was written.
     async fn stage(&self, key: &BlobKey) -> Result<Box<dyn StagedBlob>, StoreError>;
 
+    /// Whether a blob exists under `key`.
+    async fn exists(&self, key: &BlobKey) -> Result<bool, StoreError>;
+
     /// Removes a blob; removing a missing blob is not an error.
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError>;
 

@@ -3,4 +3,5 @@
 pub mod cargo;
 pub mod fixture;
 pub mod http;
+pub mod nginx;
 pub mod upstream;

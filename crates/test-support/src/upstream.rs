@@ -90,6 +90,8 @@ pub struct Logged {
     pub status: u16,
     /// What the request asked for.
     pub kind: RequestKind,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 /// A way to misbehave, installed with [`FakeUpstream::set_fault`].
@@ -691,6 +693,7 @@ async fn log_and_inject(State(app): State<AppState>, request: Request, next: Nex
     let kind = RequestKind::of(&path);
     let headers = request.headers();
     let entry = Logged {
+        at: std::time::Instant::now(),
         method: request.method().to_string(),
         path: path.clone(),
         query: request.uri().query().map(str::to_owned),

@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 mod health;
+mod limits;
 mod set;
 
 pub use health::HealthReport;
+pub use limits::Limits;
 pub use set::{Downloaded, FetchError, IndexFetch, UpstreamSet, UpstreamSettings, Validators};

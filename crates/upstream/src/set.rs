@@ -1,7 +1,10 @@
 //! An ordered list of upstream sparse registries, tried in order.
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -14,7 +17,10 @@ use tracing::{info, warn};
 use wharf_index::{Cksum, DlTemplate, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore, StoreError};
 
-use crate::health::{Health, HealthReport};
+use crate::{
+    health::{Health, HealthReport},
+    limits::{Gate, Limits},
+};
 
 /// How an [`UpstreamSet`] behaves.
 #[derive(Debug, Clone)]
@@ -33,6 +39,8 @@ pub struct UpstreamSettings {
     pub max_crate_bytes: u64,
     /// Downloads up to this size are also returned in memory.
     pub keep_in_memory_bytes: u64,
+    /// Politeness limits; none for a cache, which only forwards demand.
+    pub limits: Option<Limits>,
 }
 
 /// The validators an upstream gave for an index file. They are only ever sent
@@ -104,6 +112,8 @@ struct Inner {
     client: reqwest::Client,
     upstreams: Vec<Upstream>,
     settings: UpstreamSettings,
+    gate: Option<Gate>,
+    requests: AtomicU64,
 }
 
 struct Upstream {
@@ -158,13 +168,21 @@ impl UpstreamSet {
                 dl: OnceCell::new(),
             })
             .collect();
+        let gate = settings.limits.as_ref().map(Gate::new);
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 upstreams,
                 settings,
+                gate,
+                requests: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// How many HTTP requests this set has sent (probes included).
+    pub fn requests_made(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
     }
 
     /// The state of every upstream, in order.
@@ -270,6 +288,10 @@ impl Inner {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        if let Some(gate) = &self.gate {
+            gate.request().await;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings.timeout;
         match tokio::time::timeout(timeout, request.send()).await {
             Err(_) => Err(Failure::down(format!(
@@ -287,6 +309,7 @@ impl Inner {
         path: &str,
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, Failure> {
+        let _slot = self.slot().await;
         let url = format!("{}{}", up.base, path);
         let mut request = self.client.get(&url);
         if let Some(v) = validators {
@@ -302,7 +325,9 @@ impl Inner {
         match status {
             StatusCode::OK => {
                 let validators = validators_of(&up.base, response.headers());
-                let body = read_limited(response, self.settings.max_index_bytes).await?;
+                let body = self
+                    .read_limited(response, self.settings.max_index_bytes)
+                    .await?;
                 // An HTML error page from a proxy, or a cut file, must not
                 // replace a good copy: refuse it and try the next upstream.
                 if !body.is_empty() && !is_well_formed(&body) {
@@ -338,6 +363,7 @@ impl Inner {
         store: &dyn BlobStore,
         key: &BlobKey,
     ) -> Result<Result<Downloaded, Outcome>, Failure> {
+        let _slot = self.slot().await;
         let dl = self.dl_template(up).await?;
         let url = dl.render(name, vers, cksum);
         let response = self.send(self.client.get(&url)).await?;
@@ -380,6 +406,9 @@ impl Inner {
                 }
             };
             size += chunk.len() as u64;
+            if let Some(gate) = &self.gate {
+                gate.bytes(chunk.len()).await;
+            }
             if size > self.settings.max_crate_bytes {
                 return Ok(Err(Outcome::Corrupt(format!(
                     "{name} {vers} from {url} is over the limit of {} bytes",
@@ -413,6 +442,44 @@ impl Inner {
         }))
     }
 
+    /// Waits for a concurrency slot when limits apply.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.gate {
+            Some(gate) => gate.slot().await,
+            None => None,
+        }
+    }
+
+    async fn read_limited(
+        &self,
+        mut response: reqwest::Response,
+        limit: u64,
+    ) -> Result<Bytes, Failure> {
+        let mut body = BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Some(gate) = &self.gate {
+                        gate.bytes(chunk.len()).await;
+                    }
+                    if body.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(Failure::file(format!(
+                            "response is over the limit of {limit} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    return Err(Failure::down(format!(
+                        "response cut short: {}",
+                        describe(&e)
+                    )));
+                }
+            }
+        }
+    }
+
     /// The upstream's `dl` template, fetched from its `config.json` once.
     async fn dl_template(&self, up: &Upstream) -> Result<DlTemplate, Failure> {
         up.dl
@@ -427,7 +494,7 @@ impl Inner {
                 if response.status() != StatusCode::OK {
                     return Err(status_failure(response.status(), response.headers()));
                 }
-                let body = read_limited(response, 1 << 20).await?;
+                let body = self.read_limited(response, 1 << 20).await?;
                 let config: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|e| Failure::down(format!("{url} is not JSON: {e}")))?;
                 let dl = config
@@ -509,29 +576,6 @@ fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
         reason: format!("answered {status}"),
         upstream_down: failing,
         retry_after,
-    }
-}
-
-async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Bytes, Failure> {
-    let mut body = BytesMut::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(Failure::file(format!(
-                        "response is over the limit of {limit} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => {
-                return Err(Failure::down(format!(
-                    "response cut short: {}",
-                    describe(&e)
-                )));
-            }
-        }
     }
 }
 

@@ -44,12 +44,18 @@ impl Wharf {
 
     /// Starts a `crates-io` cache registry with data in `data_dir`.
     pub async fn start_in(data_dir: &Path, registry: CacheRegistry) -> Self {
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
+        Self::start_with(Config {
             data_dir: data_dir.to_owned(),
             registries: [("crates-io".to_owned(), Registry::Cache(registry))].into(),
             ..Config::default()
-        };
+        })
+        .await
+    }
+
+    /// Starts the registries of `config` on a free loopback port.
+    pub async fn start_with(mut config: Config) -> Self {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let data_dir = config.data_dir.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .expect("bind");
@@ -66,7 +72,7 @@ impl Wharf {
         }));
         Self {
             addr,
-            data_dir: data_dir.to_owned(),
+            data_dir,
             _data: None,
             shutdown: Some(tx),
             task: Some(task),
@@ -148,6 +154,18 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Runs `wharf ARGS` to completion without blocking the runtime's threads.
+pub fn wharf_cli(args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .env("WHARF_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wharf")
+    })
 }
 
 /// Runs cargo without blocking the server's runtime threads.

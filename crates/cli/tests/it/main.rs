@@ -8,3 +8,4 @@ mod cache_faults;
 mod cache_http;
 mod common;
 mod crash;
+mod mirror;

@@ -19,7 +19,7 @@ pub async fn download_crate(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((registry, name, file)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let cache = state.cache(&registry)?;
+    let registry = state.registry(&registry)?;
     let (krate, vers) = parse_file(&name, &file)?;
     // The content of a name and version never changes, so they make the tag.
     let tag = format!("{krate}-{vers}");
@@ -33,7 +33,7 @@ pub async fn download_crate(
         )
             .into_response());
     }
-    let bytes = cache.crates.get(&krate, &vers).await?;
+    let bytes = registry.crate_file(&krate, &vers).await?;
     Ok((
         [
             (

@@ -17,8 +17,8 @@ pub async fn get_config_json(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(registry) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let cache = state.cache(&registry)?;
-    let tag = format!("{:x}", fxhash(&cache.config_json));
+    let registry = state.registry(&registry)?;
+    let tag = format!("{:x}", fxhash(registry.config_json()));
     let etag = HeaderValue::from_str(&format!("\"{tag}\"")).expect("hex is a valid header");
     if super::if_none_match(&headers, &tag) == Some(true) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
@@ -35,7 +35,7 @@ pub async fn get_config_json(
             ),
             (header::ETAG, etag),
         ],
-        cache.config_json.clone(),
+        registry.config_json().clone(),
     )
         .into_response())
 }

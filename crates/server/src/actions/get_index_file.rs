@@ -24,7 +24,7 @@ pub async fn get_index_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((registry, path)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let cache = state.cache(&registry)?;
+    let registry = state.registry(&registry)?;
     let path = IndexPath::parse(&path).map_err(|e| match e {
         PathError::Name(e) => ApiError::bad_request(format!("invalid index path: {e}")),
         PathError::Layout => ApiError::not_found(format!(
@@ -32,7 +32,7 @@ pub async fn get_index_file(
             path.escape_debug()
         )),
     })?;
-    match cache.index.get(&path).await? {
+    match registry.index_file(&path).await? {
         Lookup::Found(entry) => Ok(respond(&entry, &headers).await),
         Lookup::NotFound => Err(ApiError::not_found(format!(
             "no crate named `{}`",

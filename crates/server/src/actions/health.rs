@@ -39,6 +39,12 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
                         .map(|(name, _, value)| (name.trim_start_matches("wharf_").trim_end_matches("_total").to_owned(), json!(value)))
                         .collect::<serde_json::Map<_, _>>(),
                 }),
+                Registry::Mirror(mirror) => json!({
+                    "kind": "mirror",
+                    "index_url": state.index_url(name),
+                    "index_files_in_memory": mirror.in_memory(),
+                    "status": format!("/{name}/status.json"),
+                }),
             };
             (name.clone(), value)
         })
@@ -57,8 +63,9 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
     let caches: Vec<_> = state
         .registries
         .iter()
-        .map(|(name, registry)| match registry {
-            Registry::Cache(cache) => (name, cache),
+        .filter_map(|(name, registry)| match registry {
+            Registry::Cache(cache) => Some((name, cache)),
+            Registry::Mirror(_) => None,
         })
         .collect();
     let families = caches

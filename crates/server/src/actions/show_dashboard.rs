@@ -11,15 +11,26 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
     let mut rows = String::new();
     let mut snippet = String::new();
     for (name, registry) in &state.registries {
-        let Registry::Cache(cache) = registry;
-        let upstreams: Vec<String> = cache
-            .upstreams
-            .health()
-            .iter()
-            .map(|h| format!("{} ({})", escape(&h.url), if h.up { "up" } else { "down" }))
-            .collect();
+        let (kind, upstreams): (&str, Vec<String>) = match registry {
+            Registry::Cache(cache) => (
+                "cache",
+                cache
+                    .upstreams
+                    .health()
+                    .iter()
+                    .map(|h| format!("{} ({})", escape(&h.url), if h.up { "up" } else { "down" }))
+                    .collect(),
+            ),
+            Registry::Mirror(_) => (
+                "mirror",
+                vec![format!(
+                    "<a href=\"/{0}/status.json\">/{0}/status.json</a>",
+                    escape(name)
+                )],
+            ),
+        };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>cache</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{kind}</td><td><code>{}</code></td><td>{}</td></tr>",
             escape(name),
             escape(&state.index_url(name)),
             upstreams.join("<br>")

@@ -55,7 +55,7 @@ struct Variants {
 }
 
 impl IndexEntry {
-    fn new(
+    pub(crate) fn new(
         body: Bytes,
         modified: SystemTime,
         checked: SystemTime,
@@ -76,7 +76,7 @@ impl IndexEntry {
     }
 
     /// The same content, confirmed again: only freshness and validators change.
-    fn confirmed(&self, fresh_until: Instant, validators: Option<Validators>) -> Self {
+    pub(crate) fn confirmed(&self, fresh_until: Instant, validators: Option<Validators>) -> Self {
         Self {
             body: self.body.clone(),
             tag: self.tag.clone(),
@@ -118,7 +118,7 @@ impl IndexEntry {
         }
     }
 
-    fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         // The body plus room for its compressed forms (about a fifth of it).
         let bytes = self.body.len() + self.body.len() / 2 + 256;
         u32::try_from(bytes).unwrap_or(u32::MAX)

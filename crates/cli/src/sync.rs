@@ -1,0 +1,153 @@
+//! `wharf sync`: one pass over each mirror registry, with progress and a summary.
+
+use std::{
+    io::IsTerminal,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing::info;
+use wharf_config::Registry;
+use wharf_storage::{BlobStore, FsStore};
+use wharf_sync::{Mirror, Progress};
+
+use crate::SyncArgs;
+
+/// Runs one pass for the chosen mirrors; an error when anything failed.
+pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<()> {
+    let mut config = crate::load_config(config_path)?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let public_url = wharf_server::public_url(&config, config.listen);
+    let mirrors: Vec<_> = config
+        .registries
+        .iter()
+        .filter_map(|(name, registry)| match registry {
+            Registry::Mirror(mirror) => Some((name, mirror)),
+            Registry::Cache(_) => None,
+        })
+        .filter(|(name, _)| args.registry.as_ref().is_none_or(|r| r == *name))
+        .collect();
+    if mirrors.is_empty() {
+        match &args.registry {
+            Some(name) if config.registries.contains_key(name) => {
+                bail!("registry `{name}` is not a mirror; only mirrors are synced")
+            }
+            Some(name) => bail!("no registry named `{name}` in the configuration"),
+            None => bail!(
+                "no mirror registries configured; add one with kind = \"mirror\" (see wharf.example.toml)"
+            ),
+        }
+    }
+    let store: Arc<dyn BlobStore> = Arc::new(
+        FsStore::open(&config.data_dir)
+            .await
+            .with_context(|| format!("cannot use data_dir {}", config.data_dir.display()))?,
+    );
+    let mut failures = 0;
+    for (name, mirror_config) in mirrors {
+        let mirror = Mirror::from_config(name, mirror_config, store.clone(), &public_url)?;
+        let progress = progress_for(name);
+        let summary = mirror.sync_once(progress.as_ref()).await?;
+        drop(progress);
+        println!(
+            "mirror `{name}`: {} crates, {} versions published; downloaded {} crate files ({}) with {} upstream requests in {:.1}s; {} failures",
+            summary.crates,
+            summary.versions,
+            summary.downloaded,
+            human_bytes(summary.downloaded_bytes),
+            summary.requests,
+            summary.duration_ms as f64 / 1000.0,
+            summary.failures.len(),
+        );
+        for failure in &summary.failures {
+            println!("  failed: {failure}");
+        }
+        failures += summary.failures.len();
+    }
+    if failures > 0 {
+        bail!(
+            "{failures} items could not be synced; everything else was published, and they are retried on the next pass"
+        );
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// A bar on a terminal, periodic log lines otherwise.
+fn progress_for(name: &str) -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} crates {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("syncing {name}"));
+        Box::new(Bar(bar))
+    } else {
+        Box::new(Lines {
+            name: name.to_owned(),
+            total: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        })
+    }
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn add_total(&self, n: usize) {
+        self.0.inc_length(n as u64);
+    }
+    fn crate_done(&self, name: &str) {
+        self.0.set_message(name.to_owned());
+        self.0.inc(1);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A log line every few seconds.
+struct Lines {
+    name: String,
+    total: AtomicUsize,
+    done: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Progress for Lines {
+    fn add_total(&self, n: usize) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+    fn crate_done(&self, _: &str) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= Duration::from_secs(5) {
+            *last = Instant::now();
+            info!(registry = %self.name, done, known = self.total.load(Ordering::Relaxed), "syncing");
+        }
+    }
+}

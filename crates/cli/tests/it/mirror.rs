@@ -1,0 +1,259 @@
+//! Mirrors: `wharf sync` of a selection, consistent trees, politeness, and a
+//! tree that works from nginx alone.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use wharf_config::Config;
+use wharf_test_support::{
+    cargo::CargoProject,
+    fixture::{CrateBuilder, FixtureCrate, graph, sparse_path},
+    nginx::{Nginx, which},
+    upstream::{FakeUpstream, Fault, RequestKind, Target},
+};
+
+use crate::common::{Wharf, cargo_ok, files_under, sha256, wharf_cli};
+
+/// Writes a config with one mirror registry `m` of `upstream` and returns its path.
+fn mirror_config(dir: &Path, upstream: &FakeUpstream, extra: &str) -> PathBuf {
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[registries.m]\nkind = \"mirror\"\nupstreams = [\"{}\"]\nupstream_timeout = \"2s\"\n{extra}\n",
+            dir.join("data").display(),
+            upstream.index_url()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn sync(config: &Path) -> std::process::Output {
+    wharf_cli(&["sync", "--config", config.to_str().unwrap()])
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every index line in the tree names a crate file that is present with the
+/// right sha256: the invariant a mirror keeps whatever happens.
+fn assert_consistent(registry_dir: &Path) {
+    for file in files_under(&registry_dir.join("index")) {
+        if file == "config.json" {
+            continue;
+        }
+        let body = std::fs::read_to_string(registry_dir.join("index").join(&file)).unwrap();
+        for line in body.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let (name, vers) = (
+                line["name"].as_str().unwrap(),
+                line["vers"].as_str().unwrap(),
+            );
+            let path = registry_dir.join(format!("crates/{name}/{name}-{vers}.crate"));
+            let bytes = std::fs::read(&path).unwrap_or_else(|_| {
+                panic!("{file} names {name} {vers}, whose crate file is missing")
+            });
+            assert_eq!(
+                sha256(&bytes),
+                line["cksum"].as_str().unwrap(),
+                "{name} {vers}"
+            );
+        }
+    }
+}
+
+/// Acceptance 6: a selective mirror from a `Cargo.lock` downloads exactly the
+/// locked crates, cargo builds the project from it with upstream gone, and
+/// a re-sync downloads nothing and asks only conditional questions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selective_mirror_from_a_lockfile() {
+    let mut crates = graph("lk", 8);
+    crates.push(CrateBuilder::new("lk-0", "2.0.0").build());
+    crates.push(CrateBuilder::new("unrelated", "1.0.0").build());
+    let upstream = FakeUpstream::start(crates).await;
+    let locked = CargoProject::new(&upstream.index_url(), &[("lk-0", "1")]);
+    tokio::task::block_in_place(|| locked.run_ok(&["generate-lockfile"]));
+    let lockfile = locked.project_dir().join("Cargo.lock");
+    upstream.clear_log();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!("lockfiles = [\"{}\"]", lockfile.display()),
+    );
+    let out = sync(&config);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("8 crates, 8 versions published; downloaded 8 crate files"),
+        "{}",
+        text(&out.stdout)
+    );
+    let downloads: Vec<String> = upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Crate)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(downloads.len(), 8, "{downloads:?}");
+    assert!(
+        downloads
+            .iter()
+            .all(|p| p.ends_with("-1.0.0.crate") && p.contains("/lk-")),
+        "{downloads:?}"
+    );
+    let tree = dir.path().join("data/m");
+    assert_consistent(&tree);
+    let lk0 = std::fs::read_to_string(tree.join("index").join(sparse_path("lk-0"))).unwrap();
+    assert_eq!(lk0.lines().count(), 1, "only the locked version: {lk0}");
+    assert!(tree.join("status.json").is_file());
+
+    // A re-sync: nothing downloaded, one conditional request per index file.
+    upstream.clear_log();
+    let out = sync(&config);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(upstream.count(RequestKind::Crate), 0);
+    let asked = upstream.requests();
+    assert_eq!(asked.len(), 8, "{asked:?}");
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.if_none_match.is_some() && r.status == 304),
+        "{asked:?}"
+    );
+
+    // Served by wharf with the upstream gone, cargo builds the locked project.
+    upstream.stop().await;
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let consumer = CargoProject::new(
+        &format!("sparse+http://{}/m/index/", wharf.addr),
+        &[("lk-0", "1")],
+    );
+    std::fs::copy(&lockfile, consumer.project_dir().join("Cargo.lock")).unwrap();
+    cargo_ok(&consumer, &["build", "--locked"]);
+    let status = wharf.get_json("/m/status.json").await;
+    assert_eq!(status["crates"], 8, "{status}");
+    wharf.stop().await;
+}
+
+/// Acceptance 5: a corrupt crate upstream is never written; the sync says so
+/// and exits non-zero, and everything else is published. The next pass,
+/// with the upstream fixed, completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_upstream_crate_is_never_written_and_the_rest_is_published() {
+    let crates = graph("cx", 4);
+    let bad: &FixtureCrate = &crates[3];
+    let bad_path = bad.dl_path().split('?').next().unwrap().to_owned();
+    let upstream = FakeUpstream::start(crates.clone()).await;
+    upstream.set_fault(Target::Path(bad_path), Fault::WrongBytes);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(dir.path(), &upstream, "include = [\"cx-0\"]");
+    let tree = dir.path().join("data/m");
+
+    let out = sync(&config);
+    assert!(
+        !out.status.success(),
+        "a failure makes the exit status non-zero"
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("cx-3 1.0.0") && stdout.contains("checksum mismatch"),
+        "{stdout}"
+    );
+    assert!(
+        !tree.join("crates/cx-3").exists(),
+        "nothing of the corrupt crate is written"
+    );
+    assert!(
+        !tree.join("index").join(sparse_path("cx-3")).exists(),
+        "no line names it"
+    );
+    for good in ["cx-0", "cx-1", "cx-2"] {
+        assert!(
+            tree.join(format!("crates/{good}/{good}-1.0.0.crate"))
+                .is_file(),
+            "{good}"
+        );
+    }
+    assert_consistent(&tree);
+
+    upstream.clear_faults();
+    let out = sync(&config);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(tree.join("crates/cx-3/cx-3-1.0.0.crate").is_file());
+    assert_consistent(&tree);
+}
+
+/// Acceptance 7: the synced tree works from nginx alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_alone_serves_the_synced_tree_to_cargo() {
+    assert!(
+        which("nginx").is_some(),
+        "this test needs nginx (apt-get install nginx-light); .ci/run installs it"
+    );
+    let upstream = FakeUpstream::start(graph("ng", 6)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let nginx = Nginx::start(dir.path(), &data).expect("start nginx");
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "include = [\"ng-0\"]\nstatic_url = \"http://{}/m\"",
+            nginx.addr
+        ),
+    );
+    let out = sync(&config);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    upstream.stop().await;
+    let project = CargoProject::new(
+        &format!("sparse+http://{}/m/index/", nginx.addr),
+        &[("ng-0", "1")],
+    );
+    cargo_ok(&project, &["build"]);
+    drop(nginx);
+}
+
+/// Acceptance 8: with a cap of R requests per second, the upstream never
+/// sees more than R in any one second (one more for the request in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_rate_cap_holds() {
+    let upstream = FakeUpstream::start(graph("rt", 16)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        "include = [\"rt-0\"]\nmax_requests_per_sec = 8\nmax_concurrency = 8",
+    );
+    let out = sync(&config);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let times: Vec<_> = upstream.requests().into_iter().map(|r| r.at).collect();
+    assert!(times.len() >= 33, "{} requests", times.len());
+    for (i, start) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .filter(|t| t.duration_since(*start) < Duration::from_secs(1))
+            .count();
+        assert!(in_window <= 9, "{in_window} requests within one second");
+    }
+}

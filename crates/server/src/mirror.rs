@@ -1,0 +1,141 @@
+//! A mirror registry as served by wharf: its tree, read-only, from storage.
+//!
+//! `wharf sync` (or the schedule in `wharf serve`) writes the tree; this only
+//! reads it. Index files are re-read from storage at most every
+//! [`REREAD`], so a pass by another process shows within that time, and
+//! keep their tag and compressed forms while their bytes do not change.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+use wharf_index::{CrateName, IndexPath, Version};
+use wharf_storage::{BlobKey, BlobStore};
+use wharf_sync::{Mirror, SilentProgress};
+
+use crate::{
+    cache::{IndexEntry, Lookup},
+    error::ApiError,
+    flight::Flights,
+};
+
+/// How long an index file read from storage is served before reading it again.
+const REREAD: Duration = Duration::from_secs(2);
+
+/// A mirror registry mounted by the server.
+pub struct MirrorRegistry {
+    /// Its name.
+    pub name: String,
+    /// The `config.json` served (the same the sync writes into the tree).
+    pub config_json: Bytes,
+    /// The sync engine, for scheduled passes.
+    pub mirror: Arc<Mirror>,
+    store: Arc<dyn BlobStore>,
+    memory: moka::sync::Cache<String, Arc<IndexEntry>>,
+    flights: Arc<Flights<String, Lookup>>,
+}
+
+impl MirrorRegistry {
+    /// Serves the tree of `mirror` from `store`.
+    pub fn new(mirror: Arc<Mirror>, store: Arc<dyn BlobStore>, memory_bytes: u64) -> Self {
+        Self {
+            name: mirror.name().to_owned(),
+            config_json: mirror.config_json().clone(),
+            mirror,
+            store,
+            memory: moka::sync::Cache::builder()
+                .max_capacity(memory_bytes)
+                .weigher(|_, e: &Arc<IndexEntry>| e.weight())
+                .build(),
+            flights: Flights::new(),
+        }
+    }
+
+    /// Index files held in memory now.
+    pub fn in_memory(&self) -> u64 {
+        self.memory.entry_count()
+    }
+
+    /// An index file of the tree.
+    pub async fn index_file(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
+        if let Some(entry) = self.memory.get(path.as_str())
+            && entry.is_fresh()
+        {
+            return Ok(Lookup::Found(entry));
+        }
+        let this = Arc::clone(self);
+        let path = path.clone();
+        self.flights
+            .run(path.to_string(), move || async move {
+                this.read_index(&path).await
+            })
+            .await
+    }
+
+    async fn read_index(&self, path: &IndexPath) -> Result<Lookup, ApiError> {
+        let key = BlobKey::new(format!("{}/index/{path}", self.name))
+            .expect("validated parts make a valid key");
+        let body = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let Some(body) = body else {
+            self.memory.invalidate(path.as_str());
+            return Ok(Lookup::NotFound);
+        };
+        let fresh_until = Instant::now() + REREAD;
+        let entry = match self.memory.get(path.as_str()) {
+            Some(old) if old.body == body => old.confirmed(fresh_until, None),
+            _ => {
+                let now = SystemTime::now();
+                IndexEntry::new(body, now, now, fresh_until, None)
+            }
+        };
+        let entry = Arc::new(entry);
+        self.memory.insert(path.to_string(), entry.clone());
+        Ok(Lookup::Found(entry))
+    }
+
+    /// A crate file of the tree; a mirror never asks upstream on request.
+    pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
+        let key = BlobKey::new(format!("{}/crates/{krate}/{krate}-{vers}.crate", self.name))
+            .expect("validated parts make a valid key");
+        self.store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::not_found(format!("this mirror has no {krate} {vers}")))
+    }
+
+    /// The tree's `status.json`, if a pass has written one.
+    pub async fn status_json(&self) -> Result<Option<Bytes>, ApiError> {
+        let key = BlobKey::new(format!("{}/status.json", self.name))
+            .expect("a registry name makes a valid key");
+        self.store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Runs a sync pass every `interval`, the first one at once.
+    pub fn schedule(self: &Arc<Self>, interval: Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match this.mirror.sync_once(&SilentProgress).await {
+                    Ok(summary) if summary.failures.is_empty() => {}
+                    Ok(summary) => {
+                        warn!(registry = %this.name, failures = summary.failures.len(), first = %summary.failures[0], "sync pass finished with failures; they are retried next pass")
+                    }
+                    Err(e) => warn!(registry = %this.name, error = %e, "sync pass failed"),
+                }
+                info!(registry = %this.name, next_in_secs = interval.as_secs(), "next sync pass scheduled");
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+}

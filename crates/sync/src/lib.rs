@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+
+mod glob;
+mod selection;
+mod sync;
+
+pub use selection::Selection;
+pub use sync::{Mirror, Progress, SilentProgress, Summary, SyncError};
