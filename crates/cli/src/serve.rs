@@ -25,6 +25,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
         .context("cannot read the bound address")?;
     let public_url = wharf_server::public_url(&config, bound);
     let state = Arc::new(AppState::build(&config, &public_url).await?);
+    let shutdown = shutdown_signal()?;
 
     // Written with errors ignored: a closed stdout must not stop the server.
     let mut out = std::io::stdout().lock();
@@ -64,7 +65,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
     let _ = out.flush();
     drop(out);
     info!(listen = %bound, public_url = %public_url, "serving");
-    wharf_server::serve(listener, state, shutdown_signal())
+    wharf_server::serve(listener, state, shutdown)
         .await
         .context("the server stopped with an error")?;
     info!("stopped");
@@ -117,25 +118,28 @@ fn load(path: Option<&Path>, args: ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that completes on Ctrl-C or SIGTERM. The handlers are installed
+/// here, before the caller announces that it serves, so a signal sent right
+/// after that announcement stops the server cleanly instead of killing it.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+            info!("shutting down: finishing requests under way");
+        })
     }
-    info!("shutting down: finishing requests under way");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("shutting down: finishing requests under way");
+        })
+    }
 }
