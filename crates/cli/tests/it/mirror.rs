@@ -257,3 +257,117 @@ async fn the_request_rate_cap_holds() {
         assert!(in_window <= 9, "{in_window} requests within one second");
     }
 }
+
+/// Acceptance 4: `wharf sync` killed at 10 points: after each, every index
+/// line in the tree has its crate file with the right sha256, and a final
+/// run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_ten_points_the_tree_stays_consistent_and_a_rerun_completes() {
+    let upstream = FakeUpstream::start(graph("kx", 40)).await;
+    // Slow downloads spread the pass over a second or two.
+    upstream.set_fault(
+        Target::Crates,
+        Fault::SlowDrip {
+            chunk: 64,
+            delay: Duration::from_millis(25),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        "include = [\"kx-0\"]\nmax_concurrency = 4\nmax_requests_per_sec = 1000",
+    );
+    let tree = dir.path().join("data/m");
+    for offset_ms in [40u64, 350, 120, 700, 260, 90, 500, 180, 420, 60] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["sync", "--config", config.to_str().unwrap()])
+            .env("WHARF_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_consistent(&tree);
+    }
+    let stored_before = files_under(&tree.join("crates")).len();
+    assert!(
+        stored_before >= 1,
+        "the kills came after the passes had made progress"
+    );
+    upstream.clear_faults();
+    let out = sync(&config);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("40 crates, 40 versions published"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_consistent(&tree);
+    assert_eq!(files_under(&tree.join("crates")).len(), 40);
+}
+
+/// A yank upstream reaches the mirror's index line; the crate file stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yanks_are_followed_and_crate_files_kept() {
+    let upstream = FakeUpstream::start([
+        CrateBuilder::new("yk", "1.0.0").build(),
+        CrateBuilder::new("yk", "1.1.0").build(),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(dir.path(), &upstream, "include = [\"yk\"]");
+    assert!(sync(&config).status.success());
+    upstream.yank("yk", "1.1.0", true);
+    let out = sync(&config);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tree = dir.path().join("data/m");
+    let index = std::fs::read_to_string(tree.join("index").join(sparse_path("yk"))).unwrap();
+    assert_eq!(
+        index,
+        upstream.index_file("yk").unwrap(),
+        "relayed byte for byte, yank included"
+    );
+    assert!(index.lines().nth(1).unwrap().contains("\"yanked\":true"));
+    assert!(tree.join("crates/yk/yk-1.1.0.crate").is_file());
+}
+
+/// `wharf serve` runs passes every `sync_interval` and serves the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_syncs_on_its_schedule() {
+    let upstream = FakeUpstream::start(graph("sc", 3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        "include = [\"sc-0\"]\nsync_interval = \"1h\"",
+    );
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let mut synced = false;
+    for _ in 0..100 {
+        if reqwest::get(wharf.url("/m/status.json"))
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(synced, "the first pass runs at start");
+    let project = CargoProject::new(
+        &format!("sparse+http://{}/m/index/", wharf.addr),
+        &[("sc-0", "1")],
+    );
+    cargo_ok(&project, &["build"]);
+    wharf.stop().await;
+}
