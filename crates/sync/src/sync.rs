@@ -12,7 +12,7 @@ use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use wharf_config::{MirrorRegistry, sparse_base};
-use wharf_index::{CrateName, IndexPath, RegistryConfig, parse_line, same_registry_deps};
+use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, same_registry_deps};
 use wharf_storage::{BlobKey, BlobStore, StoreError};
 use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators};
 
@@ -316,19 +316,25 @@ impl Mirror {
             if !self.selection.is_exact(name) {
                 outcome.deps.extend(same_registry_deps(raw_line));
             }
-            let key = match BlobKey::new(format!(
-                "{}/crates/{1}/{1}-{2}.crate",
-                self.name, line.name, line.vers
-            )) {
-                Ok(key) => key,
-                Err(_) => {
-                    outcome.failures.push(format!(
-                        "{name} {}: unusable name or version in the index",
-                        line.vers
-                    ));
-                    continue;
-                }
+            // Upstream text becomes a storage key only once it is a valid
+            // name and version, of the crate this index file is for.
+            let valid = CrateName::new(&line.name)
+                .ok()
+                .filter(|n| n.lowercase() == krate.lowercase())
+                .zip(Version::new(&line.vers).ok());
+            let Some((line_name, line_vers)) = valid else {
+                outcome.failures.push(format!(
+                    "{name}: the index holds a line for `{}` `{}`, which is not a version of this crate; left out",
+                    line.name.escape_debug(),
+                    line.vers.escape_debug()
+                ));
+                continue;
             };
+            let key = BlobKey::new(format!(
+                "{}/crates/{line_name}/{line_name}-{line_vers}.crate",
+                self.name
+            ))
+            .expect("validated parts make a valid key");
             if !self.store.exists(&key).await? {
                 match self
                     .upstreams
