@@ -281,15 +281,7 @@ impl Config {
             }
             match registry {
                 Registry::Mirror(mirror) => {
-                    if mirror.upstreams.is_empty() {
-                        return Err(ConfigError::Invalid(format!(
-                            "registry `{name}` has no upstreams"
-                        )));
-                    }
-                    for url in &mirror.upstreams {
-                        sparse_base(url)
-                            .map_err(|e| ConfigError::Invalid(format!("registry `{name}`: {e}")))?;
-                    }
+                    validate_upstreams(name, &mirror.upstreams, mirror.upstream_timeout)?;
                     let has_roots = mirror.include.iter().any(|i| !is_glob(i))
                         || mirror.list_file.is_some()
                         || !mirror.lockfiles.is_empty();
@@ -310,20 +302,7 @@ impl Config {
                     }
                 }
                 Registry::Cache(cache) => {
-                    if cache.upstreams.is_empty() {
-                        return Err(ConfigError::Invalid(format!(
-                            "registry `{name}` has no upstreams"
-                        )));
-                    }
-                    for url in &cache.upstreams {
-                        sparse_base(url)
-                            .map_err(|e| ConfigError::Invalid(format!("registry `{name}`: {e}")))?;
-                    }
-                    if cache.upstream_timeout.is_zero() {
-                        return Err(ConfigError::Invalid(format!(
-                            "registry `{name}`: upstream_timeout must be more than 0s"
-                        )));
-                    }
+                    validate_upstreams(name, &cache.upstreams, cache.upstream_timeout)?;
                 }
             }
         }
@@ -336,6 +315,28 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks the upstream list and timeout of registry `name`.
+fn validate_upstreams(
+    name: &str,
+    upstreams: &[String],
+    timeout: Duration,
+) -> Result<(), ConfigError> {
+    if upstreams.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "registry `{name}` has no upstreams"
+        )));
+    }
+    for url in upstreams {
+        sparse_base(url).map_err(|e| ConfigError::Invalid(format!("registry `{name}`: {e}")))?;
+    }
+    if timeout.is_zero() {
+        return Err(ConfigError::Invalid(format!(
+            "registry `{name}`: upstream_timeout must be more than 0s"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a selection pattern is a glob rather than a plain crate name.

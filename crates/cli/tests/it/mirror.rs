@@ -35,6 +35,18 @@ fn sync(config: &Path) -> std::process::Output {
     wharf_cli(&["sync", "--config", config.to_str().unwrap()])
 }
 
+/// Runs `wharf sync`, asserts it succeeded, and returns what it printed.
+fn sync_ok(config: &Path) -> String {
+    let out = sync(config);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -86,17 +98,10 @@ async fn selective_mirror_from_a_lockfile() {
         &upstream,
         &format!("lockfiles = [\"{}\"]", lockfile.display()),
     );
-    let out = sync(&config);
+    let stdout = sync_ok(&config);
     assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("8 crates, 8 versions published; downloaded 8 crate files"),
-        "{}",
-        text(&out.stdout)
+        stdout.contains("8 crates, 8 versions published; downloaded 8 crate files"),
+        "{stdout}"
     );
     let downloads: Vec<String> = upstream
         .requests()
@@ -119,8 +124,7 @@ async fn selective_mirror_from_a_lockfile() {
 
     // A re-sync: nothing downloaded, one conditional request per index file.
     upstream.clear_log();
-    let out = sync(&config);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sync_ok(&config);
     assert_eq!(upstream.count(RequestKind::Crate), 0);
     let asked = upstream.requests();
     assert_eq!(asked.len(), 8, "{asked:?}");
@@ -187,13 +191,7 @@ async fn a_corrupt_upstream_crate_is_never_written_and_the_rest_is_published() {
     assert_consistent(&tree);
 
     upstream.clear_faults();
-    let out = sync(&config);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    sync_ok(&config);
     assert!(tree.join("crates/cx-3/cx-3-1.0.0.crate").is_file());
     assert_consistent(&tree);
 }
@@ -218,13 +216,7 @@ async fn nginx_alone_serves_the_synced_tree_to_cargo() {
             nginx.addr
         ),
     );
-    let out = sync(&config);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    sync_ok(&config);
     upstream.stop().await;
     let project = CargoProject::new(
         &format!("sparse+http://{}/m/index/", nginx.addr),
@@ -245,8 +237,7 @@ async fn the_request_rate_cap_holds() {
         &upstream,
         "include = [\"rt-0\"]\nmax_requests_per_sec = 8\nmax_concurrency = 8",
     );
-    let out = sync(&config);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sync_ok(&config);
     let times: Vec<_> = upstream.requests().into_iter().map(|r| r.at).collect();
     assert!(times.len() >= 33, "{} requests", times.len());
     for (i, start) in times.iter().enumerate() {
@@ -298,17 +289,10 @@ async fn killed_at_ten_points_the_tree_stays_consistent_and_a_rerun_completes() 
         "the kills came after the passes had made progress"
     );
     upstream.clear_faults();
-    let out = sync(&config);
+    let stdout = sync_ok(&config);
     assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("40 crates, 40 versions published"),
-        "{}",
-        text(&out.stdout)
+        stdout.contains("40 crates, 40 versions published"),
+        "{stdout}"
     );
     assert_consistent(&tree);
     assert_eq!(files_under(&tree.join("crates")).len(), 40);
@@ -324,10 +308,9 @@ async fn yanks_are_followed_and_crate_files_kept() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config = mirror_config(dir.path(), &upstream, "include = [\"yk\"]");
-    assert!(sync(&config).status.success());
+    sync_ok(&config);
     upstream.yank("yk", "1.1.0", true);
-    let out = sync(&config);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sync_ok(&config);
     let tree = dir.path().join("data/m");
     let index = std::fs::read_to_string(tree.join("index").join(sparse_path("yk"))).unwrap();
     assert_eq!(
