@@ -271,14 +271,17 @@ impl Mirror {
                 .and_then(|raw| serde_json::from_slice(&raw).ok()),
             None => None,
         };
-        let (raw, fresh_validators) = match self
+        let (raw, fresh_validators, raw_changed) = match self
             .upstreams
             .fetch_index(path.as_str(), validators.as_ref())
             .await
         {
-            Ok(IndexFetch::Modified { body, validators }) => (body, Some(validators)),
+            Ok(IndexFetch::Modified { body, validators }) => {
+                let changed = previous.as_ref() != Some(&body);
+                (body, validators, changed)
+            }
             Ok(IndexFetch::NotModified { validators }) => match previous {
-                Some(previous) => (previous, Some(validators)),
+                Some(previous) => (previous, validators, false),
                 None => {
                     outcome.failures.push(format!(
                         "{name}: upstream answered 304 to an unconditional request"
@@ -375,9 +378,12 @@ impl Mirror {
                 .await?;
         }
         // The cursor moves last: a crash before this re-reads the same file.
-        self.store.put(&raw_key, raw.clone()).await?;
-        if let Some(v) = fresh_validators {
-            let v = serde_json::to_vec(&v).expect("validators serialise");
+        // A pass where nothing changed upstream writes nothing here.
+        if raw_changed {
+            self.store.put(&raw_key, raw.clone()).await?;
+        }
+        if validators.as_ref() != Some(&fresh_validators) {
+            let v = serde_json::to_vec(&fresh_validators).expect("validators serialise");
             self.store.put(&meta_key, Bytes::from(v)).await?;
         }
         outcome.published = published.len();

@@ -122,7 +122,10 @@ async fn selective_mirror_from_a_lockfile() {
     assert_eq!(lk0.lines().count(), 1, "only the locked version: {lk0}");
     assert!(tree.join("status.json").is_file());
 
-    // A re-sync: nothing downloaded, one conditional request per index file.
+    // A re-sync: nothing downloaded, one conditional request per index file,
+    // and nothing rewritten (not even the cursor files).
+    let cursor = tree.join(".sync/upstream").join(sparse_path("lk-0"));
+    let cursor_mtime = std::fs::metadata(&cursor).unwrap().modified().unwrap();
     upstream.clear_log();
     sync_ok(&config);
     assert_eq!(upstream.count(RequestKind::Crate), 0);
@@ -133,6 +136,10 @@ async fn selective_mirror_from_a_lockfile() {
             .iter()
             .all(|r| r.if_none_match.is_some() && r.status == 304),
         "{asked:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&cursor).unwrap().modified().unwrap(),
+        cursor_mtime
     );
 
     // Served by wharf with the upstream gone, cargo builds the locked project.
