@@ -37,7 +37,8 @@ pub struct UpstreamSettings {
     pub max_index_bytes: u64,
     /// The largest crate file accepted.
     pub max_crate_bytes: u64,
-    /// Downloads up to this size are also returned in memory.
+    /// Downloads of a known size up to this are held in memory, stored in
+    /// one write and returned; larger ones stream to storage.
     pub keep_in_memory_bytes: u64,
     /// Politeness limits; none for a cache, which only forwards demand.
     pub limits: Option<Limits>,
@@ -79,7 +80,7 @@ pub enum IndexFetch {
 pub struct Downloaded {
     /// Its size.
     pub size_bytes: u64,
-    /// Its bytes, when small enough to keep in memory.
+    /// Its bytes, when its size was known and small enough to hold in memory.
     pub bytes: Option<Bytes>,
     /// The base URL of the upstream it came from.
     pub upstream: String,
@@ -385,12 +386,22 @@ impl Inner {
                 self.settings.max_crate_bytes
             ))));
         }
-        let keep = self.settings.keep_in_memory_bytes;
+        // A file of known, small size is held once in memory and stored in one
+        // write, and returned to the caller; anything else streams to storage.
+        let in_memory = response
+            .content_length()
+            .is_some_and(|len| len <= self.settings.keep_in_memory_bytes);
         let mut response = response;
-        let mut stage = store
-            .stage(key)
-            .await
-            .map_err(|e| Failure::file(e.to_string()))?;
+        let mut stage = if in_memory {
+            None
+        } else {
+            Some(
+                store
+                    .stage(key)
+                    .await
+                    .map_err(|e| Failure::file(e.to_string()))?,
+            )
+        };
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut kept = BytesMut::new();
@@ -416,28 +427,41 @@ impl Inner {
                 ))));
             }
             hasher.update(&chunk);
-            if size <= keep {
-                kept.extend_from_slice(&chunk);
+            match &mut stage {
+                Some(stage) => stage
+                    .write(&chunk)
+                    .await
+                    .map_err(|e| Failure::file(e.to_string()))?,
+                None => kept.extend_from_slice(&chunk),
             }
-            stage
-                .write(&chunk)
-                .await
-                .map_err(|e| Failure::file(e.to_string()))?;
         }
         let got = Cksum::from_bytes(hasher.finalize().into());
         if got != *cksum {
-            // Dropping the stage discards the bytes: nothing is stored.
+            // Nothing was stored: a stage is discarded when dropped.
             return Ok(Err(Outcome::Corrupt(format!(
                 "checksum mismatch for {name} {vers} from {url}: the index says sha256 {cksum}, the upstream sent {size} bytes with sha256 {got}"
             ))));
         }
-        stage
-            .commit()
-            .await
-            .map_err(|e| Failure::file(e.to_string()))?;
+        let bytes = match stage {
+            Some(stage) => {
+                stage
+                    .commit()
+                    .await
+                    .map_err(|e| Failure::file(e.to_string()))?;
+                None
+            }
+            None => {
+                let bytes = kept.freeze();
+                store
+                    .put(key, bytes.clone())
+                    .await
+                    .map_err(|e| Failure::file(e.to_string()))?;
+                Some(bytes)
+            }
+        };
         Ok(Ok(Downloaded {
             size_bytes: size,
-            bytes: (size <= keep).then(|| kept.freeze()),
+            bytes,
             upstream: up.base.clone(),
         }))
     }
