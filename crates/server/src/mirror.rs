@@ -46,10 +46,7 @@ impl MirrorRegistry {
             config_json: mirror.config_json().clone(),
             mirror,
             store,
-            memory: moka::sync::Cache::builder()
-                .max_capacity(memory_bytes)
-                .weigher(|_, e: &Arc<IndexEntry>| e.weight())
-                .build(),
+            memory: IndexEntry::memory(memory_bytes),
             flights: Flights::new(),
         }
     }

@@ -118,7 +118,15 @@ impl IndexEntry {
         }
     }
 
-    pub(crate) fn weight(&self) -> u32 {
+    /// A memory cache of entries by path, bounded by their weight in bytes.
+    pub(crate) fn memory(max_bytes: u64) -> moka::sync::Cache<String, Arc<IndexEntry>> {
+        moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_, e: &Arc<IndexEntry>| e.weight())
+            .build()
+    }
+
+    fn weight(&self) -> u32 {
         // The body plus room for its compressed forms (about a fifth of it).
         let bytes = self.body.len() + self.body.len() / 2 + 256;
         u32::try_from(bytes).unwrap_or(u32::MAX)
@@ -177,10 +185,7 @@ impl IndexCache {
             store,
             upstreams,
             ttl,
-            memory: moka::sync::Cache::builder()
-                .max_capacity(memory_bytes)
-                .weigher(|_, e: &Arc<IndexEntry>| e.weight())
-                .build(),
+            memory: IndexEntry::memory(memory_bytes),
             missing: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(negative_ttl.max(Duration::from_millis(1)))
