@@ -53,17 +53,30 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
     );
     let mut failures = 0;
     for (name, mirror_config) in mirrors {
-        let mirror = Mirror::from_config(name, mirror_config, store.clone(), &public_url)?;
+        let mirror = Mirror::from_config(
+            name,
+            mirror_config,
+            store.clone(),
+            &public_url,
+            &wharf_sync::work_dir(&config.data_dir, name),
+        )?;
         let progress = progress_for(name);
         let summary = mirror.sync_once(progress.as_ref()).await?;
         drop(progress);
         println!(
-            "mirror `{name}`: {} crates, {} versions published; downloaded {} crate files ({}) with {} upstream requests in {:.1}s; {} failures",
+            "mirror `{name}`: serves {} crates, {} versions; this pass looked at {} index files, changed {}, downloaded {} crate files ({}) with {} upstream requests{} in {:.1}s; {} failures",
+            summary.total_crates,
+            summary.total_versions,
             summary.crates,
-            summary.versions,
+            summary.changed,
             summary.downloaded,
             human_bytes(summary.downloaded_bytes),
             summary.requests,
+            if summary.git_fetched {
+                " and a git fetch"
+            } else {
+                ""
+            },
             summary.duration_ms as f64 / 1000.0,
             summary.failures.len(),
         );

@@ -88,8 +88,15 @@ pub struct MirrorRegistry {
     /// First wait before probing an upstream that was marked down.
     #[serde(default = "default_probe_interval", with = "humantime_serde")]
     pub probe_interval: Duration,
+    /// A git index to enumerate every crate from and follow changes with
+    /// (`https://github.com/rust-lang/crates.io-index`). With it, a mirror
+    /// without plain names in `include` holds every crate the globs in
+    /// `include` match (all crates when `include` is empty).
+    #[serde(default)]
+    pub index_git: Option<String>,
     /// Crates to mirror: plain names are mirrored with their dependencies;
-    /// globs (`serde*`) filter the crates found that way.
+    /// globs (`serde*`) filter the crates found that way (or, with
+    /// `index_git` and no plain names, select crates from the whole index).
     #[serde(default)]
     pub include: Vec<String>,
     /// Crates never mirrored (globs), even as dependencies.
@@ -285,9 +292,16 @@ impl Config {
                     let has_roots = mirror.include.iter().any(|i| !is_glob(i))
                         || mirror.list_file.is_some()
                         || !mirror.lockfiles.is_empty();
-                    if !has_roots {
+                    if !has_roots && mirror.index_git.is_none() {
                         return Err(ConfigError::Invalid(format!(
-                            "mirror `{name}` needs crates to start from: names in `include`, a `list_file` or `lockfiles`"
+                            "mirror `{name}` needs crates to start from: names in `include`, a `list_file` or `lockfiles`, or `index_git` to mirror the whole index"
+                        )));
+                    }
+                    if let Some(url) = &mirror.index_git
+                        && url.trim().is_empty()
+                    {
+                        return Err(ConfigError::Invalid(format!(
+                            "mirror `{name}`: index_git is empty; give a git URL such as https://github.com/rust-lang/crates.io-index"
                         )));
                     }
                     if mirror.max_concurrency == 0 || mirror.max_requests_per_sec <= 0.0 {
@@ -464,6 +478,15 @@ mod tests {
             err.to_string().contains("needs crates to start from"),
             "{err}"
         );
+        let full = Config::from_toml(
+            "[registries.m]\nkind = \"mirror\"\nindex_git = \"https://example.invalid/index\"\nexclude = [\"*-sys\"]",
+            Path::new("w.toml"),
+        )
+        .unwrap();
+        let Registry::Mirror(m) = &full.registries["m"] else {
+            panic!()
+        };
+        assert!(m.index_git.is_some() && m.include.is_empty());
         let ok = Config::from_toml(
             "[registries.m]\nkind = \"mirror\"\ninclude = [\"serde\"]\nkeep_versions = 3\nsync_interval = \"10m\"",
             Path::new("w.toml"),

@@ -1,8 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+mod git;
 mod glob;
 mod selection;
 mod sync;
 
 pub use selection::Selection;
-pub use sync::{Mirror, Progress, SilentProgress, Summary, SyncError};
+pub use sync::{Mirror, Progress, SilentProgress, Summary, SyncError, work_dir};

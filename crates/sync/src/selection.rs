@@ -114,6 +114,35 @@ impl Selection {
         !self.exclude_globs.iter().any(|g| glob::matches(g, name))
     }
 
+    /// Whether a crate found in a full index listing is mirrored, when the
+    /// selection has no roots: it matches an `include` glob (or there are
+    /// none) and no `exclude` glob.
+    pub fn keeps_listed(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        !self.exclude_globs.iter().any(|g| glob::matches(g, &name))
+            && (self.include_globs.is_empty()
+                || self.include_globs.iter().any(|g| glob::matches(g, &name)))
+    }
+
+    /// A short text that changes whenever the selection does, so a pass can
+    /// tell that crates it skipped as unchanged must be looked at again.
+    pub fn fingerprint(&self) -> String {
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.roots,
+            self.pinned,
+            self.include_globs,
+            self.exclude_globs,
+            self.keep_versions,
+            self.exact
+        );
+        // FNV-1a: stable across builds, unlike the standard library's hasher.
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
     /// Whether a crate is mirrored exactly as lockfiles pin it.
     pub fn is_exact(&self, name: &str) -> bool {
         self.exact.contains(&name.to_ascii_lowercase())
@@ -223,5 +252,22 @@ source = "sparse+https://other.example/index/"
         assert!(!s.follows("other"));
         assert!(!s.follows("fx-sys"));
         assert!(s.follows("app"));
+    }
+
+    #[test]
+    fn listed_crates_and_fingerprints() {
+        let mut s = Selection {
+            include_globs: vec!["fx-*".into()],
+            exclude_globs: vec!["*-sys".into()],
+            ..Selection::default()
+        };
+        assert!(s.keeps_listed("fx-1"));
+        assert!(!s.keeps_listed("fx-sys"));
+        assert!(!s.keeps_listed("serde"));
+        let before = s.fingerprint();
+        assert_eq!(before, s.clone().fingerprint());
+        s.keep_versions = Some(3);
+        assert_ne!(before, s.fingerprint());
+        assert!(Selection::default().keeps_listed("anything"));
     }
 }

@@ -1,14 +1,31 @@
 //! One sync pass of a mirror registry.
+//!
+//! A pass finds the index files to look at, then syncs each crate: its
+//! selected crate files first, then its index file. Which files it looks at
+//! depends on how the mirror follows upstream:
+//!
+//! - **Roots** (names, a list file, lockfiles): every crate reachable from the
+//!   roots, read over the sparse protocol with conditional requests, or from
+//!   the git index when `index_git` is set.
+//! - **Listing** (`index_git` and no roots): only the files that changed in
+//!   the git index since the last complete pass, found by diffing two trees.
+//!
+//! Per index file, the upstream copy kept under `{R}/.sync/upstream/` is the
+//! cursor: it is written only once everything it names has been published,
+//! so a crate whose file has not changed since is skipped without a look at
+//! its crate files. The git cursor (the synced tree) moves only after a pass
+//! without failures.
 
 use std::{
     collections::BTreeSet,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
+use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use wharf_config::{MirrorRegistry, sparse_base};
@@ -16,7 +33,10 @@ use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, sam
 use wharf_storage::{BlobKey, BlobStore, StoreError};
 use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators};
 
-use crate::selection::Selection;
+use crate::{
+    git::{GitError, GitIndex},
+    selection::Selection,
+};
 
 /// Why a sync pass could not run at all. Failures of single crates are not
 /// errors: they are listed in the [`Summary`] and retried next pass.
@@ -36,21 +56,35 @@ pub enum SyncError {
     /// The upstream set could not be built.
     #[error("{0}")]
     Setup(String),
+    /// The git index could not be cloned, fetched or read.
+    #[error("git index {url}: {message}")]
+    Git {
+        /// The `index_git` URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
-    /// Crates whose index file was brought up to date.
+    /// Index files looked at in this pass.
     pub crates: usize,
-    /// Index lines published (versions served).
-    pub versions: usize,
+    /// Index files whose published content changed (or that were removed).
+    pub changed: usize,
+    /// Crates and versions the tree serves after the pass.
+    pub total_crates: usize,
+    /// See `total_crates`.
+    pub total_versions: usize,
     /// Crate files downloaded in this pass.
     pub downloaded: usize,
     /// Bytes of crate files downloaded in this pass.
     pub downloaded_bytes: u64,
-    /// HTTP requests sent upstream.
+    /// HTTP requests sent to the sparse upstreams (a git fetch is not counted).
     pub requests: u64,
+    /// Whether the git index was fetched.
+    pub git_fetched: bool,
     /// One line per failure (crate, version, what happened).
     pub failures: Vec<String>,
     /// How long the pass took, in milliseconds.
@@ -87,9 +121,43 @@ struct Status {
     failures: usize,
     /// Where the mirror syncs from, and how far it got.
     upstreams: Vec<String>,
+    index_git: Option<String>,
     cursor: Option<String>,
     /// The wharf that wrote it.
     generator: String,
+}
+
+/// What the engine remembers between passes, in `{R}/.sync/state.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// The selection the tree was last synced with.
+    selection: String,
+    /// The git index tree every published file is synced to.
+    git_tree: Option<String>,
+    /// Crates and versions the tree serves.
+    crates: usize,
+    versions: usize,
+    /// False while a pass runs: a pass that finds it false knows the last
+    /// one was killed, and counts everything again.
+    complete: bool,
+}
+
+/// Where a crate's upstream index file comes from in this pass.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A conditional request to the sparse upstreams.
+    Sparse,
+    /// The git index: a blob found by the diff.
+    Blob(ObjectId),
+    /// The git index: the file at the crate's path in this tree.
+    Tree(ObjectId),
+}
+
+/// Where a mirror whose tree lives in files under `data_dir` keeps what is
+/// not part of the tree (its git clone): `{data_dir}/{name}/.sync`, next to
+/// the cursors.
+pub fn work_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(name).join(".sync")
 }
 
 /// A mirror registry and how to sync it.
@@ -99,29 +167,48 @@ pub struct Mirror {
     upstreams: UpstreamSet,
     selection: Selection,
     upstream_urls: Vec<String>,
+    git: Option<GitRemote>,
     config_json: Bytes,
     concurrency: usize,
+}
+
+/// A git index and where its clone lives.
+struct GitRemote {
+    url: String,
+    dir: PathBuf,
+    clone: tokio::sync::Mutex<Option<Arc<GitIndex>>>,
 }
 
 /// What syncing one crate produced.
 #[derive(Default)]
 struct CrateOutcome {
     deps: BTreeSet<String>,
-    published: usize,
+    /// Lines served before and after.
+    before: usize,
+    after: usize,
+    changed: bool,
     downloaded: usize,
     downloaded_bytes: u64,
     failures: Vec<String>,
-    synced: bool,
+}
+
+/// The upstream file of one crate, as this pass sees it.
+struct Fetched {
+    body: Bytes,
+    /// Validators to keep, for a file from the sparse upstreams.
+    validators: Option<Validators>,
 }
 
 impl Mirror {
     /// A mirror named `name` configured by `config`; its tree is served at
-    /// `static_url`, or `{public_url}/{name}`.
+    /// `static_url`, or `{public_url}/{name}`. `work_dir` holds what is not
+    /// part of the tree (the git clone).
     pub fn from_config(
         name: &str,
         config: &MirrorRegistry,
         store: Arc<dyn BlobStore>,
         public_url: &str,
+        work_dir: &Path,
     ) -> Result<Self, SyncError> {
         let bases = config
             .upstreams
@@ -158,6 +245,11 @@ impl Mirror {
             upstreams,
             selection: Selection::from_config(config)?,
             upstream_urls: config.upstreams.clone(),
+            git: config.index_git.as_ref().map(|url| GitRemote {
+                url: url.clone(),
+                dir: work_dir.join("git"),
+                clone: tokio::sync::Mutex::new(None),
+            }),
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
         })
@@ -173,12 +265,192 @@ impl Mirror {
         &self.config_json
     }
 
-    /// Runs one pass: every selected crate's files, then its index file, then
-    /// `config.json` and `status.json`.
+    /// Runs one pass: every crate that needs it, its crate files before its
+    /// index file; then `config.json` and `status.json`.
     pub async fn sync_once(&self, progress: &dyn Progress) -> Result<Summary, SyncError> {
         let started = Instant::now();
         let requests_before = self.upstreams.requests_made();
         let mut summary = Summary::default();
+        self.put_if_changed(&self.key("index/config.json"), self.config_json.clone())
+            .await?;
+
+        let state_key = self.key(".sync/state.json");
+        let mut state: State = self
+            .store
+            .get(&state_key)
+            .await?
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default();
+        let selection = self.selection.fingerprint();
+        // Everything is looked at again when the selection changed (files
+        // skipped as unchanged may now need other versions) or when the last
+        // pass was killed (its counts are unknown).
+        let fresh_start = state.selection != selection || !state.complete;
+        let was = (state.crates, state.versions);
+        state.complete = false;
+        self.put_state(&state_key, &state).await?;
+
+        let git = match &self.git {
+            Some(remote) => Some(self.fetch_git(remote).await?),
+            None => None,
+        };
+        summary.git_fetched = git.is_some();
+        let synced_tree = state
+            .git_tree
+            .as_deref()
+            .and_then(|t| ObjectId::from_hex(t.as_bytes()).ok());
+        let totals = match &git {
+            Some((_, tree)) if !fresh_start && synced_tree == Some(*tree) => {
+                // The index has not moved since the last complete pass.
+                info!(registry = %self.name, tree = %tree, "git index unchanged");
+                was
+            }
+            Some((index, tree)) if self.selection.roots.is_empty() => {
+                let old = synced_tree
+                    .filter(|_| !fresh_start)
+                    .filter(|t| index.has_tree(*t));
+                let delta = self
+                    .sync_listed(index, old, *tree, progress, &mut summary)
+                    .await?;
+                match old {
+                    None => delta.totals(),
+                    Some(_) => delta.apply(was),
+                }
+            }
+            Some((_, tree)) => {
+                let delta = self
+                    .sync_roots(Source::Tree(*tree), fresh_start, progress, &mut summary)
+                    .await?;
+                delta.totals()
+            }
+            None => {
+                let delta = self
+                    .sync_roots(Source::Sparse, fresh_start, progress, &mut summary)
+                    .await?;
+                delta.totals()
+            }
+        };
+        (state.crates, state.versions) = totals;
+        (summary.total_crates, summary.total_versions) = (state.crates, state.versions);
+        if summary.failures.is_empty() {
+            state.selection = selection;
+            state.git_tree = git.as_ref().map(|(_, tree)| tree.to_string());
+        }
+        state.complete = true;
+        self.put_state(&state_key, &state).await?;
+
+        summary.requests = self.upstreams.requests_made() - requests_before;
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        self.write_status(&summary, state.git_tree.clone()).await?;
+        info!(
+            registry = %self.name,
+            crates = summary.crates,
+            changed = summary.changed,
+            total_crates = summary.total_crates,
+            total_versions = summary.total_versions,
+            downloaded = summary.downloaded,
+            downloaded_bytes = summary.downloaded_bytes,
+            requests = summary.requests,
+            failures = summary.failures.len(),
+            duration_ms = summary.duration_ms,
+            "sync pass finished"
+        );
+        Ok(summary)
+    }
+
+    /// Clones the git index on first use, then fetches it; returns the clone
+    /// and the tree upstream's `HEAD` points at.
+    async fn fetch_git(&self, remote: &GitRemote) -> Result<(Arc<GitIndex>, ObjectId), SyncError> {
+        let git_error = |e: GitError| SyncError::Git {
+            url: remote.url.clone(),
+            message: e.to_string(),
+        };
+        let mut clone = remote.clone.lock().await;
+        let index = match clone.as_ref() {
+            Some(index) => Arc::clone(index),
+            None => {
+                let (url, dir) = (remote.url.clone(), remote.dir.clone());
+                let index = blocking(move || GitIndex::open_or_clone(&url, &dir))
+                    .await
+                    .map_err(git_error)?;
+                Arc::clone(clone.insert(Arc::new(index)))
+            }
+        };
+        let started = Instant::now();
+        let tree = {
+            let index = Arc::clone(&index);
+            blocking(move || index.fetch()).await.map_err(git_error)?
+        };
+        info!(registry = %self.name, git.url = %remote.url, tree = %tree, duration_ms = started.elapsed().as_millis() as u64, "git index fetched");
+        Ok((index, tree))
+    }
+
+    /// Syncs the index files that differ between the tree `old` (the empty
+    /// tree when `None`: every file) and `new`.
+    async fn sync_listed(
+        &self,
+        index: &Arc<GitIndex>,
+        old: Option<ObjectId>,
+        new: ObjectId,
+        progress: &dyn Progress,
+        summary: &mut Summary,
+    ) -> Result<Delta, SyncError> {
+        let changes = {
+            let index = Arc::clone(index);
+            blocking(move || index.changes(old, new))
+                .await
+                .map_err(|e| SyncError::Git {
+                    url: self.git.as_ref().map_or(String::new(), |g| g.url.clone()),
+                    message: e.to_string(),
+                })?
+        };
+        let mut delta = Delta::default();
+        let mut work = Vec::new();
+        for change in changes {
+            // Only canonical index paths are crates; `config.json`, READMEs
+            // and CI files of the index repository are not.
+            let Ok(path) = IndexPath::parse(&change.path) else {
+                continue;
+            };
+            let name = path.name().as_str().to_owned();
+            if !self.selection.keeps_listed(&name) {
+                continue;
+            }
+            match change.blob {
+                Some(blob) => work.push((name, Source::Blob(blob))),
+                None => {
+                    let before = self.remove_crate(&path).await?;
+                    delta.add(before, 0);
+                    summary.changed += usize::from(before > 0);
+                }
+            }
+        }
+        progress.add_total(work.len());
+        let mut outcomes = stream::iter(work)
+            .map(|(name, source)| async move {
+                let outcome = self.sync_crate(&name, source, false, false).await;
+                progress.crate_done(&name);
+                outcome
+            })
+            .buffer_unordered(self.concurrency);
+        while let Some(outcome) = outcomes.next().await {
+            let outcome = outcome?;
+            delta.add(outcome.before, outcome.after);
+            summary.add(outcome);
+        }
+        Ok(delta)
+    }
+
+    /// Syncs every crate reachable from the selection's roots, breadth first:
+    /// each wave's dependencies make the next wave.
+    async fn sync_roots(
+        &self,
+        source: Source,
+        force: bool,
+        progress: &dyn Progress,
+        summary: &mut Summary,
+    ) -> Result<Delta, SyncError> {
+        let mut delta = Delta::default();
         let mut seen: BTreeSet<String> = BTreeSet::new();
         let mut frontier: Vec<String> = self
             .selection
@@ -188,52 +460,30 @@ impl Mirror {
             .cloned()
             .collect();
         seen.extend(frontier.iter().cloned());
-        self.put_if_changed(&self.key("index/config.json"), self.config_json.clone())
-            .await?;
-        // Breadth first: each wave's dependencies make the next wave.
         while !frontier.is_empty() {
             progress.add_total(frontier.len());
-            let outcomes: Vec<(String, Result<CrateOutcome, SyncError>)> = stream::iter(frontier)
+            let mut outcomes = stream::iter(frontier)
                 .map(|name| async move {
-                    let outcome = self.sync_crate(&name).await;
+                    let outcome = self.sync_crate(&name, source, force, true).await;
                     progress.crate_done(&name);
-                    (name, outcome)
+                    outcome
                 })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+                .buffer_unordered(self.concurrency);
             let mut next = Vec::new();
-            for (_, outcome) in outcomes {
-                let outcome = outcome?;
-                summary.crates += usize::from(outcome.synced);
-                summary.versions += outcome.published;
-                summary.downloaded += outcome.downloaded;
-                summary.downloaded_bytes += outcome.downloaded_bytes;
-                summary.failures.extend(outcome.failures);
-                for dep in outcome.deps {
+            while let Some(outcome) = outcomes.next().await {
+                let mut outcome = outcome?;
+                for dep in std::mem::take(&mut outcome.deps) {
                     let dep = dep.to_ascii_lowercase();
                     if self.selection.follows(&dep) && seen.insert(dep.clone()) {
                         next.push(dep);
                     }
                 }
+                delta.add(outcome.before, outcome.after);
+                summary.add(outcome);
             }
             frontier = next;
         }
-        summary.requests = self.upstreams.requests_made() - requests_before;
-        summary.duration_ms = started.elapsed().as_millis() as u64;
-        self.write_status(&summary).await?;
-        info!(
-            registry = %self.name,
-            crates = summary.crates,
-            versions = summary.versions,
-            downloaded = summary.downloaded,
-            downloaded_bytes = summary.downloaded_bytes,
-            requests = summary.requests,
-            failures = summary.failures.len(),
-            duration_ms = summary.duration_ms,
-            "sync pass finished"
-        );
-        Ok(summary)
+        Ok(delta)
     }
 
     fn key(&self, rest: &str) -> BlobKey {
@@ -248,7 +498,144 @@ impl Mirror {
         Ok(true)
     }
 
-    async fn sync_crate(&self, name: &str) -> Result<CrateOutcome, SyncError> {
+    async fn put_state(&self, key: &BlobKey, state: &State) -> Result<(), SyncError> {
+        let body = serde_json::to_vec(state).expect("state serialises");
+        self.store.put(key, Bytes::from(body)).await?;
+        Ok(())
+    }
+
+    /// Removes a crate that upstream deleted: its index file and cursor.
+    /// Its crate files stay. Returns how many lines the tree served for it.
+    async fn remove_crate(&self, path: &IndexPath) -> Result<usize, SyncError> {
+        let index_key = self.key(&format!("index/{path}"));
+        let before = self
+            .store
+            .get(&index_key)
+            .await?
+            .map_or(0, |file| count_lines(&file));
+        self.store.delete(&index_key).await?;
+        self.store
+            .delete(&self.key(&format!(".sync/upstream/{path}")))
+            .await?;
+        self.store
+            .delete(&self.key(&format!(".sync/upstream/{path}.validators.json")))
+            .await?;
+        if before > 0 {
+            info!(registry = %self.name, krate.path = %path, "crate removed upstream; its index file is removed, its crate files kept");
+        }
+        Ok(before)
+    }
+
+    /// Reads a crate's upstream index file from `source`. `Ok(None)` means
+    /// nothing more is to be done for it (a failure is recorded in `outcome`).
+    async fn fetch(
+        &self,
+        name: &str,
+        path: &IndexPath,
+        source: Source,
+        previous: Option<&Bytes>,
+        validators_key: &BlobKey,
+        outcome: &mut CrateOutcome,
+    ) -> Result<Option<Fetched>, SyncError> {
+        let mut git_read = |result: Result<Option<Vec<u8>>, GitError>| match result {
+            Ok(Some(body)) => Ok(Some(Fetched {
+                body: Bytes::from(body),
+                validators: None,
+            })),
+            Ok(None) => {
+                outcome
+                    .failures
+                    .push(format!("{name}: the git index has no such crate"));
+                Ok(None)
+            }
+            Err(e) => {
+                outcome
+                    .failures
+                    .push(format!("{name}: reading the git index: {e}"));
+                Ok(None)
+            }
+        };
+        match source {
+            Source::Blob(blob) => {
+                let index = self.git_clone().await;
+                git_read(blocking(move || index.read_blob(blob)).await)
+            }
+            Source::Tree(tree) => {
+                let index = self.git_clone().await;
+                let path = path.as_str().to_owned();
+                git_read(blocking(move || index.read(tree, &path)).await)
+            }
+            Source::Sparse => {
+                // The validators of the copy kept, for a conditional request.
+                let validators: Option<Validators> = match previous {
+                    Some(_) => self
+                        .store
+                        .get(validators_key)
+                        .await?
+                        .and_then(|raw| serde_json::from_slice(&raw).ok()),
+                    None => None,
+                };
+                match self
+                    .upstreams
+                    .fetch_index(path.as_str(), validators.as_ref())
+                    .await
+                {
+                    Ok(IndexFetch::Modified { body, validators }) => Ok(Some(Fetched {
+                        body,
+                        validators: Some(validators),
+                    })),
+                    Ok(IndexFetch::NotModified { validators }) => match previous {
+                        Some(previous) => Ok(Some(Fetched {
+                            body: previous.clone(),
+                            validators: Some(validators),
+                        })),
+                        None => {
+                            outcome.failures.push(format!(
+                                "{name}: upstream answered 304 to an unconditional request"
+                            ));
+                            Ok(None)
+                        }
+                    },
+                    Ok(IndexFetch::NotFound) => {
+                        outcome
+                            .failures
+                            .push(format!("{name}: upstream has no such crate"));
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        outcome.failures.push(format!("{name}: index file: {e}"));
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The git clone, which `fetch_git` opened earlier in the pass.
+    async fn git_clone(&self) -> Arc<GitIndex> {
+        let remote = self
+            .git
+            .as_ref()
+            .expect("git sources come from a git remote");
+        let clone = remote.clone.lock().await;
+        Arc::clone(
+            clone
+                .as_ref()
+                .expect("the pass fetched the git index first"),
+        )
+    }
+
+    /// Brings one crate up to date: the selected crate files it is missing,
+    /// then its index file, then its cursor. With `force`, a crate whose
+    /// upstream file is unchanged is looked at anyway. With `follow`, its
+    /// dependencies are returned for the caller to sync next.
+    async fn sync_crate(
+        &self,
+        name: &str,
+        source: Source,
+        force: bool,
+        follow: bool,
+    ) -> Result<CrateOutcome, SyncError> {
         let mut outcome = CrateOutcome::default();
         let krate = match CrateName::new(name) {
             Ok(krate) => krate,
@@ -258,48 +645,25 @@ impl Mirror {
             }
         };
         let path = IndexPath::for_name(&krate);
-        // The upstream's file as it was last seen, and its validators: the
-        // cursor of a sparse mirror, one per index file.
+        // The upstream's file as it was when everything it names was last
+        // published, and its validators: the cursor, one per index file.
         let raw_key = self.key(&format!(".sync/upstream/{path}"));
-        let meta_key = self.key(&format!(".sync/upstream/{path}.validators.json"));
+        let validators_key = self.key(&format!(".sync/upstream/{path}.validators.json"));
         let previous = self.store.get(&raw_key).await?;
-        let validators: Option<Validators> = match &previous {
-            Some(_) => self
-                .store
-                .get(&meta_key)
-                .await?
-                .and_then(|raw| serde_json::from_slice(&raw).ok()),
-            None => None,
+        let Some(fetched) = self
+            .fetch(
+                name,
+                &path,
+                source,
+                previous.as_ref(),
+                &validators_key,
+                &mut outcome,
+            )
+            .await?
+        else {
+            return Ok(outcome);
         };
-        let (raw, fresh_validators, raw_changed) = match self
-            .upstreams
-            .fetch_index(path.as_str(), validators.as_ref())
-            .await
-        {
-            Ok(IndexFetch::Modified { body, validators }) => {
-                let changed = previous.as_ref() != Some(&body);
-                (body, validators, changed)
-            }
-            Ok(IndexFetch::NotModified { validators }) => match previous {
-                Some(previous) => (previous, validators, false),
-                None => {
-                    outcome.failures.push(format!(
-                        "{name}: upstream answered 304 to an unconditional request"
-                    ));
-                    return Ok(outcome);
-                }
-            },
-            Ok(IndexFetch::NotFound) => {
-                outcome
-                    .failures
-                    .push(format!("{name}: upstream has no such crate"));
-                return Ok(outcome);
-            }
-            Err(e) => {
-                outcome.failures.push(format!("{name}: index file: {e}"));
-                return Ok(outcome);
-            }
-        };
+        let raw = fetched.body;
 
         let lines: Vec<&[u8]> = raw
             .split(|b| *b == b'\n')
@@ -310,29 +674,50 @@ impl Mirror {
             .iter()
             .map(|p| p.as_ref().map_or("", |p| p.vers.as_str()))
             .collect();
-        let mut published = Vec::new();
-        for i in self.selection.pick(name, &versions) {
-            let (Some(line), raw_line) = (&parsed[i], lines[i]) else {
-                // A line wharf cannot read cannot be verified: left out.
+        let picked = self.selection.pick(name, &versions);
+        if follow && !self.selection.is_exact(name) {
+            for i in &picked {
+                if parsed[*i].is_some() {
+                    outcome.deps.extend(same_registry_deps(lines[*i]));
+                }
+            }
+        }
+
+        // Upstream text becomes a storage key only once it is a valid name
+        // and version of the crate this index file is for; other lines are
+        // left out (and logged), as wharf cannot verify them.
+        let mut wanted = Vec::new();
+        for i in picked {
+            let Some(line) = &parsed[i] else {
                 continue;
             };
-            if !self.selection.is_exact(name) {
-                outcome.deps.extend(same_registry_deps(raw_line));
-            }
-            // Upstream text becomes a storage key only once it is a valid
-            // name and version, of the crate this index file is for.
             let valid = CrateName::new(&line.name)
                 .ok()
                 .filter(|n| n.lowercase() == krate.lowercase())
                 .zip(Version::new(&line.vers).ok());
-            let Some((line_name, line_vers)) = valid else {
-                outcome.failures.push(format!(
-                    "{name}: the index holds a line for `{}` `{}`, which is not a version of this crate; left out",
+            match valid {
+                Some((line_name, line_vers)) => wanted.push((i, line, line_name, line_vers)),
+                None => warn!(
+                    registry = %self.name,
+                    krate.name = name,
+                    "the index holds a line for `{}` `{}`, which is not a version of this crate; left out",
                     line.name.escape_debug(),
                     line.vers.escape_debug()
-                ));
-                continue;
-            };
+                ),
+            }
+        }
+
+        // Unchanged since everything it names was published: nothing to do.
+        if !force && previous.as_ref() == Some(&raw) {
+            outcome.before = wanted.len();
+            outcome.after = wanted.len();
+            self.keep_validators(&validators_key, fetched.validators)
+                .await?;
+            return Ok(outcome);
+        }
+
+        let mut published = Vec::new();
+        for (i, line, line_name, line_vers) in wanted {
             let key = BlobKey::new(format!(
                 "{}/crates/{line_name}/{line_name}-{line_vers}.crate",
                 self.name
@@ -364,34 +749,63 @@ impl Mirror {
                     }
                 }
             }
-            published.push(raw_line);
+            published.push(lines[i]);
         }
 
         // Only now, with every crate file it names in place, the index file.
-        if !published.is_empty() {
+        let index_key = self.key(&format!("index/{path}"));
+        let old = self.store.get(&index_key).await?;
+        outcome.before = old.as_ref().map_or(0, |file| count_lines(file));
+        outcome.after = published.len();
+        if published.is_empty() {
+            // No version is served (any more): no file, so cargo sees a 404.
+            if old.is_some() {
+                self.store.delete(&index_key).await?;
+                outcome.changed = true;
+            }
+        } else {
             let mut file = Vec::with_capacity(raw.len());
             for line in &published {
                 file.extend_from_slice(line);
                 file.push(b'\n');
             }
-            self.put_if_changed(&self.key(&format!("index/{path}")), Bytes::from(file))
+            let file = Bytes::from(file);
+            if old.as_ref() != Some(&file) {
+                self.store.put(&index_key, file).await?;
+                outcome.changed = true;
+            }
+        }
+        // The cursor moves last, and only when nothing failed: a crash or a
+        // failure before this looks at the same file again next pass.
+        if outcome.failures.is_empty() {
+            if previous.as_ref() != Some(&raw) {
+                self.store.put(&raw_key, raw.clone()).await?;
+            }
+            self.keep_validators(&validators_key, fetched.validators)
                 .await?;
         }
-        // The cursor moves last: a crash before this re-reads the same file.
-        // A pass where nothing changed upstream writes nothing here.
-        if raw_changed {
-            self.store.put(&raw_key, raw.clone()).await?;
-        }
-        if validators.as_ref() != Some(&fresh_validators) {
-            let v = serde_json::to_vec(&fresh_validators).expect("validators serialise");
-            self.store.put(&meta_key, Bytes::from(v)).await?;
-        }
-        outcome.published = published.len();
-        outcome.synced = true;
         Ok(outcome)
     }
 
-    async fn write_status(&self, summary: &Summary) -> Result<(), SyncError> {
+    /// Stores the validators of a sparse upstream file, when they changed.
+    async fn keep_validators(
+        &self,
+        key: &BlobKey,
+        validators: Option<Validators>,
+    ) -> Result<(), SyncError> {
+        let Some(validators) = validators else {
+            return Ok(());
+        };
+        let body = Bytes::from(serde_json::to_vec(&validators).expect("validators serialise"));
+        self.put_if_changed(key, body).await?;
+        Ok(())
+    }
+
+    async fn write_status(
+        &self,
+        summary: &Summary,
+        cursor: Option<String>,
+    ) -> Result<(), SyncError> {
         let key = self.key("status.json");
         let previous: Option<Status> = self
             .store
@@ -409,15 +823,72 @@ impl Mirror {
             } else {
                 previous.and_then(|p| p.last_success)
             },
-            crates: summary.crates,
-            versions: summary.versions,
+            crates: summary.total_crates,
+            versions: summary.total_versions,
             failures: summary.failures.len(),
             upstreams: self.upstream_urls.clone(),
-            cursor: None,
+            index_git: self.git.as_ref().map(|g| g.url.clone()),
+            cursor,
             generator: format!("wharf {}", env!("CARGO_PKG_VERSION")),
         };
         let body = serde_json::to_vec_pretty(&status).expect("status serialises");
         self.store.put(&key, Bytes::from(body)).await?;
         Ok(())
     }
+}
+
+impl Summary {
+    fn add(&mut self, outcome: CrateOutcome) {
+        self.crates += 1;
+        self.changed += usize::from(outcome.changed);
+        self.downloaded += outcome.downloaded;
+        self.downloaded_bytes += outcome.downloaded_bytes;
+        self.failures.extend(outcome.failures);
+    }
+}
+
+/// How the crates and versions served changed over the files a pass saw.
+#[derive(Default)]
+struct Delta {
+    crates_before: usize,
+    crates_after: usize,
+    versions_before: usize,
+    versions_after: usize,
+}
+
+impl Delta {
+    fn add(&mut self, before: usize, after: usize) {
+        self.crates_before += usize::from(before > 0);
+        self.crates_after += usize::from(after > 0);
+        self.versions_before += before;
+        self.versions_after += after;
+    }
+
+    /// The totals, when the pass saw every file the tree serves.
+    fn totals(&self) -> (usize, usize) {
+        (self.crates_after, self.versions_after)
+    }
+
+    /// The totals, from the last pass's and this pass's changes.
+    fn apply(&self, (crates, versions): (usize, usize)) -> (usize, usize) {
+        (
+            (crates + self.crates_after).saturating_sub(self.crates_before),
+            (versions + self.versions_after).saturating_sub(self.versions_before),
+        )
+    }
+}
+
+fn count_lines(file: &[u8]) -> usize {
+    file.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+/// Runs blocking git work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("git task failed: {e}").into()))
 }

@@ -53,6 +53,8 @@ pub enum RequestKind {
     Index,
     /// Any path under `/dl/` (a `.crate` download).
     Crate,
+    /// Any path under `/git/` (the git index, over smart HTTP).
+    Git,
     /// Everything else.
     Other,
 }
@@ -66,6 +68,8 @@ impl RequestKind {
             Self::Index
         } else if path.starts_with("/dl/") {
             Self::Crate
+        } else if path.starts_with("/git/") {
+            Self::Git
         } else {
             Self::Other
         }
@@ -282,6 +286,50 @@ impl FakeUpstream {
         state.log.iter().filter(|(_, e)| e.kind == kind).count()
     }
 
+    /// The git index's URL, `http://127.0.0.1:PORT/git/index`, served once
+    /// [`FakeUpstream::git_commit`] has been called.
+    pub fn git_url(&self) -> String {
+        format!("http://{}/git/{}", self.inner.addr, git::REPO)
+    }
+
+    /// Commits the current index files (and `config.json`) to the git index,
+    /// making the repository on first use; returns the commit id.
+    ///
+    /// # Panics
+    ///
+    /// When `git` fails.
+    pub fn git_commit(&self, message: &str) -> String {
+        let (git, files) = self.git_snapshot();
+        git.commit(&files, message)
+    }
+
+    /// Replaces the git index's whole history with one new root commit holding
+    /// the current index files, and prunes the old commits.
+    ///
+    /// # Panics
+    ///
+    /// When `git` fails.
+    pub fn git_squash(&self, message: &str) -> String {
+        let (git, files) = self.git_snapshot();
+        git.squash(&files, message)
+    }
+
+    fn git_snapshot(&self) -> (Arc<git::GitIndex>, BTreeMap<String, String>) {
+        let mut state = self.inner.shared.lock();
+        let git = Arc::clone(
+            state
+                .git
+                .get_or_insert_with(|| Arc::new(git::GitIndex::new())),
+        );
+        let mut files: BTreeMap<String, String> = state
+            .crates
+            .iter()
+            .map(|(name, file)| (sparse_path(name), file.body()))
+            .collect();
+        files.insert("config.json".to_owned(), config_json(&self.url()));
+        (git, files)
+    }
+
     /// Forgets the logged requests.
     pub fn clear_log(&self) {
         self.inner.shared.lock().log.clear();
@@ -418,6 +466,8 @@ struct UpstreamState {
     log: Vec<(u64, Logged)>,
     next_seq: u64,
     faults: Vec<(Target, Fault)>,
+    /// The git index, once a test has committed to it.
+    git: Option<Arc<git::GitIndex>>,
 }
 
 impl UpstreamState {
@@ -504,18 +554,28 @@ fn router(app: AppState) -> Router {
         .route("/index/config.json", get(get_config))
         .route("/index/{*path}", get(get_index_file))
         .route("/dl/{*path}", get(download_crate))
+        .route("/git/{*path}", get(serve_git).post(serve_git))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), log_and_inject))
         .with_state(app)
 }
 
 async fn get_config(State(app): State<AppState>) -> Response {
-    let dl = format!(
-        "{}/dl/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate?sum={{sha256-checksum}}&p={{prefix}}",
-        app.base_url
-    );
-    let body = serde_json::json!({ "dl": dl }).to_string();
+    let body = config_json(&app.base_url);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The registry's `config.json`, the same over sparse HTTP and in the git index.
+fn config_json(base_url: &str) -> String {
+    let dl = format!(
+        "{base_url}/dl/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate?sum={{sha256-checksum}}&p={{prefix}}"
+    );
+    serde_json::json!({ "dl": dl }).to_string()
+}
+
+async fn serve_git(State(app): State<AppState>, request: Request) -> Response {
+    let root = app.shared.lock().git.as_ref().map(|g| g.project_root());
+    git::serve(root, request).await
 }
 
 async fn get_index_file(State(app): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
@@ -903,5 +963,6 @@ impl Drop for Blackhole {
     }
 }
 
+mod git;
 #[cfg(test)]
 mod tests;

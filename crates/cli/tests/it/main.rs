@@ -9,3 +9,4 @@ mod cache_http;
 mod common;
 mod crash;
 mod mirror;
+mod mirror_git;

@@ -1,0 +1,155 @@
+//! Full mirrors that follow a git index: the first pass, incremental passes
+//! whose cost follows the changes, and an upstream history squash.
+
+use std::path::Path;
+
+use wharf_config::Config;
+use wharf_test_support::{
+    cargo::CargoProject,
+    fixture::{CrateBuilder, FixtureCrate, sparse_path},
+    upstream::{FakeUpstream, RequestKind},
+};
+
+use crate::common::{Wharf, cargo_ok};
+use crate::mirror::{assert_consistent, mirror_config, sync_ok};
+
+/// `fm-0` … `fm-199`, five versions each. Within each run of 20 crates, a
+/// crate depends on the next, so a project needing `fm-0` builds 20 crates.
+fn full_upstream() -> Vec<FixtureCrate> {
+    let mut crates = Vec::new();
+    for i in 0..200 {
+        for patch in 0..5 {
+            let mut krate = CrateBuilder::new(&format!("fm-{i}"), &format!("1.0.{patch}"));
+            if i % 20 != 19 {
+                krate = krate.dep(&format!("fm-{}", i + 1), "1");
+            }
+            crates.push(krate.build());
+        }
+    }
+    crates
+}
+
+/// The version of `name` a lockfile picked.
+fn locked(lockfile: &str, name: &str) -> String {
+    let lock: toml::Value = toml::from_str(lockfile).unwrap();
+    lock["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("{name} is not in the lockfile:\n{lockfile}"))["version"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn index_lines(tree: &Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(tree.join("index").join(sparse_path(name)))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Acceptance 1, 2 and 3: a full sync of 200 crates / 1,000 versions from a
+/// git index; a new crate, a new version and a yank cost requests in
+/// proportion to them; a squashed upstream history costs just its one change;
+/// cargo builds from the mirror with the upstream stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mirror_follows_the_git_index() {
+    let upstream = FakeUpstream::start(full_upstream()).await;
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nmax_concurrency = 8\nmax_requests_per_sec = 2000",
+            upstream.git_url()
+        ),
+    );
+    let tree = dir.path().join("data/m");
+
+    // The first pass: everything, from the git index (no sparse requests).
+    let stdout = sync_ok(&config);
+    assert!(
+        stdout.contains("serves 200 crates, 1000 versions"),
+        "{stdout}"
+    );
+    assert_eq!(upstream.count(RequestKind::Crate), 1000);
+    assert_eq!(upstream.count(RequestKind::Index), 0);
+    assert_consistent(&tree);
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tree.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["versions"], 1000, "{status}");
+    assert!(
+        status["cursor"].as_str().is_some_and(|c| c.len() == 40),
+        "{status}"
+    );
+
+    // Nothing changed: a fetch of the git index, nothing else.
+    upstream.clear_log();
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("looked at 0 index files"), "{stdout}");
+    let asked = upstream.requests();
+    assert!(
+        asked.iter().all(|r| r.kind == RequestKind::Git) && asked.len() <= 4,
+        "{asked:?}"
+    );
+
+    // A new crate, a new version and a yank.
+    upstream.publish(CrateBuilder::new("fm-new", "0.1.0").build());
+    upstream.publish(CrateBuilder::new("fm-5", "1.0.5").dep("fm-6", "1").build());
+    upstream.yank("fm-7", "1.0.4", true);
+    upstream.git_commit("three changes");
+    upstream.clear_log();
+    let stdout = sync_ok(&config);
+    assert!(
+        stdout.contains("serves 201 crates, 1002 versions; this pass looked at 3 index files, changed 3, downloaded 2 crate files"),
+        "{stdout}"
+    );
+    let asked = upstream.requests();
+    let crates: Vec<&str> = asked
+        .iter()
+        .filter(|r| r.kind == RequestKind::Crate)
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(crates.len(), 2, "{crates:?}");
+    assert_eq!(upstream.count(RequestKind::Index), 0, "{asked:?}");
+    assert!(
+        asked.len() <= 2 + 1 + 4,
+        "two downloads, config.json and a git fetch: {asked:#?}"
+    );
+    assert!(index_lines(&tree, "fm-7")[4].contains("\"yanked\":true"));
+    assert_consistent(&tree);
+
+    // The upstream squashes its history into one new root commit holding the
+    // same tree plus one change: the next pass picks up just that change.
+    upstream.publish(CrateBuilder::new("fm-9", "1.0.5").dep("fm-10", "1").build());
+    upstream.git_squash("squashed");
+    upstream.clear_log();
+    let stdout = sync_ok(&config);
+    assert!(
+        stdout.contains("serves 201 crates, 1003 versions; this pass looked at 1 index files, changed 1, downloaded 1 crate files"),
+        "{stdout}"
+    );
+    assert_eq!(upstream.count(RequestKind::Crate), 1);
+    assert_eq!(index_lines(&tree, "fm-9").len(), 6);
+    assert_consistent(&tree);
+
+    // With the upstream gone, cargo builds from the mirror and sees all
+    // three changes: the new crate, the new version, and the yank.
+    upstream.stop().await;
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let project = CargoProject::new(
+        &format!("sparse+http://{}/m/index/", wharf.addr),
+        &[("fm-0", "1"), ("fm-5", "1"), ("fm-new", "0.1")],
+    );
+    cargo_ok(&project, &["build"]);
+    let lockfile = project.lockfile();
+    assert_eq!(locked(&lockfile, "fm-5"), "1.0.5");
+    assert_eq!(locked(&lockfile, "fm-7"), "1.0.3", "1.0.4 is yanked");
+    assert_eq!(locked(&lockfile, "fm-9"), "1.0.5");
+    assert_eq!(locked(&lockfile, "fm-new"), "0.1.0");
+    wharf.stop().await;
+}

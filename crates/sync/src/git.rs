@@ -1,0 +1,172 @@
+//! Following a git index (the crates.io-index layout) with gitoxide.
+//!
+//! The mirror keeps a bare clone in its work directory. Each pass fetches the
+//! remote's `HEAD` into a private ref with a forced refspec, so a squashed
+//! upstream history (a new root commit) is taken like any other update, and
+//! diffs the tree of the last fully synced pass against the new tree. History
+//! is never walked: only the two trees matter, so a squash costs nothing more
+//! than the files it really changed. The old tree stays in the local object
+//! database because wharf never runs `gc` there.
+//!
+//! Every function here blocks; the sync runs them in `spawn_blocking`.
+
+use std::{path::Path, sync::atomic::AtomicBool};
+
+use gix::{ObjectId, remote::Direction};
+
+/// Any gitoxide failure, with its own message.
+pub type GitError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The remote the clone records.
+const REMOTE: &str = "origin";
+/// The private ref that holds the remote's `HEAD` as of the last fetch.
+const UPSTREAM_REF: &str = "refs/wharf/upstream";
+
+/// One file that differs between two trees.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Changed {
+    /// Its path in the tree (`se/rd/serde`).
+    pub path: String,
+    /// Its blob in the new tree; `None` when it is gone from it.
+    pub blob: Option<ObjectId>,
+}
+
+/// A bare clone of a git index.
+pub struct GitIndex {
+    repo: gix::ThreadSafeRepository,
+}
+
+impl GitIndex {
+    /// Opens the clone in `dir`, or clones `url` there (bare, no checkout).
+    pub fn open_or_clone(url: &str, dir: &Path) -> Result<Self, GitError> {
+        if dir.join("HEAD").is_file() {
+            let repo = gix::open(dir)?;
+            let same_url = repo
+                .find_remote(REMOTE)
+                .ok()
+                .and_then(|r| r.url(Direction::Fetch).map(|u| u.to_bstring()))
+                .is_some_and(|u| u == url);
+            if same_url {
+                return Ok(Self {
+                    repo: repo.into_sync(),
+                });
+            }
+            // The operator changed `index_git`: start a clone of the new one.
+            // Only the objects are lost; the sync's cursor lives elsewhere.
+            drop(repo);
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let interrupt = AtomicBool::new(false);
+        let (repo, _) =
+            gix::prepare_clone_bare(url, dir)?.fetch_only(gix::progress::Discard, &interrupt)?;
+        Ok(Self {
+            repo: repo.into_sync(),
+        })
+    }
+
+    /// Fetches the remote's `HEAD` and returns the id of its tree.
+    pub fn fetch(&self) -> Result<ObjectId, GitError> {
+        let repo = self.repo.to_thread_local();
+        let interrupt = AtomicBool::new(false);
+        let mut remote = repo
+            .find_remote(REMOTE)?
+            .with_fetch_tags(gix::remote::fetch::Tags::None);
+        // `+` forces the update: after a squash the new head does not descend
+        // from the old one, and without it gix silently keeps the old ref.
+        remote.replace_refspecs([format!("+HEAD:{UPSTREAM_REF}").as_str()], Direction::Fetch)?;
+        let outcome = remote
+            .connect(Direction::Fetch)?
+            .prepare_fetch(gix::progress::Discard, Default::default())?
+            .receive(gix::progress::Discard, &interrupt)?;
+        // A refused ref update is not an error to gix; check that the ref
+        // really points where the remote said `HEAD` is.
+        let advertised = outcome
+            .ref_map
+            .mappings
+            .iter()
+            .find(|m| m.local.as_ref().is_some_and(|l| l == UPSTREAM_REF))
+            .and_then(|m| m.remote.as_id())
+            .map(ToOwned::to_owned)
+            .ok_or("the git index advertises no HEAD (is it empty?)")?;
+        let local = repo.find_reference(UPSTREAM_REF)?.peel_to_id()?.detach();
+        if local != advertised {
+            return Err(
+                format!("{UPSTREAM_REF} is {local}, but the remote HEAD is {advertised}").into(),
+            );
+        }
+        Ok(repo.find_commit(advertised)?.tree_id()?.detach())
+    }
+
+    /// Whether `tree` is in the local object database.
+    pub fn has_tree(&self, tree: ObjectId) -> bool {
+        self.repo.to_thread_local().find_tree(tree).is_ok()
+    }
+
+    /// The files that differ between `old` (the empty tree when `None`) and `new`.
+    pub fn changes(&self, old: Option<ObjectId>, new: ObjectId) -> Result<Vec<Changed>, GitError> {
+        use gix::diff::tree::recorder::Change;
+        let repo = self.repo.to_thread_local();
+        let old = match old {
+            Some(id) => repo.find_tree(id)?,
+            None => repo.empty_tree(),
+        };
+        let new = repo.find_tree(new)?;
+        let mut recorder = gix::diff::tree::Recorder::default();
+        gix::diff::tree(
+            gix::objs::TreeRefIter::from_bytes(&old.data, old.id.kind()),
+            gix::objs::TreeRefIter::from_bytes(&new.data, new.id.kind()),
+            gix::diff::tree::State::default(),
+            &repo.objects,
+            &mut recorder,
+        )?;
+        let mut changed = Vec::new();
+        for record in recorder.records {
+            let (mode, path, blob) = match record {
+                Change::Addition {
+                    entry_mode,
+                    path,
+                    oid,
+                    ..
+                } => (entry_mode, path, Some(oid)),
+                Change::Modification {
+                    entry_mode,
+                    path,
+                    oid,
+                    ..
+                } => (entry_mode, path, Some(oid)),
+                Change::Deletion {
+                    entry_mode, path, ..
+                } => (entry_mode, path, None),
+            };
+            // Directories are reported too; only files are index files.
+            if mode.is_tree() {
+                continue;
+            }
+            // A path that is not UTF-8 is not an index file.
+            if let Ok(path) = String::from_utf8(path.into()) {
+                changed.push(Changed { path, blob });
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The blob `id`.
+    pub fn read_blob(&self, id: ObjectId) -> Result<Option<Vec<u8>>, GitError> {
+        let repo = self.repo.to_thread_local();
+        Ok(Some(repo.find_blob(id)?.detach().data))
+    }
+
+    /// The file at `path` in `tree`, or `None` when there is none.
+    pub fn read(&self, tree: ObjectId, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let repo = self.repo.to_thread_local();
+        let tree = repo.find_tree(tree)?;
+        let Some(entry) = tree.lookup_entry_by_path(path)? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() {
+            return Ok(None);
+        }
+        Ok(Some(repo.find_blob(entry.object_id())?.detach().data))
+    }
+}
