@@ -137,6 +137,11 @@ struct State {
     /// Crates and versions the tree serves.
     crates: usize,
     versions: usize,
+    /// Crates of a listing mirror whose sync failed: looked at again next
+    /// pass, whatever the git index says. This journal lets the git cursor
+    /// move past a crate file that upstream lost, without losing the crate.
+    #[serde(default)]
+    retry: BTreeSet<String>,
     /// False while a pass runs: a pass that finds it false knows the last
     /// one was killed, and counts everything again.
     complete: bool,
@@ -299,19 +304,24 @@ impl Mirror {
             .git_tree
             .as_deref()
             .and_then(|t| ObjectId::from_hex(t.as_bytes()).ok());
+        let listing = self.selection.roots.is_empty();
         let totals = match &git {
-            Some((_, tree)) if !fresh_start && synced_tree == Some(*tree) => {
+            Some((_, tree))
+                if !fresh_start && synced_tree == Some(*tree) && state.retry.is_empty() =>
+            {
                 // The index has not moved since the last complete pass.
                 info!(registry = %self.name, tree = %tree, "git index unchanged");
                 was
             }
-            Some((index, tree)) if self.selection.roots.is_empty() => {
+            Some((index, tree)) if listing => {
                 let old = synced_tree
                     .filter(|_| !fresh_start)
                     .filter(|t| index.has_tree(*t));
-                let delta = self
-                    .sync_listed(index, old, *tree, progress, &mut summary)
+                let retry = std::mem::take(&mut state.retry);
+                let (delta, failed) = self
+                    .sync_listed(index, old, *tree, retry, progress, &mut summary)
                     .await?;
+                state.retry = failed;
                 match old {
                     None => delta.totals(),
                     Some(_) => delta.apply(was),
@@ -332,7 +342,10 @@ impl Mirror {
         };
         (state.crates, state.versions) = totals;
         (summary.total_crates, summary.total_versions) = (state.crates, state.versions);
-        if summary.failures.is_empty() {
+        // A listing pass journals its failures in `retry`, so its cursor
+        // moves; a pass over roots looks at every crate anyway, and moves
+        // its cursor only when nothing failed.
+        if summary.failures.is_empty() || (listing && git.is_some()) {
             state.selection = selection;
             state.git_tree = git.as_ref().map(|(_, tree)| tree.to_string());
         }
@@ -386,15 +399,17 @@ impl Mirror {
     }
 
     /// Syncs the index files that differ between the tree `old` (the empty
-    /// tree when `None`: every file) and `new`.
+    /// tree when `None`: every file) and `new`, and the crates in `retry`.
+    /// Returns the change in totals and the crates that failed.
     async fn sync_listed(
         &self,
         index: &Arc<GitIndex>,
         old: Option<ObjectId>,
         new: ObjectId,
+        mut retry: BTreeSet<String>,
         progress: &dyn Progress,
         summary: &mut Summary,
-    ) -> Result<Delta, SyncError> {
+    ) -> Result<(Delta, BTreeSet<String>), SyncError> {
         let changes = {
             let index = Arc::clone(index);
             blocking(move || index.changes(old, new))
@@ -413,6 +428,7 @@ impl Mirror {
                 continue;
             };
             let name = path.name().as_str().to_owned();
+            retry.remove(&name);
             if !self.selection.keeps_listed(&name) {
                 continue;
             }
@@ -425,20 +441,44 @@ impl Mirror {
                 }
             }
         }
+        // Crates that failed last pass and did not change since: from the
+        // new tree, or removed if upstream deleted them meanwhile.
+        for name in retry {
+            let Ok(krate) = CrateName::new(&name) else {
+                continue;
+            };
+            let path = IndexPath::for_name(&krate);
+            let exists = {
+                let (index, path) = (Arc::clone(index), path.as_str().to_owned());
+                blocking(move || index.read(new, &path)).await
+            };
+            match exists {
+                Ok(None) => {
+                    let before = self.remove_crate(&path).await?;
+                    delta.add(before, 0);
+                }
+                _ if self.selection.keeps_listed(&name) => work.push((name, Source::Tree(new))),
+                _ => {}
+            }
+        }
         progress.add_total(work.len());
+        let mut failed = BTreeSet::new();
         let mut outcomes = stream::iter(work)
             .map(|(name, source)| async move {
                 let outcome = self.sync_crate(&name, source, false, false).await;
                 progress.crate_done(&name);
-                outcome
+                (name, outcome)
             })
             .buffer_unordered(self.concurrency);
-        while let Some(outcome) = outcomes.next().await {
+        while let Some((name, outcome)) = outcomes.next().await {
             let outcome = outcome?;
+            if !outcome.failures.is_empty() {
+                failed.insert(name);
+            }
             delta.add(outcome.before, outcome.after);
             summary.add(outcome);
         }
-        Ok(delta)
+        Ok((delta, failed))
     }
 
     /// Syncs every crate reachable from the selection's roots, breadth first:

@@ -7,11 +7,11 @@ use wharf_config::Config;
 use wharf_test_support::{
     cargo::CargoProject,
     fixture::{CrateBuilder, FixtureCrate, sparse_path},
-    upstream::{FakeUpstream, RequestKind},
+    upstream::{FakeUpstream, Fault, RequestKind, Target},
 };
 
-use crate::common::{Wharf, cargo_ok};
-use crate::mirror::{assert_consistent, mirror_config, sync_ok};
+use crate::common::{Wharf, cargo_ok, files_under};
+use crate::mirror::{assert_consistent, mirror_config, sync, sync_ok, text};
 
 /// `fm-0` … `fm-199`, five versions each. Within each run of 20 crates, a
 /// crate depends on the next, so a project needing `fm-0` builds 20 crates.
@@ -152,4 +152,71 @@ async fn a_full_mirror_follows_the_git_index() {
     assert_eq!(locked(&lockfile, "fm-9"), "1.0.5");
     assert_eq!(locked(&lockfile, "fm-new"), "0.1.0");
     wharf.stop().await;
+}
+
+/// A crate file upstream has lost (404) is asked for once per pass, never in
+/// a loop; it is journaled for the next pass while the git cursor moves on,
+/// so the other crates' later changes are not held back by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_crate_file_is_retried_once_per_pass_and_does_not_hold_the_cursor() {
+    let crates: Vec<FixtureCrate> = (0..5)
+        .map(|i| CrateBuilder::new(&format!("lost-{i}"), "1.0.0").build())
+        .collect();
+    let lost_path = crates[2].dl_path().split('?').next().unwrap().to_owned();
+    let upstream = FakeUpstream::start(crates).await;
+    upstream.set_fault(Target::Path(lost_path.clone()), Fault::Status(404));
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!("index_git = \"{}\"", upstream.git_url()),
+    );
+    let tree = dir.path().join("data/m");
+    let asked_for_lost = |upstream: &FakeUpstream| {
+        upstream
+            .requests()
+            .iter()
+            .filter(|r| r.path == lost_path)
+            .count()
+    };
+
+    let out = sync(&config);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("serves 4 crates, 4 versions"), "{stdout}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.contains("failed:")).collect();
+    assert!(
+        failed.len() == 1 && failed[0].contains("lost-2 1.0.0") && failed[0].contains("404"),
+        "{stdout}"
+    );
+    assert_eq!(asked_for_lost(&upstream), 1);
+    assert!(!tree.join("crates/lost-2").exists());
+    assert!(
+        files_under(&dir.path().join("data/.tmp")).is_empty(),
+        "no stray partial file"
+    );
+    assert_consistent(&tree);
+
+    // Another crate changes: the next pass takes that change and retries
+    // the lost file once.
+    upstream.publish(CrateBuilder::new("lost-4", "1.1.0").build());
+    upstream.git_commit("lost-4 1.1.0");
+    upstream.clear_log();
+    let out = sync(&config);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("serves 4 crates, 5 versions; this pass looked at 2 index files"),
+        "{stdout}"
+    );
+    assert_eq!(asked_for_lost(&upstream), 1);
+    assert_eq!(upstream.count(RequestKind::Crate), 2);
+
+    // Upstream finds the file again: the next pass completes.
+    upstream.clear_faults();
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("serves 5 crates, 6 versions"), "{stdout}");
+    assert_consistent(&tree);
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("looked at 0 index files"), "{stdout}");
 }
