@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+mod body;
+mod error;
+mod index_line;
+mod metadata;
+mod request;
+pub mod rules;
+mod tarball;
+
+pub use error::{BodyPart, FeatureProblem, NameProblem, PublishError};
+pub use index_line::index_line;
+pub use metadata::{DependencyKind, NewCrate, NewCrateDependency};
+pub use request::{Limits, PublishRequest, parse_publish_body, parse_publish_body_with};
