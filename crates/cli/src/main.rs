@@ -53,14 +53,21 @@ enum Command {
 
     /// Bring mirror registries up to date with their upstream, once.
     ///
-    /// For each `kind = "mirror"` registry (or only --registry NAME): fetch
-    /// the index files of the selected crates (conditionally), download and
-    /// verify every selected crate file not yet held, then publish the index
-    /// files, which name only crate files that are present. Ends with a
-    /// summary; exits non-zero when anything failed (all else is published,
-    /// and failures are retried on the next pass). Safe to interrupt at any
-    /// moment. Upstream limits (concurrency, requests/s, bytes/s) come from
-    /// the registry's configuration.
+    /// For each `kind = "mirror"` registry (or only --registry NAME): find
+    /// the index files that may have changed (with `index_git`: a git fetch
+    /// and a diff against the last pass; otherwise every selected crate,
+    /// asked for conditionally), download and verify every selected crate
+    /// file not yet held, then publish the index files, which name only
+    /// crate files that are present. Ends with a summary; exits non-zero
+    /// when anything failed (all else is published, and failures are retried
+    /// on the next pass). Safe to interrupt at any moment. Upstream limits
+    /// (concurrency, requests/s, bytes/s) come from the registry's
+    /// configuration.
+    ///
+    /// Examples:
+    ///   wharf sync --config wharf.toml                  # a full pass of every mirror
+    ///   wharf sync --config wharf.toml --registry m --feed
+    ///   wharf sync --config wharf.toml --reconcile      # revalidate everything
     Sync(SyncArgs),
 }
 
@@ -74,6 +81,17 @@ pub struct SyncArgs {
     /// Where the mirror trees live (overrides data_dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// Only poll the mirror's feed_url and revalidate the crates it names
+    /// since the last poll: a cheap pass to run often between full ones.
+    #[arg(long, conflicts_with = "reconcile")]
+    feed: bool,
+
+    /// Revalidate every index file the mirror holds with conditional
+    /// requests to the sparse upstreams, at the configured request rate, so
+    /// that nothing a git or feed pass missed stays missed.
+    #[arg(long)]
+    reconcile: bool,
 }
 
 /// Flags of `wharf serve`.

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 use wharf_config::Registry;
 use wharf_storage::{BlobStore, FsStore};
-use wharf_sync::{Mirror, Progress};
+use wharf_sync::{Mirror, PassKind, Progress};
 
 use crate::SyncArgs;
 
@@ -61,10 +61,22 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
             &wharf_sync::work_dir(&config.data_dir, name),
         )?;
         let progress = progress_for(name);
-        let summary = mirror.sync_once(progress.as_ref()).await?;
+        let kind = if args.feed {
+            PassKind::Feed
+        } else if args.reconcile {
+            PassKind::Reconcile
+        } else {
+            PassKind::Full
+        };
+        let summary = mirror.sync(kind, progress.as_ref()).await?;
         drop(progress);
         println!(
-            "mirror `{name}`: serves {} crates, {} versions; this pass looked at {} index files, changed {}, downloaded {} crate files ({}) with {} upstream requests{} in {:.1}s; {} failures",
+            "mirror `{name}`{}: serves {} crates, {} versions; this pass looked at {} index files, changed {}, downloaded {} crate files ({}) with {} upstream requests{} in {:.1}s; {} failures",
+            match kind {
+                PassKind::Full => "",
+                PassKind::Feed => " (feed poll)",
+                PassKind::Reconcile => " (reconciliation)",
+            },
             summary.total_crates,
             summary.total_versions,
             summary.crates,

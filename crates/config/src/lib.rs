@@ -67,6 +67,8 @@ pub struct Config {
 /// One registry: what it is and where its content comes from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+// Parsed once at start; the size of a variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Registry {
     /// A pull-through cache of one or more upstream sparse indexes.
     Cache(CacheRegistry),
@@ -116,6 +118,18 @@ pub struct MirrorRegistry {
     /// How often `wharf serve` runs a sync pass; never when absent.
     #[serde(default, with = "humantime_serde")]
     pub sync_interval: Option<Duration>,
+    /// An RSS feed of recent updates (`https://static.crates.io/rss/updates.xml`),
+    /// polled between passes: the crates it names are revalidated with
+    /// conditional requests.
+    #[serde(default)]
+    pub feed_url: Option<String>,
+    /// How often `wharf serve` polls `feed_url`; never when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub feed_interval: Option<Duration>,
+    /// How often `wharf serve` revalidates every index file with conditional
+    /// requests (at the request rate), so that nothing missed stays missed.
+    #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
+    pub reconcile_interval: Option<Duration>,
     /// The URL the tree is served at, for `dl` in config.json
     /// (`https://mirror.example.org/crates-io`). Defaults to `{public_url}/{name}`.
     #[serde(default)]
@@ -133,6 +147,10 @@ pub struct MirrorRegistry {
     /// At most this many bytes per second from upstream; unlimited when absent.
     #[serde(default)]
     pub max_bytes_per_sec: Option<u64>,
+}
+
+fn default_reconcile_interval() -> Option<Duration> {
+    Some(Duration::from_secs(7 * 24 * 3600))
 }
 
 fn default_max_concurrency() -> usize {
@@ -295,6 +313,11 @@ impl Config {
                     if !has_roots && mirror.index_git.is_none() {
                         return Err(ConfigError::Invalid(format!(
                             "mirror `{name}` needs crates to start from: names in `include`, a `list_file` or `lockfiles`, or `index_git` to mirror the whole index"
+                        )));
+                    }
+                    if mirror.feed_interval.is_some() && mirror.feed_url.is_none() {
+                        return Err(ConfigError::Invalid(format!(
+                            "mirror `{name}`: feed_interval needs feed_url (https://static.crates.io/rss/updates.xml for crates.io)"
                         )));
                     }
                     if let Some(url) = &mirror.index_git

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 use wharf_index::{CrateName, IndexPath, Version};
 use wharf_storage::{BlobKey, BlobStore};
-use wharf_sync::{Mirror, SilentProgress};
+use wharf_sync::{Mirror, PassKind, SilentProgress};
 
 use crate::{
     cache::{IndexEntry, Lookup},
@@ -118,20 +118,52 @@ impl MirrorRegistry {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// Runs a sync pass every `interval`, the first one at once.
-    pub fn schedule(self: &Arc<Self>, interval: Duration) {
+    /// Runs sync passes on their schedules: a full pass every `full`, the
+    /// first one at once; a feed poll every `feed`; a reconciliation every
+    /// `reconcile`. When two fall due together the broader one runs.
+    pub fn schedule(
+        self: &Arc<Self>,
+        full: Duration,
+        feed: Option<Duration>,
+        reconcile: Option<Duration>,
+    ) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut next_full = start;
+            let mut next_feed = feed.filter(|_| this.mirror.has_feed()).map(|f| start + f);
+            let mut next_reconcile = reconcile.map(|r| start + r);
             loop {
-                match this.mirror.sync_once(&SilentProgress).await {
+                let now = tokio::time::Instant::now();
+                let kind = if next_reconcile.is_some_and(|t| t <= now) {
+                    next_reconcile = reconcile.map(|r| now + r);
+                    next_full = now + full;
+                    PassKind::Reconcile
+                } else if next_full <= now {
+                    next_full = now + full;
+                    PassKind::Full
+                } else if next_feed.is_some_and(|t| t <= now) {
+                    next_feed = feed.map(|f| now + f);
+                    PassKind::Feed
+                } else {
+                    let due = [Some(next_full), next_feed, next_reconcile]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or(next_full);
+                    tokio::time::sleep_until(due).await;
+                    continue;
+                };
+                match this.mirror.sync(kind, &SilentProgress).await {
                     Ok(summary) if summary.failures.is_empty() => {}
                     Ok(summary) => {
-                        warn!(registry = %this.name, failures = summary.failures.len(), first = %summary.failures[0], "sync pass finished with failures; they are retried next pass")
+                        warn!(registry = %this.name, kind = ?kind, failures = summary.failures.len(), first = %summary.failures[0], "sync pass finished with failures; they are retried next pass")
                     }
-                    Err(e) => warn!(registry = %this.name, error = %e, "sync pass failed"),
+                    Err(e) => {
+                        warn!(registry = %this.name, kind = ?kind, error = %e, "sync pass failed")
+                    }
                 }
-                info!(registry = %this.name, next_in_secs = interval.as_secs(), "next sync pass scheduled");
-                tokio::time::sleep(interval).await;
+                info!(registry = %this.name, next_full_in_secs = next_full.saturating_duration_since(tokio::time::Instant::now()).as_secs(), "sync pass done");
             }
         });
     }

@@ -161,7 +161,11 @@ impl AppState {
                         (config.memory_index_mb << 20) / share,
                     ));
                     if let Some(interval) = mirror_config.sync_interval {
-                        registry.schedule(interval);
+                        registry.schedule(
+                            interval,
+                            mirror_config.feed_interval,
+                            mirror_config.reconcile_interval,
+                        );
                     }
                     registries.insert(name.clone(), Registry::Mirror(registry));
                 }

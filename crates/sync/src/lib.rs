@@ -1,9 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+mod feed;
 mod git;
 mod glob;
 mod selection;
 mod sync;
 
 pub use selection::Selection;
-pub use sync::{Mirror, Progress, SilentProgress, Summary, SyncError, work_dir};
+pub use sync::{Mirror, PassKind, Progress, SilentProgress, Summary, SyncError, work_dir};

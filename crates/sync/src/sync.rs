@@ -34,6 +34,7 @@ use wharf_storage::{BlobKey, BlobStore, StoreError};
 use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators};
 
 use crate::{
+    feed,
     git::{GitError, GitIndex},
     selection::Selection,
 };
@@ -56,6 +57,12 @@ pub enum SyncError {
     /// The upstream set could not be built.
     #[error("{0}")]
     Setup(String),
+    /// Another pass of the same mirror is running.
+    #[error("another sync pass of mirror `{0}` is running (its lock is {1}); wait for it to end")]
+    Busy(String, PathBuf),
+    /// The pass asked for needs something the mirror lacks.
+    #[error("{0}")]
+    Unsupported(String),
     /// The git index could not be cloned, fetched or read.
     #[error("git index {url}: {message}")]
     Git {
@@ -66,9 +73,27 @@ pub enum SyncError {
     },
 }
 
+/// Which kind of pass to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassKind {
+    /// Everything that may have changed: what the git index changed since
+    /// the last pass, or every crate reachable from the roots.
+    #[default]
+    Full,
+    /// Only the crates an RSS feed names since the last poll, revalidated
+    /// with conditional requests (and the crates that failed last time).
+    Feed,
+    /// Every index file the mirror holds, revalidated against the sparse
+    /// upstreams with conditional requests at the request rate.
+    Reconcile,
+}
+
 /// What a pass did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// The kind of pass.
+    pub kind: PassKind,
     /// Index files looked at in this pass.
     pub crates: usize,
     /// Index files whose published content changed (or that were removed).
@@ -142,6 +167,11 @@ struct State {
     /// move past a crate file that upstream lost, without losing the crate.
     #[serde(default)]
     retry: BTreeSet<String>,
+    /// The items of the feed at its last poll, and its validators.
+    #[serde(default)]
+    feed_seen: BTreeSet<String>,
+    #[serde(default)]
+    feed_validators: Option<Validators>,
     /// False while a pass runs: a pass that finds it false knows the last
     /// one was killed, and counts everything again.
     complete: bool,
@@ -173,8 +203,12 @@ pub struct Mirror {
     selection: Selection,
     upstream_urls: Vec<String>,
     git: Option<GitRemote>,
+    feed_url: Option<String>,
+    work_dir: PathBuf,
     config_json: Bytes,
     concurrency: usize,
+    /// One pass at a time in this process (the lock file covers others).
+    running: tokio::sync::Mutex<()>,
 }
 
 /// A git index and where its clone lives.
@@ -255,9 +289,17 @@ impl Mirror {
                 dir: work_dir.join("git"),
                 clone: tokio::sync::Mutex::new(None),
             }),
+            feed_url: config.feed_url.clone(),
+            work_dir: work_dir.to_owned(),
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
+            running: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether the mirror has a feed to poll.
+    pub fn has_feed(&self) -> bool {
+        self.feed_url.is_some()
     }
 
     /// The registry's name.
@@ -270,12 +312,27 @@ impl Mirror {
         &self.config_json
     }
 
-    /// Runs one pass: every crate that needs it, its crate files before its
-    /// index file; then `config.json` and `status.json`.
+    /// Runs one full pass; see [`Mirror::sync`].
     pub async fn sync_once(&self, progress: &dyn Progress) -> Result<Summary, SyncError> {
+        self.sync(PassKind::Full, progress).await
+    }
+
+    /// Runs one pass of `kind`: every crate that needs it, its crate files
+    /// before its index file; then `config.json` and `status.json`. One pass
+    /// of a mirror runs at a time, across processes too.
+    pub async fn sync(
+        &self,
+        kind: PassKind,
+        progress: &dyn Progress,
+    ) -> Result<Summary, SyncError> {
+        let _running = self.running.lock().await;
+        let _lock = self.lock_file()?;
         let started = Instant::now();
         let requests_before = self.upstreams.requests_made();
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            kind,
+            ..Summary::default()
+        };
         self.put_if_changed(&self.key("index/config.json"), self.config_json.clone())
             .await?;
 
@@ -292,8 +349,20 @@ impl Mirror {
         // pass was killed (its counts are unknown).
         let fresh_start = state.selection != selection || !state.complete;
         let was = (state.crates, state.versions);
+        let was_complete = state.complete;
         state.complete = false;
         self.put_state(&state_key, &state).await?;
+
+        if kind == PassKind::Feed {
+            let delta = self.sync_feed(&mut state, progress, &mut summary).await?;
+            // A poll sees a few crates: the totals follow its changes, and a
+            // recount still owed (after a killed pass) stays owed.
+            (state.crates, state.versions) = delta.apply(was);
+            state.complete = was_complete;
+            return self
+                .finish(state_key, state, summary, started, requests_before)
+                .await;
+        }
 
         let git = match &self.git {
             Some(remote) => Some(self.fetch_git(remote).await?),
@@ -306,8 +375,34 @@ impl Mirror {
             .and_then(|t| ObjectId::from_hex(t.as_bytes()).ok());
         let listing = self.selection.roots.is_empty();
         let totals = match &git {
+            Some((index, _)) if kind == PassKind::Reconcile && listing => {
+                // Every file of the last synced tree, asked of the sparse
+                // upstreams; a mirror never synced has no tree to ask about.
+                let Some(tree) = synced_tree.filter(|t| index.has_tree(*t)) else {
+                    return Err(SyncError::Unsupported(format!(
+                        "mirror `{}` has no synced git tree to reconcile yet; run a full pass first",
+                        self.name
+                    )));
+                };
+                let (delta, failed) = self
+                    .sync_listed(
+                        index,
+                        None,
+                        tree,
+                        BTreeSet::new(),
+                        true,
+                        progress,
+                        &mut summary,
+                    )
+                    .await?;
+                state.retry.extend(failed);
+                delta.totals()
+            }
             Some((_, tree))
-                if !fresh_start && synced_tree == Some(*tree) && state.retry.is_empty() =>
+                if kind == PassKind::Full
+                    && !fresh_start
+                    && synced_tree == Some(*tree)
+                    && state.retry.is_empty() =>
             {
                 // The index has not moved since the last complete pass.
                 info!(registry = %self.name, tree = %tree, "git index unchanged");
@@ -319,7 +414,7 @@ impl Mirror {
                     .filter(|t| index.has_tree(*t));
                 let retry = std::mem::take(&mut state.retry);
                 let (delta, failed) = self
-                    .sync_listed(index, old, *tree, retry, progress, &mut summary)
+                    .sync_listed(index, old, *tree, retry, false, progress, &mut summary)
                     .await?;
                 state.retry = failed;
                 match old {
@@ -328,8 +423,14 @@ impl Mirror {
                 }
             }
             Some((_, tree)) => {
+                // Roots read from the git index, or (reconciling) asked of
+                // the sparse upstreams.
+                let source = match kind {
+                    PassKind::Reconcile => Source::Sparse,
+                    _ => Source::Tree(*tree),
+                };
                 let delta = self
-                    .sync_roots(Source::Tree(*tree), fresh_start, progress, &mut summary)
+                    .sync_roots(source, fresh_start, progress, &mut summary)
                     .await?;
                 delta.totals()
             }
@@ -341,22 +442,38 @@ impl Mirror {
             }
         };
         (state.crates, state.versions) = totals;
-        (summary.total_crates, summary.total_versions) = (state.crates, state.versions);
         // A listing pass journals its failures in `retry`, so its cursor
         // moves; a pass over roots looks at every crate anyway, and moves
         // its cursor only when nothing failed.
-        if summary.failures.is_empty() || (listing && git.is_some()) {
+        // A reconciliation does not move the git cursor: it saw the sparse
+        // upstreams, not the git index.
+        if kind == PassKind::Full && (summary.failures.is_empty() || (listing && git.is_some())) {
             state.selection = selection;
             state.git_tree = git.as_ref().map(|(_, tree)| tree.to_string());
         }
-        state.complete = true;
-        self.put_state(&state_key, &state).await?;
+        state.complete = kind == PassKind::Full || was_complete;
+        self.finish(state_key, state, summary, started, requests_before)
+            .await
+    }
 
+    /// Writes the state and `status.json` at the end of a pass.
+    async fn finish(
+        &self,
+        state_key: BlobKey,
+        state: State,
+        mut summary: Summary,
+        started: Instant,
+        requests_before: u64,
+    ) -> Result<Summary, SyncError> {
+        self.put_state(&state_key, &state).await?;
+        summary.total_crates = state.crates;
+        summary.total_versions = state.versions;
         summary.requests = self.upstreams.requests_made() - requests_before;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         self.write_status(&summary, state.git_tree.clone()).await?;
         info!(
             registry = %self.name,
+            kind = ?summary.kind,
             crates = summary.crates,
             changed = summary.changed,
             total_crates = summary.total_crates,
@@ -399,14 +516,18 @@ impl Mirror {
     }
 
     /// Syncs the index files that differ between the tree `old` (the empty
-    /// tree when `None`: every file) and `new`, and the crates in `retry`.
-    /// Returns the change in totals and the crates that failed.
+    /// tree when `None`: every file) and `new`, and the crates in `retry`;
+    /// their content is read from the git index, or with `ask_sparse` asked
+    /// of the sparse upstreams. Returns the change in totals and the crates
+    /// that failed.
+    #[allow(clippy::too_many_arguments)]
     async fn sync_listed(
         &self,
         index: &Arc<GitIndex>,
         old: Option<ObjectId>,
         new: ObjectId,
         mut retry: BTreeSet<String>,
+        ask_sparse: bool,
         progress: &dyn Progress,
         summary: &mut Summary,
     ) -> Result<(Delta, BTreeSet<String>), SyncError> {
@@ -433,6 +554,7 @@ impl Mirror {
                 continue;
             }
             match change.blob {
+                Some(_) if ask_sparse => work.push((name, Source::Sparse)),
                 Some(blob) => work.push((name, Source::Blob(blob))),
                 None => {
                     let before = self.remove_crate(&path).await?;
@@ -461,6 +583,20 @@ impl Mirror {
                 _ => {}
             }
         }
+        let (each, failed) = self.sync_each(work, progress, summary).await?;
+        delta.merge(&each);
+        Ok((delta, failed))
+    }
+
+    /// Syncs each crate of `work` (no dependencies followed). Returns the
+    /// change in totals and the crates that failed.
+    async fn sync_each(
+        &self,
+        work: Vec<(String, Source)>,
+        progress: &dyn Progress,
+        summary: &mut Summary,
+    ) -> Result<(Delta, BTreeSet<String>), SyncError> {
+        let mut delta = Delta::default();
         progress.add_total(work.len());
         let mut failed = BTreeSet::new();
         let mut outcomes = stream::iter(work)
@@ -479,6 +615,162 @@ impl Mirror {
             summary.add(outcome);
         }
         Ok((delta, failed))
+    }
+
+    /// Polls the feed and syncs the crates it names that are new since the
+    /// last poll, plus the crates that failed last time, over the sparse
+    /// upstreams. A mirror of roots takes only crates it already holds, and
+    /// the new dependencies those bring.
+    async fn sync_feed(
+        &self,
+        state: &mut State,
+        progress: &dyn Progress,
+        summary: &mut Summary,
+    ) -> Result<Delta, SyncError> {
+        let Some(url) = &self.feed_url else {
+            return Err(SyncError::Unsupported(format!(
+                "mirror `{}` has no feed_url to poll",
+                self.name
+            )));
+        };
+        let (body, validators) = match self
+            .upstreams
+            .fetch_document(url, state.feed_validators.as_ref())
+            .await
+        {
+            Ok(IndexFetch::Modified { body, validators }) => (body, validators),
+            Ok(IndexFetch::NotModified { validators }) => {
+                info!(registry = %self.name, feed.url = %url, "feed unchanged");
+                (Bytes::new(), validators)
+            }
+            Ok(IndexFetch::NotFound) => {
+                summary.failures.push(format!("feed {url}: not found"));
+                return Ok(Delta::default());
+            }
+            Err(e) => {
+                summary.failures.push(format!("feed {url}: {e}"));
+                return Ok(Delta::default());
+            }
+        };
+        let items = feed::parse(&String::from_utf8_lossy(&body));
+        let fresh: Vec<&feed::FeedItem> = items
+            .iter()
+            .filter(|item| !state.feed_seen.contains(&item.id))
+            .collect();
+        if !body.is_empty()
+            && !state.feed_seen.is_empty()
+            && !items.is_empty()
+            && fresh.len() == items.len()
+        {
+            warn!(registry = %self.name, feed.url = %url, items = items.len(), "every item of the feed is new: updates between two polls may have been missed; the next full pass or reconciliation catches them (poll more often to avoid this)");
+        }
+        let mut names: BTreeSet<String> = std::mem::take(&mut state.retry);
+        let roots = !self.selection.roots.is_empty();
+        for item in fresh {
+            let name = item.name.to_ascii_lowercase();
+            let wanted = if roots {
+                self.selection.roots.contains(&name) || self.holds(&name).await?
+            } else {
+                self.selection.keeps_listed(&name)
+            };
+            if wanted {
+                names.insert(name);
+            }
+        }
+        info!(registry = %self.name, feed.url = %url, items = items.len(), crates = names.len(), "feed polled");
+        let work: Vec<(String, Source)> = names.into_iter().map(|n| (n, Source::Sparse)).collect();
+        let (delta, failed) = if roots {
+            self.sync_new_closure(work, progress, summary).await?
+        } else {
+            self.sync_each(work, progress, summary).await?
+        };
+        state.retry = failed;
+        if !body.is_empty() {
+            state.feed_seen = items.into_iter().map(|item| item.id).collect();
+        }
+        state.feed_validators = Some(validators);
+        Ok(delta)
+    }
+
+    /// Whether the mirror holds (has published) the crate `name`.
+    async fn holds(&self, name: &str) -> Result<bool, SyncError> {
+        let Ok(krate) = CrateName::new(name) else {
+            return Ok(false);
+        };
+        let path = IndexPath::for_name(&krate);
+        Ok(self
+            .store
+            .exists(&self.key(&format!(".sync/upstream/{path}")))
+            .await?)
+    }
+
+    /// Syncs `work` and, breadth first, the dependencies it brings that the
+    /// mirror does not hold yet. Returns the change in totals and the crates
+    /// that failed.
+    async fn sync_new_closure(
+        &self,
+        work: Vec<(String, Source)>,
+        progress: &dyn Progress,
+        summary: &mut Summary,
+    ) -> Result<(Delta, BTreeSet<String>), SyncError> {
+        let mut delta = Delta::default();
+        let mut failed = BTreeSet::new();
+        let mut seen: BTreeSet<String> = work.iter().map(|(n, _)| n.clone()).collect();
+        let mut frontier = work;
+        while !frontier.is_empty() {
+            progress.add_total(frontier.len());
+            let mut outcomes = stream::iter(frontier)
+                .map(|(name, source)| async move {
+                    let outcome = self.sync_crate(&name, source, false, true).await;
+                    progress.crate_done(&name);
+                    (name, outcome)
+                })
+                .buffer_unordered(self.concurrency);
+            let mut next = Vec::new();
+            while let Some((name, outcome)) = outcomes.next().await {
+                let mut outcome = outcome?;
+                for dep in std::mem::take(&mut outcome.deps) {
+                    let dep = dep.to_ascii_lowercase();
+                    if self.selection.follows(&dep)
+                        && seen.insert(dep.clone())
+                        && !self.holds(&dep).await?
+                    {
+                        next.push((dep, Source::Sparse));
+                    }
+                }
+                if !outcome.failures.is_empty() {
+                    failed.insert(name);
+                }
+                delta.add(outcome.before, outcome.after);
+                summary.add(outcome);
+            }
+            frontier = next;
+        }
+        Ok((delta, failed))
+    }
+
+    /// Takes the mirror's lock file, so two processes never sync one tree
+    /// at once. The lock goes with the returned file.
+    fn lock_file(&self) -> Result<std::fs::File, SyncError> {
+        let path = self.work_dir.join("lock");
+        let open = || {
+            std::fs::create_dir_all(&self.work_dir)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        let file =
+            open().map_err(|e| SyncError::Setup(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(SyncError::Busy(self.name.clone(), path)),
+            Err(std::fs::TryLockError::Error(e)) => Err(SyncError::Setup(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
     }
 
     /// Syncs every crate reachable from the selection's roots, breadth first:
@@ -902,6 +1194,13 @@ impl Delta {
         self.crates_after += usize::from(after > 0);
         self.versions_before += before;
         self.versions_after += after;
+    }
+
+    fn merge(&mut self, other: &Delta) {
+        self.crates_before += other.crates_before;
+        self.crates_after += other.crates_after;
+        self.versions_before += other.versions_before;
+        self.versions_after += other.versions_after;
     }
 
     /// The totals, when the pass saw every file the tree serves.

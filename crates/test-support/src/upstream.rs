@@ -55,6 +55,8 @@ pub enum RequestKind {
     Crate,
     /// Any path under `/git/` (the git index, over smart HTTP).
     Git,
+    /// The RSS feed of recent updates, `/rss/updates.xml`.
+    Feed,
     /// Everything else.
     Other,
 }
@@ -70,6 +72,8 @@ impl RequestKind {
             Self::Crate
         } else if path.starts_with("/git/") {
             Self::Git
+        } else if path.starts_with("/rss/") {
+            Self::Feed
         } else {
             Self::Other
         }
@@ -286,6 +290,11 @@ impl FakeUpstream {
         state.log.iter().filter(|(_, e)| e.kind == kind).count()
     }
 
+    /// The RSS feed of the newest publishes, `http://127.0.0.1:PORT/rss/updates.xml`.
+    pub fn feed_url(&self) -> String {
+        format!("http://{}/rss/updates.xml", self.inner.addr)
+    }
+
     /// The git index's URL, `http://127.0.0.1:PORT/git/index`, served once
     /// [`FakeUpstream::git_commit`] has been called.
     pub fn git_url(&self) -> String {
@@ -468,6 +477,8 @@ struct UpstreamState {
     faults: Vec<(Target, Fault)>,
     /// The git index, once a test has committed to it.
     git: Option<Arc<git::GitIndex>>,
+    /// Every publish, oldest first: the RSS feed shows the newest.
+    updates: Vec<(String, String)>,
 }
 
 impl UpstreamState {
@@ -485,6 +496,7 @@ impl UpstreamState {
             krate.name,
             krate.vers
         );
+        self.updates.push((krate.name.clone(), krate.vers.clone()));
         file.versions.push(krate);
         file.touch();
     }
@@ -555,6 +567,7 @@ fn router(app: AppState) -> Router {
         .route("/index/{*path}", get(get_index_file))
         .route("/dl/{*path}", get(download_crate))
         .route("/git/{*path}", get(serve_git).post(serve_git))
+        .route("/rss/updates.xml", get(get_feed))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), log_and_inject))
         .with_state(app)
@@ -571,6 +584,50 @@ fn config_json(base_url: &str) -> String {
         "{base_url}/dl/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate?sum={{sha256-checksum}}&p={{prefix}}"
     );
     serde_json::json!({ "dl": dl }).to_string()
+}
+
+/// How many items the feed holds, as on crates.io.
+const FEED_ITEMS: usize = 100;
+
+/// The RSS feed of the newest publishes, shaped like crates.io's
+/// `rss/updates.xml`, with an `ETag` and conditional answers.
+async fn get_feed(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let updates: Vec<(String, String)> = {
+        let state = app.shared.lock();
+        state
+            .updates
+            .iter()
+            .rev()
+            .take(FEED_ITEMS)
+            .cloned()
+            .collect()
+    };
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\" xmlns:crates=\"https://crates.io/\">\n<channel>\n<title>fake upstream: recent updates</title>\n",
+    );
+    for (name, vers) in &updates {
+        let link = format!("https://crates.io/crates/{name}/{vers}");
+        xml.push_str(&format!(
+            "<item>\n<title>New crate version published: {name} v{vers}</title>\n<link>{link}</link>\n<guid isPermaLink=\"true\">{link}</guid>\n<crates:name>{name}</crates:name>\n<crates:version>{vers}</crates:version>\n</item>\n"
+        ));
+    }
+    xml.push_str("</channel>\n</rss>\n");
+    let etag = format!("\"{}\"", sha256_hex(xml.as_bytes()));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/rss+xml".to_owned()),
+            (header::ETAG, etag),
+        ],
+        xml,
+    )
+        .into_response()
 }
 
 async fn serve_git(State(app): State<AppState>, request: Request) -> Response {

@@ -216,6 +216,21 @@ impl UpstreamSet {
         Err(FetchError::Unavailable(summary(failures)))
     }
 
+    /// Fetches a document that is not an index file (an RSS feed of
+    /// updates) from an absolute URL, made conditional by `validators`,
+    /// under the same limits and User-Agent as every other request. It does
+    /// not touch the upstreams' health: a feed is a hint, not the index.
+    pub async fn fetch_document(
+        &self,
+        url: &str,
+        validators: Option<&Validators>,
+    ) -> Result<IndexFetch, FetchError> {
+        self.inner
+            .conditional_get(url, url, validators)
+            .await
+            .map_err(|failure| FetchError::Unavailable(format!("{url}: {}", failure.reason)))
+    }
+
     /// Downloads a crate file into `store` under `key`, verified against
     /// `cksum`. Upstreams are tried in order; bytes that do not match the
     /// checksum are discarded and the next upstream is tried.
@@ -310,9 +325,31 @@ impl Inner {
         path: &str,
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, Failure> {
-        let _slot = self.slot().await;
         let url = format!("{}{}", up.base, path);
-        let mut request = self.client.get(&url);
+        let fetch = self.conditional_get(&url, &up.base, validators).await?;
+        if let IndexFetch::Modified { body, .. } = &fetch
+            && !body.is_empty()
+            && !is_well_formed(body)
+        {
+            // An HTML error page from a proxy, or a cut file, must not
+            // replace a good copy: refuse it and try the next upstream.
+            return Err(Failure::down(format!(
+                "{url} is not an index file (not lines of JSON objects)"
+            )));
+        }
+        Ok(fetch)
+    }
+
+    /// A GET of `url` made conditional by `validators`, under the limits.
+    /// The validators it returns are labelled `label`.
+    async fn conditional_get(
+        &self,
+        url: &str,
+        label: &str,
+        validators: Option<&Validators>,
+    ) -> Result<IndexFetch, Failure> {
+        let _slot = self.slot().await;
+        let mut request = self.client.get(url);
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
                 request = request.header(header::IF_NONE_MATCH, etag);
@@ -325,21 +362,14 @@ impl Inner {
         let status = response.status();
         match status {
             StatusCode::OK => {
-                let validators = validators_of(&up.base, response.headers());
+                let validators = validators_of(label, response.headers());
                 let body = self
                     .read_limited(response, self.settings.max_index_bytes)
                     .await?;
-                // An HTML error page from a proxy, or a cut file, must not
-                // replace a good copy: refuse it and try the next upstream.
-                if !body.is_empty() && !is_well_formed(&body) {
-                    return Err(Failure::down(format!(
-                        "{url} is not an index file (not lines of JSON objects)"
-                    )));
-                }
                 Ok(IndexFetch::Modified { body, validators })
             }
             StatusCode::NOT_MODIFIED => {
-                let mut fresh = validators_of(&up.base, response.headers());
+                let mut fresh = validators_of(label, response.headers());
                 if let Some(old) = validators {
                     // A 304 need not repeat the validators; keep the old ones then.
                     fresh.etag = fresh.etag.or_else(|| old.etag.clone());

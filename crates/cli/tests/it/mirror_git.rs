@@ -220,3 +220,110 @@ async fn a_lost_crate_file_is_retried_once_per_pass_and_does_not_hold_the_cursor
     let stdout = sync_ok(&config);
     assert!(stdout.contains("looked at 0 index files"), "{stdout}");
 }
+
+fn sync_with(config: &Path, flag: &str) -> String {
+    let out = crate::common::wharf_cli(&["sync", "--config", config.to_str().unwrap(), flag]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Between git passes, a feed poll revalidates just the crates the feed
+/// names since the last poll; a later git pass then finds them done. A
+/// reconciliation revalidates every index file with conditional requests and
+/// catches what neither saw (a yank, which no feed announces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
+    let crates: Vec<FixtureCrate> = (0..30)
+        .map(|i| CrateBuilder::new(&format!("fd-{i}"), "1.0.0").build())
+        .collect();
+    let upstream = FakeUpstream::start(crates).await;
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nfeed_url = \"{}\"\nmax_requests_per_sec = 1000",
+            upstream.git_url(),
+            upstream.feed_url()
+        ),
+    );
+    let tree = dir.path().join("data/m");
+    sync_ok(&config);
+    // The first poll takes in the feed as it is.
+    sync_with(&config, "--feed");
+
+    // Two new versions reach the sparse index and the feed, not yet git.
+    upstream.publish(CrateBuilder::new("fd-3", "1.1.0").build());
+    upstream.publish(CrateBuilder::new("fd-17", "1.1.0").build());
+    upstream.clear_log();
+    let stdout = sync_with(&config, "--feed");
+    assert!(
+        stdout.contains(
+            "(feed poll): serves 30 crates, 32 versions; this pass looked at 2 index files"
+        ),
+        "{stdout}"
+    );
+    let asked = upstream.requests();
+    assert_eq!(upstream.count(RequestKind::Feed), 1, "{asked:#?}");
+    assert_eq!(upstream.count(RequestKind::Index), 2, "{asked:#?}");
+    assert_eq!(upstream.count(RequestKind::Crate), 2, "{asked:#?}");
+    assert_eq!(upstream.count(RequestKind::Git), 0, "{asked:#?}");
+    assert_eq!(index_lines(&tree, "fd-3").len(), 2);
+    assert_consistent(&tree);
+
+    // Polling again: the feed answers 304, nothing else is asked.
+    upstream.clear_log();
+    let stdout = sync_with(&config, "--feed");
+    assert!(stdout.contains("looked at 0 index files"), "{stdout}");
+    let asked = upstream.requests();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.kind == RequestKind::Feed && r.status == 304)
+            || asked
+                .iter()
+                .all(|r| matches!(r.kind, RequestKind::Feed | RequestKind::Config)),
+        "{asked:#?}"
+    );
+
+    // Git catches up: its pass finds both files already synced.
+    upstream.git_commit("two versions");
+    upstream.clear_log();
+    let stdout = sync_ok(&config);
+    assert!(
+        stdout.contains("looked at 2 index files, changed 0, downloaded 0"),
+        "{stdout}"
+    );
+    assert_eq!(upstream.count(RequestKind::Crate), 0);
+
+    // A yank that git has not caught up with: only a reconciliation sees it.
+    upstream.yank("fd-20", "1.0.0", true);
+    upstream.clear_log();
+    let stdout = sync_with(&config, "--reconcile");
+    assert!(
+        stdout.contains("(reconciliation): serves 30 crates, 32 versions; this pass looked at 30 index files, changed 1"),
+        "{stdout}"
+    );
+    assert_eq!(upstream.count(RequestKind::Index), 30);
+    assert!(index_lines(&tree, "fd-20")[0].contains("\"yanked\":true"));
+    // The next one is 30 conditional requests, all answered 304.
+    upstream.clear_log();
+    let stdout = sync_with(&config, "--reconcile");
+    assert!(stdout.contains("changed 0"), "{stdout}");
+    let index: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Index)
+        .collect();
+    assert!(
+        index.len() == 30 && index.iter().all(|r| r.status == 304),
+        "{index:#?}"
+    );
+    assert_consistent(&tree);
+}
