@@ -117,9 +117,17 @@ fn run_sync(options: &Options, config: &Path, upstream: &FakeUpstream) -> anyhow
     let mut child = Command::new(&options.wharf)
         .args(["sync", "--config"])
         .arg(config)
-        .env("WHARF_LOG", "warn")
+        // BENCH_WHARF_LOG=info shows what wharf does, with timestamps.
+        .env(
+            "WHARF_LOG",
+            std::env::var("BENCH_WHARF_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("BENCH_WHARF_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .context("starting wharf sync")?;
     let status_path = format!("/proc/{}/status", child.id());

@@ -34,11 +34,13 @@ pub struct Changed {
 /// A bare clone of a git index.
 pub struct GitIndex {
     repo: gix::ThreadSafeRepository,
+    user_agent: String,
 }
 
 impl GitIndex {
     /// Opens the clone in `dir`, or clones `url` there (bare, no checkout).
-    pub fn open_or_clone(url: &str, dir: &Path) -> Result<Self, GitError> {
+    /// Every request to the remote says `user_agent`.
+    pub fn open_or_clone(url: &str, dir: &Path, user_agent: &str) -> Result<Self, GitError> {
         if dir.join("HEAD").is_file() {
             let repo = gix::open(dir)?;
             let same_url = repo
@@ -49,6 +51,7 @@ impl GitIndex {
             if same_url {
                 return Ok(Self {
                     repo: repo.into_sync(),
+                    user_agent: user_agent.to_owned(),
                 });
             }
             // The operator changed `index_git`: start a clone of the new one.
@@ -58,10 +61,16 @@ impl GitIndex {
         }
         std::fs::create_dir_all(dir)?;
         let interrupt = AtomicBool::new(false);
-        let (repo, _) =
-            gix::prepare_clone_bare(url, dir)?.fetch_only(gix::progress::Discard, &interrupt)?;
+        let agent = user_agent.to_owned();
+        let (repo, _) = gix::prepare_clone_bare(url, dir)?
+            .configure_connection(move |connection| {
+                connection.set_transport_options(http_options(&agent, None));
+                Ok(())
+            })
+            .fetch_only(gix::progress::Discard, &interrupt)?;
         Ok(Self {
             repo: repo.into_sync(),
+            user_agent: user_agent.to_owned(),
         })
     }
 
@@ -75,8 +84,14 @@ impl GitIndex {
         // `+` forces the update: after a squash the new head does not descend
         // from the old one, and without it gix silently keeps the old ref.
         remote.replace_refspecs([format!("+HEAD:{UPSTREAM_REF}").as_str()], Direction::Fetch)?;
-        let outcome = remote
-            .connect(Direction::Fetch)?
+        let mut connection = remote.connect(Direction::Fetch)?;
+        let configured = remote.url(Direction::Fetch).and_then(|url| {
+            repo.transport_options(url.to_bstring().as_slice(), Some("origin".into()))
+                .ok()
+                .flatten()
+        });
+        connection.set_transport_options(http_options(&self.user_agent, configured));
+        let outcome = connection
             .prepare_fetch(gix::progress::Discard, Default::default())?
             .receive(gix::progress::Discard, &interrupt)?;
         // A refused ref update is not an error to gix; check that the ref
@@ -169,4 +184,28 @@ impl GitIndex {
         }
         Ok(Some(repo.find_blob(entry.object_id())?.detach().data))
     }
+}
+
+/// HTTP options for the transport: those the repository's configuration
+/// gives (`base`), with every request's `User-Agent` replaced by wharf's,
+/// which names the operator's contact. (gix's HTTP transport sends its own
+/// agent otherwise, whatever `http.userAgent` says.)
+fn http_options(user_agent: &str, base: Option<Box<dyn std::any::Any>>) -> Box<dyn std::any::Any> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let mut options = base
+        .and_then(|b| b.downcast::<http::Options>().ok())
+        .map(|b| *b)
+        .unwrap_or_default();
+    let agent = user_agent.to_owned();
+    let backend = http::reqwest::Options {
+        configure_request: Some(Box::new(move |request| {
+            if let Ok(value) = agent.parse() {
+                request.headers_mut().insert("user-agent", value);
+            }
+            Ok(())
+        })),
+        ..Default::default()
+    };
+    options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Box::new(options)
 }

@@ -205,6 +205,7 @@ pub struct Mirror {
     git: Option<GitRemote>,
     feed_url: Option<String>,
     work_dir: PathBuf,
+    user_agent: String,
     config_json: Bytes,
     concurrency: usize,
     /// One pass at a time in this process (the lock file covers others).
@@ -263,7 +264,7 @@ impl Mirror {
             bases,
             timeout: config.upstream_timeout,
             probe_interval: config.probe_interval,
-            user_agent,
+            user_agent: user_agent.clone(),
             max_index_bytes: 64 << 20,
             max_crate_bytes: 1 << 30,
             keep_in_memory_bytes: 0,
@@ -291,6 +292,7 @@ impl Mirror {
             }),
             feed_url: config.feed_url.clone(),
             work_dir: work_dir.to_owned(),
+            user_agent,
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
             running: tokio::sync::Mutex::new(()),
@@ -500,7 +502,8 @@ impl Mirror {
             Some(index) => Arc::clone(index),
             None => {
                 let (url, dir) = (remote.url.clone(), remote.dir.clone());
-                let index = blocking(move || GitIndex::open_or_clone(&url, &dir))
+                let agent = self.user_agent.clone();
+                let index = blocking(move || GitIndex::open_or_clone(&url, &dir, &agent))
                     .await
                     .map_err(git_error)?;
                 Arc::clone(clone.insert(Arc::new(index)))

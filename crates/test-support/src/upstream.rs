@@ -93,6 +93,8 @@ pub struct Logged {
     pub if_none_match: Option<String>,
     /// The `If-Modified-Since` header, if sent.
     pub if_modified_since: Option<String>,
+    /// The `User-Agent` header, if sent.
+    pub user_agent: Option<String>,
     /// The status answered; 0 while (or if ever) unanswered, as with
     /// [`Fault::Blackhole`].
     pub status: u16,
@@ -816,6 +818,7 @@ async fn log_and_inject(State(app): State<AppState>, request: Request, next: Nex
         query: request.uri().query().map(str::to_owned),
         if_none_match: header_text(headers, header::IF_NONE_MATCH),
         if_modified_since: header_text(headers, header::IF_MODIFIED_SINCE),
+        user_agent: header_text(headers, header::USER_AGENT),
         status: 0,
         kind,
     };

@@ -64,14 +64,27 @@ async fn a_full_mirror_follows_the_git_index() {
         dir.path(),
         &upstream,
         &format!(
-            "index_git = \"{}\"\nmax_concurrency = 8\nmax_requests_per_sec = 2000",
+            "index_git = \"{}\"\nmax_concurrency = 8\nmax_requests_per_sec = 2000\ncontact = \"ops@mirror.example\"",
             upstream.git_url()
         ),
     );
     let tree = dir.path().join("data/m");
 
-    // The first pass: everything, from the git index (no sparse requests).
+    // The first pass: everything, from the git index (no sparse requests),
+    // every request saying who asks and how to reach them.
     let stdout = sync_ok(&config);
+    let asked = upstream.requests();
+    assert!(
+        asked.iter().all(|r| r
+            .user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("wharf/") && ua.contains("ops@mirror.example"))),
+        "{:?}",
+        asked
+            .iter()
+            .map(|r| r.user_agent.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
     assert!(
         stdout.contains("serves 200 crates, 1000 versions"),
         "{stdout}"
@@ -326,4 +339,57 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
         "{index:#?}"
     );
     assert_consistent(&tree);
+}
+
+/// Acceptance 4, following a git index: `wharf sync` killed at ten points
+/// leaves a tree where every index line has its crate file, and a re-run
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes() {
+    let crates: Vec<FixtureCrate> = (0..40)
+        .flat_map(|i| {
+            (0..2).map(move |patch| {
+                CrateBuilder::new(&format!("kg-{i}"), &format!("1.0.{patch}")).build()
+            })
+        })
+        .collect();
+    let upstream = FakeUpstream::start(crates).await;
+    upstream.git_commit("initial");
+    // Slow downloads spread the pass over a second or two.
+    upstream.set_fault(
+        Target::Crates,
+        Fault::SlowDrip {
+            chunk: 64,
+            delay: std::time::Duration::from_millis(25),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nmax_concurrency = 8\nmax_requests_per_sec = 1000",
+            upstream.git_url()
+        ),
+    );
+    let tree = dir.path().join("data/m");
+    for offset_ms in [300u64, 60, 900, 450, 150, 1200, 30, 700, 250, 550] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["sync", "--config", config.to_str().unwrap()])
+            .env("WHARF_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(offset_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_consistent(&tree);
+    }
+    upstream.clear_faults();
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("serves 40 crates, 80 versions"), "{stdout}");
+    assert_consistent(&tree);
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("looked at 0 index files"), "{stdout}");
 }
