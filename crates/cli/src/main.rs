@@ -4,6 +4,7 @@
 
 mod serve;
 mod sync;
+mod token;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -69,6 +70,48 @@ enum Command {
     ///   wharf sync --config wharf.toml --registry m --feed
     ///   wharf sync --config wharf.toml --reconcile      # revalidate everything
     Sync(SyncArgs),
+
+    /// Create, list and revoke the tokens cargo uses for a hosted registry.
+    ///
+    /// A token is printed once, when created, and stored only as a hash.
+    /// Give it to its user, who runs `cargo login --registry R` and pastes
+    /// it. Publishing a new crate makes its publisher an owner; only owners
+    /// publish new versions, yank, or change owners.
+    ///
+    /// Examples:
+    ///   wharf token create --registry private --user alice
+    ///   wharf token list --registry private
+    ///   wharf token revoke --registry private 3
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `wharf token` subcommands.
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for USER and print it (once).
+    Create {
+        /// The hosted registry.
+        #[arg(long, value_name = "NAME")]
+        registry: String,
+        /// Who the token is for: the name `cargo owner` knows them by.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// List the tokens of a registry (never the secrets).
+    List {
+        /// The hosted registry.
+        #[arg(long, value_name = "NAME")]
+        registry: String,
+    },
+    /// Revoke a token: the next request with it is refused.
+    Revoke {
+        /// The hosted registry.
+        #[arg(long, value_name = "NAME")]
+        registry: String,
+        /// The token's id, as `wharf token list` shows it.
+        id: i64,
+    },
 }
 
 /// Flags of `wharf sync`.
@@ -140,6 +183,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
             Command::Sync(args) => sync::run(cli.config.as_deref(), args).await,
+            Command::Token(command) => token::run(cli.config.as_deref(), command).await,
         }
     });
     match result {

@@ -43,6 +43,11 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
                 cache.upstreams.join(", "),
                 humantime::format_duration(cache.index_ttl)
             ),
+            Registry::Hosted(hosted) => writeln!(
+                out,
+                "  registry `{name}`: hosted (cargo publish --registry {name}), metadata in {}; tokens: wharf token create --registry {name} --user NAME",
+                redact(&hosted.database_url(&config.data_dir))
+            ),
             Registry::Mirror(mirror) => writeln!(
                 out,
                 "  registry `{name}`: mirror of {}, {}",
@@ -89,7 +94,7 @@ fn load(path: Option<&Path>, args: ServeArgs) -> anyhow::Result<Config> {
         .values_mut()
         .filter_map(|r| match r {
             Registry::Cache(cache) => Some(cache),
-            Registry::Mirror(_) => None,
+            Registry::Mirror(_) | Registry::Hosted(_) => None,
         })
         .collect();
     let flags_for_one =
@@ -141,5 +146,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
             let _ = tokio::signal::ctrl_c().await;
             info!("shutting down: finishing requests under way");
         })
+    }
+}
+
+/// A database URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }

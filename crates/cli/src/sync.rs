@@ -31,7 +31,7 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
         .iter()
         .filter_map(|(name, registry)| match registry {
             Registry::Mirror(mirror) => Some((name, mirror)),
-            Registry::Cache(_) => None,
+            Registry::Cache(_) | Registry::Hosted(_) => None,
         })
         .filter(|(name, _)| args.registry.as_ref().is_none_or(|r| r == *name))
         .collect();

@@ -74,6 +74,36 @@ pub enum Registry {
     Cache(CacheRegistry),
     /// A copy of (a selection of) an upstream, kept up to date by `wharf sync`.
     Mirror(MirrorRegistry),
+    /// A private registry that cargo publishes to: its metadata in a database.
+    Hosted(HostedRegistry),
+}
+
+/// A hosted (private) registry: `cargo publish`, `yank`, `owner`, `search`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedRegistry {
+    /// Where its metadata lives: `postgres://user@host/db`, or
+    /// `sqlite:///path/wharf.db`. Defaults to `{data_dir}/wharf.db`, a
+    /// database shared by every hosted registry of this server.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// The largest `.crate` accepted by `cargo publish` (crates.io's limit
+    /// is 10 MiB); a larger one is refused with 413.
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: u64,
+}
+
+fn default_max_upload_bytes() -> u64 {
+    10 << 20
+}
+
+impl HostedRegistry {
+    /// The database URL, with the default filled in for `data_dir`.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("wharf.db").display()))
+    }
 }
 
 /// A mirror registry: a tree of index and crate files written by `wharf sync`
@@ -335,6 +365,23 @@ impl Config {
                     if mirror.keep_versions == Some(0) {
                         return Err(ConfigError::Invalid(format!(
                             "mirror `{name}`: keep_versions must be at least 1 (leave it out to keep all)"
+                        )));
+                    }
+                }
+                Registry::Hosted(hosted) => {
+                    if hosted.max_upload_bytes == 0 {
+                        return Err(ConfigError::Invalid(format!(
+                            "hosted registry `{name}`: max_upload_bytes must be more than 0"
+                        )));
+                    }
+                    if let Some(url) = &hosted.database_url
+                        && !(url.starts_with("sqlite:")
+                            || url.starts_with("postgres://")
+                            || url.starts_with("postgresql://"))
+                    {
+                        return Err(ConfigError::Invalid(format!(
+                            "hosted registry `{name}`: database_url must start with sqlite: or postgres:// (got `{}`)",
+                            url.split('@').next_back().unwrap_or_default()
                         )));
                     }
                 }

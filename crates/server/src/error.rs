@@ -15,6 +15,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message cargo shows.
     pub detail: String,
+    /// For a 401: where cargo's login flow sends the user
+    /// (`WWW-Authenticate: Cargo login_url="..."`).
+    pub login_url: Option<String>,
 }
 
 impl ApiError {
@@ -23,7 +26,38 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            login_url: None,
         }
+    }
+
+    /// 401: credentials are needed; cargo starts its login flow on this.
+    pub fn unauthorized(detail: impl Into<String>, login_url: &str) -> Self {
+        Self {
+            login_url: Some(login_url.to_owned()),
+            ..Self::new(StatusCode::UNAUTHORIZED, detail)
+        }
+    }
+
+    /// 403: the credentials are not good enough for this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    /// 413: the upload is larger than the registry accepts.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
+    }
+
+    /// The status that fits a database refusal of `kind`.
+    pub fn from_kind(kind: wharf_db::ErrorKind, detail: impl Into<String>) -> Self {
+        let status = match kind {
+            wharf_db::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            wharf_db::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            // crates.io answers 400 to a version that exists; cargo shows it.
+            wharf_db::ErrorKind::Conflict | wharf_db::ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            wharf_db::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, detail)
     }
 
     /// 400: the request itself is malformed.
@@ -49,11 +83,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({ "errors": [{ "detail": self.detail }] })),
         )
-            .into_response()
+            .into_response();
+        if let Some(url) = &self.login_url
+            && let Ok(value) =
+                axum::http::HeaderValue::from_str(&format!("Cargo login_url=\"{url}\""))
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 

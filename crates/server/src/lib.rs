@@ -5,6 +5,7 @@ mod cache;
 mod encoding;
 mod error;
 mod flight;
+mod hosted;
 mod metrics;
 mod mirror;
 mod registry;
@@ -51,6 +52,15 @@ pub fn public_url(config: &Config, bound: SocketAddr) -> String {
 /// with them (Cargo.lock keeps naming crates.io).
 pub fn cargo_config_for(state: &AppState, name: &str) -> String {
     let url = state.index_url(name);
+    if matches!(
+        state.registries.get(name),
+        Some(registry::Registry::Hosted(_))
+    ) {
+        // A hosted registry is a registry of its own, named in dependencies.
+        return format!(
+            "[registries.{name}]\nindex = \"{url}\"\n# then: cargo login --registry {name}; cargo publish --registry {name}\n"
+        );
+    }
     let source = if name == DEFAULT_REGISTRY {
         "wharf".to_owned()
     } else {

@@ -15,6 +15,7 @@ use wharf_sync::Mirror;
 use crate::{
     cache::{CrateFiles, IndexCache, Lookup},
     error::ApiError,
+    hosted::HostedRegistry,
     metrics::Metrics,
     mirror::MirrorRegistry,
 };
@@ -28,6 +29,8 @@ pub enum Registry {
     Cache(Arc<CacheRegistry>),
     /// A mirror's tree, read-only.
     Mirror(Arc<MirrorRegistry>),
+    /// A private registry cargo publishes to.
+    Hosted(Arc<HostedRegistry>),
 }
 
 impl Registry {
@@ -36,6 +39,7 @@ impl Registry {
         match self {
             Self::Cache(cache) => &cache.config_json,
             Self::Mirror(mirror) => &mirror.config_json,
+            Self::Hosted(hosted) => &hosted.config_json,
         }
     }
 
@@ -44,6 +48,7 @@ impl Registry {
         match self {
             Self::Cache(cache) => cache.index.get(path).await,
             Self::Mirror(mirror) => mirror.index_file(path).await,
+            Self::Hosted(hosted) => hosted.index_file(path).await,
         }
     }
 
@@ -52,6 +57,7 @@ impl Registry {
         match self {
             Self::Cache(cache) => cache.crates.get(krate, vers).await,
             Self::Mirror(mirror) => mirror.crate_file(krate, vers).await,
+            Self::Hosted(hosted) => hosted.crate_file(krate, vers).await,
         }
     }
 }
@@ -95,8 +101,34 @@ impl AppState {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let share = config.registries.len().max(1) as u64;
         let mut registries = BTreeMap::new();
+        // One connection pool per database, shared by the hosted registries in it.
+        let mut databases: BTreeMap<String, wharf_db::Db> = BTreeMap::new();
         for (name, registry) in &config.registries {
             match registry {
+                RegistryConfig::Hosted(hosted) => {
+                    let url = hosted.database_url(&config.data_dir);
+                    let db = match databases.get(&url) {
+                        Some(db) => db.clone(),
+                        None => {
+                            let db = wharf_db::Db::connect(&url)
+                                .await
+                                .with_context(|| format!("hosted registry `{name}`"))?;
+                            databases.insert(url, db.clone());
+                            db
+                        }
+                    };
+                    registries.insert(
+                        name.clone(),
+                        Registry::Hosted(Arc::new(HostedRegistry::new(
+                            name,
+                            &format!("{public_url}/{name}"),
+                            db,
+                            store.clone(),
+                            hosted.max_upload_bytes,
+                            (config.memory_index_mb << 20) / share,
+                        ))),
+                    );
+                }
                 RegistryConfig::Cache(cache) => {
                     let bases = cache
                         .upstreams
@@ -189,6 +221,17 @@ impl AppState {
                 known.join(", ")
             ))
         })
+    }
+
+    /// A hosted registry, or 404 naming what `name` is instead.
+    pub fn hosted(&self, name: &str) -> Result<&Arc<HostedRegistry>, ApiError> {
+        match self.registry(name)? {
+            Registry::Hosted(hosted) => Ok(hosted),
+            _ => Err(ApiError::not_found(format!(
+                "registry `{}` is not a hosted registry: only hosted registries take `cargo publish`, `yank`, `owner` and `search`",
+                name.escape_debug()
+            ))),
+        }
     }
 
     /// The sparse index URL of a registry, as cargo is configured with it.

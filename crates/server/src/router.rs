@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::{Router, middleware, routing::get};
+use axum::{
+    Router, middleware,
+    routing::{delete, get, put},
+};
 
 use crate::{
     actions::{
@@ -11,7 +14,12 @@ use crate::{
         get_index_file::get_index_file,
         get_registry_status::get_registry_status,
         health::{healthz, readyz, show_metrics, show_status},
+        manage_owners::{add_owners, list_owners, remove_owners},
+        publish_crate::publish_crate,
+        search_crates::search_crates,
         show_dashboard::show_dashboard,
+        show_me::show_me,
+        yank_version::{unyank_version, yank_version},
     },
     error::ApiError,
     registry::AppState,
@@ -30,6 +38,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{registry}/index/config.json", get(get_config_json))
         .route("/{registry}/index/{*path}", get(get_index_file))
         .route("/{registry}/crates/{name}/{file}", get(download_crate))
+        // Cargo's web API, for hosted registries (`api` in their config.json).
+        .route("/{registry}/me", get(show_me))
+        .route("/{registry}/api/v1/crates", get(search_crates))
+        .route("/{registry}/api/v1/crates/new", put(publish_crate))
+        .route(
+            "/{registry}/api/v1/crates/{name}/{version}/yank",
+            delete(yank_version),
+        )
+        .route(
+            "/{registry}/api/v1/crates/{name}/{version}/unyank",
+            put(unyank_version),
+        )
+        .route(
+            "/{registry}/api/v1/crates/{name}/owners",
+            get(list_owners).put(add_owners).delete(remove_owners),
+        )
         .fallback(|| async {
             ApiError::not_found("no such path on this wharf server; see / for what it serves")
         })

@@ -57,6 +57,8 @@ pub struct CargoProject {
     registry_url: String,
     http_timeout_secs: u64,
     homes_created: usize,
+    /// Alternative registries: `(name, index URL)`.
+    registries: Vec<(String, String)>,
 }
 
 impl fmt::Debug for CargoProject {
@@ -97,6 +99,7 @@ impl CargoProject {
             registry_url: registry_url.to_owned(),
             http_timeout_secs: 30,
             homes_created: 1,
+            registries: Vec::new(),
         };
         this.write_config();
         this
@@ -106,6 +109,35 @@ impl CargoProject {
     pub fn set_registry(&mut self, registry_url: &str) {
         self.registry_url = registry_url.to_owned();
         self.write_config();
+    }
+
+    /// Declares an alternative registry `name` at `index_url`
+    /// (`sparse+http://…/index/`), for `--registry name` and
+    /// `registry = "name"` dependencies.
+    pub fn add_registry(&mut self, name: &str, index_url: &str) {
+        self.registries.retain(|(n, _)| n != name);
+        self.registries
+            .push((name.to_owned(), index_url.to_owned()));
+        self.write_config();
+    }
+
+    /// Stores `token` for registry `name` in the home's `credentials.toml`,
+    /// as `cargo login` would (replacing what was there).
+    pub fn set_token(&self, name: &str, token: &str) {
+        write(
+            &self.home.join("credentials.toml"),
+            &format!("[registries.{name}]\ntoken = {}\n", toml_str(token)),
+        );
+    }
+
+    /// Writes `contents` to `rel` under the project dir, creating directories:
+    /// to turn the consumer into a workspace, or give it other sources.
+    pub fn write_file(&self, rel: &str, contents: &str) {
+        let path = self.project.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("creating a project directory");
+        }
+        write(&path, contents);
     }
 
     /// Sets cargo's `http.timeout` (30 s by default); tests against a
@@ -230,7 +262,7 @@ impl CargoProject {
     }
 
     fn write_config(&self) {
-        let config = format!(
+        let mut config = format!(
             concat!(
                 "[source.crates-io]\n",
                 "replace-with = \"wharf\"\n",
@@ -247,6 +279,12 @@ impl CargoProject {
             registry = toml_str(&self.registry_url),
             timeout = self.http_timeout_secs,
         );
+        for (name, index) in &self.registries {
+            config.push_str(&format!(
+                "\n[registries.{name}]\nindex = {}\n",
+                toml_str(index)
+            ));
+        }
         write(&self.project.join(".cargo/config.toml"), &config);
     }
 }

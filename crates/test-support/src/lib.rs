@@ -4,4 +4,5 @@ pub mod cargo;
 pub mod fixture;
 pub mod http;
 pub mod nginx;
+pub mod postgres;
 pub mod upstream;

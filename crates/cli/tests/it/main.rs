@@ -8,5 +8,6 @@ mod cache_faults;
 mod cache_http;
 mod common;
 mod crash;
+mod hosted;
 mod mirror;
 mod mirror_git;

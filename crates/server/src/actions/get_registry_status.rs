@@ -39,8 +39,8 @@ pub async fn get_registry_status(
                 "mirror `{name}` has not been synced yet; run `wharf sync`"
             ))),
         },
-        Registry::Cache(_) => Err(ApiError::not_found(format!(
-            "`{name}` is a cache; its state is in /status.json"
+        Registry::Cache(_) | Registry::Hosted(_) => Err(ApiError::not_found(format!(
+            "`{name}` is not a mirror; its state is in /status.json"
         ))),
     }
 }

@@ -45,6 +45,12 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "index_files_in_memory": mirror.in_memory(),
                     "status": format!("/{name}/status.json"),
                 }),
+                Registry::Hosted(hosted) => json!({
+                    "kind": "hosted",
+                    "index_url": state.index_url(name),
+                    "index_files_in_memory": hosted.in_memory(),
+                    "database": format!("{:?}", hosted.db.backend()).to_lowercase(),
+                }),
             };
             (name.clone(), value)
         })
@@ -65,7 +71,7 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .filter_map(|(name, registry)| match registry {
             Registry::Cache(cache) => Some((name, cache)),
-            Registry::Mirror(_) => None,
+            Registry::Mirror(_) | Registry::Hosted(_) => None,
         })
         .collect();
     let families = caches

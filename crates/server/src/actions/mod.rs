@@ -5,9 +5,21 @@ pub mod get_config_json;
 pub mod get_index_file;
 pub mod get_registry_status;
 pub mod health;
+pub mod manage_owners;
+pub mod publish_crate;
+pub mod search_crates;
 pub mod show_dashboard;
+pub mod show_me;
+pub mod yank_version;
 
 use axum::http::{HeaderMap, header};
+
+/// The `Authorization` header, as text.
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
 
 /// Whether an `If-None-Match` header names `tag` (any of wharf's variant tags
 /// of it, weak or strong, or `*`).

@@ -21,6 +21,14 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
                     .map(|h| format!("{} ({})", escape(&h.url), if h.up { "up" } else { "down" }))
                     .collect(),
             ),
+            Registry::Hosted(hosted) => (
+                "hosted",
+                vec![format!(
+                    "database: {}; tokens: <a href=\"/{1}/me\">/{1}/me</a>",
+                    format!("{:?}", hosted.db.backend()).to_lowercase(),
+                    escape(name)
+                )],
+            ),
             Registry::Mirror(_) => (
                 "mirror",
                 vec![format!(

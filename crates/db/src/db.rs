@@ -1,0 +1,374 @@
+//! The connection: opening either backend, migrating it, and the transactions every
+//! aggregate runs its statements in.
+//!
+//! Two backends, one code path: [`Pool`] and [`Tx`] are enums over sqlx's SQLite and
+//! PostgreSQL types, and [`on_backend!`] expands one block of code once per variant.
+//! The block is the same text in both arms, so every statement is written once and
+//! compiled against each driver's own types. The README says why this and not
+//! sqlx's `Any` driver.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool, SqlSafeStr, SqlitePool};
+
+use crate::error::DbError;
+use crate::{Crates, Owners, Tokens};
+
+/// How long a SQLite writer waits for another one before failing. Writes are short
+/// (a publish is a handful of statements), so this is only ever reached when
+/// something is badly wrong.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections per pool. SQLite in WAL mode reads concurrently and serialises
+/// writers; PostgreSQL's default limit is 100 connections per server, shared by
+/// every wharf instance.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// Which database a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file: the default, for one `wharf serve`.
+    Sqlite,
+    /// A PostgreSQL server: for several `wharf serve` instances sharing metadata.
+    Postgres,
+}
+
+/// The metadata database of every hosted registry of one wharf.
+///
+/// Cheap to clone (the connection pool is shared). Each aggregate has its own
+/// handle, scoped to one registry: [`Db::tokens`], [`Db::crates`], [`Db::owners`].
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection pool of one backend.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction of one backend. Dropping it rolls it back.
+pub(crate) enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the backend's connection: `&mut
+/// SqliteConnection` or `&mut PgConnection`. `$on` is a [`Tx`] or a [`Pool`]
+/// (for a pool, `$conn` is `&SqlitePool` or `&PgPool`, also an executor).
+macro_rules! on_backend {
+    ($on:expr, $conn:ident => $body:expr) => {
+        match $on {
+            $crate::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+    (pool $on:expr, $conn:ident => $body:expr) => {
+        match $on {
+            $crate::db::Pool::Sqlite(pool) => {
+                let $conn = pool;
+                $body
+            }
+            $crate::db::Pool::Postgres(pool) => {
+                let $conn = pool;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_backend;
+
+impl Db {
+    /// Opens (and creates, for SQLite) the database at `url` and brings its schema
+    /// up to date.
+    ///
+    /// - `sqlite:///absolute/path/wharf.db`: the file and its directory are created
+    ///   when missing; WAL mode, so readers never wait for the writer.
+    /// - `postgres://user:password@host:port/database` (or `postgresql://`): the
+    ///   database must exist; the schema is created in it.
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url).map_err(|source| DbError::Open {
+                url: redact(url),
+                source,
+            })?;
+            Self::open_sqlite(options, url).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url).await
+        } else {
+            Err(DbError::UnsupportedUrl { url: redact(url) })
+        }
+    }
+
+    /// Opens (and creates) the SQLite database file at `path`: wharf's embedded
+    /// default, `{data_dir}/wharf.db`.
+    pub async fn connect_sqlite_file(path: &Path) -> Result<Db, DbError> {
+        let shown = format!("sqlite://{}", path.display());
+        Self::open_sqlite(SqliteConnectOptions::new().filename(path), &shown).await
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions, url: &str) -> Result<Db, DbError> {
+        let open_error = |source| DbError::Open {
+            url: redact(url),
+            source,
+        };
+        let options = options
+            .create_if_missing(true)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+        }
+
+        // WAL is a property of the file, set once. Switching to it takes a lock
+        // that the busy timeout cannot wait for, so it is done here, on one
+        // connection, before the pool opens more; the migrations share it.
+        // (A pool of one rather than a bare connection: the migrator's future
+        // over `&mut SqliteConnection` is not `Send`, and `connect` must be.)
+        let first = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(open_error)?;
+        migrator(Backend::Sqlite)
+            .run(&first)
+            .await
+            .map_err(|source| DbError::Migrate {
+                url: redact(url),
+                source,
+            })?;
+        first.close().await;
+
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Db {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Db, DbError> {
+        let open_error = |source| DbError::Open {
+            url: redact(url),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+        // One connection first: a pool retries a refused connection until its
+        // acquire timeout (30 s) and then reports only the timeout, while this
+        // fails at once with the reason (refused, authentication, TLS, no such
+        // database).
+        options
+            .connect()
+            .await
+            .map_err(open_error)?
+            .close()
+            .await
+            .map_err(open_error)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        // The migrator takes an advisory lock, so instances starting together
+        // migrate once.
+        migrator(Backend::Postgres)
+            .run(&pool)
+            .await
+            .map_err(|source| DbError::Migrate {
+                url: redact(url),
+                source,
+            })?;
+        Ok(Db {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The API tokens of `registry`.
+    pub fn tokens<'a>(&'a self, registry: &'a str) -> Tokens<'a> {
+        Tokens::new(self, registry)
+    }
+
+    /// The crates of `registry`: publish, yank, index files and search.
+    pub fn crates<'a>(&'a self, registry: &'a str) -> Crates<'a> {
+        Crates::new(self, registry)
+    }
+
+    /// The owners of the crates of `registry`.
+    pub fn owners<'a>(&'a self, registry: &'a str) -> Owners<'a> {
+        Owners::new(self, registry)
+    }
+
+    /// Waits for every connection to be returned, then closes them.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: it takes the write lock at once (waiting
+    /// for the busy timeout), so two writers never both read and then fail to
+    /// upgrade. On PostgreSQL it is READ COMMITTED: each writer first locks the
+    /// row of the crate it changes (see `Tx::lock_crate`), which serialises
+    /// writers of one crate, and later statements see what earlier writers
+    /// committed.
+    pub(crate) async fn write(&self) -> Result<Tx, DbError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Begins a transaction that only reads, and sees one snapshot throughout
+    /// (a search's count and its page agree).
+    pub(crate) async fn read(&self) -> Result<Tx, DbError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => Tx::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            ),
+        })
+    }
+}
+
+impl Tx {
+    /// Makes the transaction's changes permanent.
+    pub(crate) async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// The embedded schema of `backend`. The two directories hold the same tables
+/// in each dialect; versions must stay in step.
+fn migrator(backend: Backend) -> Migrator {
+    let files: &[(i64, &str, &'static str)] = match backend {
+        Backend::Sqlite => &[(
+            1,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        )],
+        Backend::Postgres => &[(
+            1,
+            "init",
+            include_str!("../migrations/postgres/0001_init.sql"),
+        )],
+    };
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `url` with its password, if any, replaced by `***`, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Now, in the Unix milliseconds the tables store.
+pub(crate) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// `time` in Unix milliseconds (0 before 1970, which a clock never says).
+pub(crate) fn to_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Unix milliseconds back to a time.
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://wharf:s3cret@db.internal:5432/wharf?sslmode=require"),
+            "postgres://wharf:***@db.internal:5432/wharf?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://wharf@db/wharf"),
+            "postgres://wharf@db/wharf"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/wharf.db"),
+            "sqlite:///var/lib/wharf.db"
+        );
+        assert_eq!(redact("p://u:a@b@h/x"), "p://u:***@h/x");
+    }
+
+    #[test]
+    fn times_round_trip_in_milliseconds() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(from_ms(to_ms(t)), t);
+    }
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+mod crates;
+mod db;
+mod error;
+mod owners;
+mod sql;
+mod tokens;
+mod user;
+
+pub use crates::{Crates, IndexFile, MAX_PER_PAGE, NewVersion, Published, SearchHit};
+pub use db::{Backend, Db};
+pub use error::{DbError, ErrorKind, NotAnOwner, OwnersError, PublishError, TokenError, YankError};
+pub use owners::Owners;
+pub use tokens::{NewToken, TOKEN_PREFIX, TokenId, TokenInfo, TokenSecret, Tokens};
+pub use user::{MAX_USER_LEN, User, UserError};

@@ -1,0 +1,52 @@
+//! `GET /{R}/api/v1/crates?q=…&per_page=…`: `cargo search`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{error::ApiError, registry::AppState};
+
+/// The query cargo sends.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    per_page: Option<u32>,
+    page: Option<u32>,
+}
+
+/// Finds crates whose name or description holds the query, names first.
+pub async fn search_crates(
+    State(state): State<Arc<AppState>>,
+    Path(registry): Path<String>,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let hosted = state.hosted(&registry)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let per_page = query.per_page.unwrap_or(10).clamp(1, 100);
+    let page = query.page.unwrap_or(1).max(1);
+    let (hits, total) = hosted
+        .db
+        .crates(&registry)
+        .search(&query.q, per_page, page)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let crates: Vec<Value> = hits
+        .into_iter()
+        .map(|hit| {
+            json!({
+                "name": hit.name,
+                "max_version": hit.max_version,
+                "description": hit.description,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "crates": crates, "meta": { "total": total } }),
+    ))
+}
