@@ -498,6 +498,34 @@ mod tests {
     }
 
     #[test]
+    fn the_example_hosted_section_parses_once_uncommented() {
+        let text = include_str!("../../../wharf.example.toml");
+        let (before, rest) = text.split_once("# --- mirror example ---").unwrap();
+        let (_, rest) = rest.split_once("# --- hosted example ---").unwrap();
+        let (block, _) = rest.split_once("# --- end hosted ---").unwrap();
+        let block: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#') && !l.starts_with('`') && l.contains(['=', '[']))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::from_toml(
+            &format!("{before}\n{block}"),
+            Path::new("wharf.example.toml"),
+        )
+        .unwrap();
+        let Registry::Hosted(hosted) = &config.registries["private"] else {
+            panic!()
+        };
+        assert_eq!(hosted.max_upload_bytes, 10 << 20);
+        assert!(
+            hosted
+                .database_url(Path::new("/srv/wharf"))
+                .ends_with("/srv/wharf/wharf.db")
+        );
+    }
+
+    #[test]
     fn the_issue_shape_parses() {
         let text = r#"
             listen = "127.0.0.1:8080"
