@@ -541,3 +541,93 @@ async fn bad_publishes_write_nothing_on_postgres() {
     let url = postgres.create_database();
     bad_publishes_write_nothing(Some(&url)).await;
 }
+
+/// Acceptance 6: `wharf serve` killed (SIGKILL) while publishes are under
+/// way: after a restart, every version in the index has its crate file with
+/// the right sha256, and every acknowledged publish is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_publish_a_version_is_whole_or_absent() {
+    let upstream = FakeUpstream::start([]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = hosted_config(dir.path(), &upstream, None);
+    let token = create_token(&config, "alice");
+    let lib = format!("pub fn value() -> u64 {{ 1 }}\n{}", noise(80_000));
+    for (round, delay_ms) in [60u64, 25, 140, 90, 45, 200].into_iter().enumerate() {
+        let server = crate::common::WharfProcess::spawn(&config);
+        let url = format!("{}/private/api/v1/crates/new", server.base_url);
+        let bodies: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|i| {
+                let vers = format!("0.{round}.{i}");
+                let krate = CrateBuilder::new("kp-crash", &vers).lib_body(&lib).build();
+                let body = publish_body(&metadata("kp-crash", &vers), &krate.bytes);
+                (vers, body)
+            })
+            .collect();
+        let publisher = {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acknowledged = Vec::new();
+                for (vers, body) in bodies {
+                    match client
+                        .put(&url)
+                        .header("Authorization", &token)
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        Ok(response) if response.status() == 200 => acknowledged.push(vers),
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        drop(server); // SIGKILL
+        let acknowledged = publisher.await.unwrap();
+
+        let server = crate::common::WharfProcess::spawn(&config);
+        let index = reqwest::get(format!("{}/private/index/kp/-c/kp-crash", server.base_url))
+            .await
+            .unwrap();
+        let index = if index.status() == 404 {
+            String::new()
+        } else {
+            index.text().await.unwrap()
+        };
+        let listed: Vec<serde_json::Value> = index
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for line in &listed {
+            let vers = line["vers"].as_str().unwrap();
+            let bytes = reqwest::get(format!(
+                "{}/private/crates/kp-crash/kp-crash-{vers}.crate",
+                server.base_url
+            ))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+            assert_eq!(
+                crate::common::sha256(&bytes),
+                line["cksum"].as_str().unwrap(),
+                "round {round}: {vers} is listed but its crate file is not whole"
+            );
+        }
+        for vers in &acknowledged {
+            assert!(
+                listed.iter().any(|l| l["vers"] == vers.as_str()),
+                "round {round}: {vers} was acknowledged but is not in the index"
+            );
+        }
+        eprintln!(
+            "round {round}: {} publishes acknowledged before the kill; {} versions listed after it",
+            acknowledged.len(),
+            listed.len()
+        );
+        drop(server);
+    }
+}
