@@ -20,12 +20,15 @@ use wharf_test_support::{
     upstream::FakeUpstream,
 };
 
+mod hosted;
+
 struct Options {
     duration_secs: u64,
     connections: u32,
     crates: usize,
     serving: bool,
     cold: bool,
+    hosted: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -35,6 +38,7 @@ fn options() -> anyhow::Result<Options> {
         crates: 300,
         serving: true,
         cold: true,
+        hosted: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -48,8 +52,9 @@ fn options() -> anyhow::Result<Options> {
             "--duration-secs" => options.duration_secs = value()?,
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
-            "--only-serving" => options.cold = false,
-            "--only-cold" => options.serving = false,
+            "--only-serving" => (options.cold, options.hosted) = (false, false),
+            "--only-cold" => (options.serving, options.hosted) = (false, false),
+            "--only-hosted" => (options.serving, options.cold) = (false, false),
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
         }
@@ -78,10 +83,16 @@ fn main() -> anyhow::Result<()> {
         cold_fetch(&options, &upstream_rt, &wharf_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving {
+    if !options.serving && !options.hosted {
     } else if tools {
-        let (upstream_rt, wharf_rt) = runtimes()?;
-        serving(&options, &upstream_rt, &wharf_rt)?;
+        if options.serving {
+            let (upstream_rt, wharf_rt) = runtimes()?;
+            serving(&options, &upstream_rt, &wharf_rt)?;
+        }
+        if options.hosted {
+            let (_, wharf_rt) = runtimes()?;
+            hosted::hosted(&options, &wharf_rt)?;
+        }
     } else {
         println!(
             "\nnginx or wrk not found: skipping the serving comparison (apt-get install nginx-light wrk)"

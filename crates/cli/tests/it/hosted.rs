@@ -542,14 +542,27 @@ async fn bad_publishes_write_nothing_on_postgres() {
     bad_publishes_write_nothing(Some(&url)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_publish_a_version_is_whole_or_absent_on_sqlite() {
+    killed_during_publish(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_publish_a_version_is_whole_or_absent_on_postgres() {
+    let Some(postgres) = TempPostgres::shared() else {
+        return;
+    };
+    let url = postgres.create_database();
+    killed_during_publish(Some(&url)).await;
+}
+
 /// Acceptance 6: `wharf serve` killed (SIGKILL) while publishes are under
 /// way: after a restart, every version in the index has its crate file with
 /// the right sha256, and every acknowledged publish is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_during_publish_a_version_is_whole_or_absent() {
+async fn killed_during_publish(database_url: Option<&str>) {
     let upstream = FakeUpstream::start([]).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = hosted_config(dir.path(), &upstream, None);
+    let config = hosted_config(dir.path(), &upstream, database_url);
     let token = create_token(&config, "alice");
     let lib = format!("pub fn value() -> u64 {{ 1 }}\n{}", noise(80_000));
     for (round, delay_ms) in [60u64, 25, 140, 90, 45, 200].into_iter().enumerate() {
