@@ -160,7 +160,7 @@ impl HostedRegistry {
                 &self.login_url,
             ));
         };
-        match self.db.tokens(&self.name).authenticate(secret).await {
+        match self.db.tokens(&self.name).authenticate(&secret).await {
             Ok(Some(user)) => Ok(user),
             Ok(None) => Err(ApiError::forbidden(format!(
                 "the token is not valid for registry `{}` (revoked, or never issued); create a new one with `wharf token create --registry {} --user NAME`",
@@ -219,14 +219,38 @@ fn crate_key(registry: &str, name: &str, vers: &str) -> BlobKey {
 
 /// The secret in an `Authorization` header: cargo sends the token verbatim;
 /// `Bearer TOKEN` and `Basic base64(user:TOKEN)` are accepted too.
-pub fn token_of(authorization: &str) -> Option<&str> {
+pub fn token_of(authorization: &str) -> Option<String> {
+    use base64::Engine;
     let value = authorization.trim();
-    let secret = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .unwrap_or(value)
-        .trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or(("", value));
+    let secret = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.trim().to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (_, password) = text.split_once(':')?;
+        password.to_owned()
+    } else {
+        value.to_owned()
+    };
     (!secret.is_empty()).then_some(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_of;
+
+    #[test]
+    fn tokens_raw_bearer_and_basic() {
+        assert_eq!(token_of("wharf_abc").as_deref(), Some("wharf_abc"));
+        assert_eq!(token_of("Bearer wharf_abc").as_deref(), Some("wharf_abc"));
+        // base64("alice:wharf_abc")
+        assert_eq!(token_of("Basic YWxpY2U6d2hhcmZfYWJj").as_deref(), Some("wharf_abc"));
+        assert_eq!(token_of("Basic !!!"), None);
+        assert_eq!(token_of("  "), None);
+    }
 }
 
 /// A database refusal as the error cargo shows.
