@@ -238,6 +238,11 @@ pub fn token_of(authorization: &str) -> Option<String> {
     (!secret.is_empty()).then_some(secret)
 }
 
+/// A database refusal as the error cargo shows.
+pub fn publish_error(e: wharf_db::PublishError) -> ApiError {
+    ApiError::from_kind(e.kind(), e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::token_of;
@@ -251,9 +256,4 @@ mod tests {
         assert_eq!(token_of("Basic !!!"), None);
         assert_eq!(token_of("  "), None);
     }
-}
-
-/// A database refusal as the error cargo shows.
-pub fn publish_error(e: wharf_db::PublishError) -> ApiError {
-    ApiError::from_kind(e.kind(), e.to_string())
 }
