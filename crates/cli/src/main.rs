@@ -2,6 +2,7 @@
 //! runs a subcommand. Everything it does is in the library crates; this file
 //! only wires them together.
 
+mod run;
 mod serve;
 mod sync;
 mod token;
@@ -84,6 +85,55 @@ enum Command {
     ///   wharf token revoke --registry private 3
     #[command(subcommand)]
     Token(TokenCommand),
+
+    /// Run a command with cargo going through your mirrors, with fallback.
+    ///
+    /// Starts a cache on a free loopback port whose upstreams are your
+    /// mirrors in order (from ~/.config/wharf/client.toml, then --mirror),
+    /// crates.io last; runs the command with cargo pointed at it; stops when
+    /// the command exits, with its exit code. A mirror that fails costs one
+    /// timeout, then the next one is used. No file is edited: cargo gets the
+    /// source replacement as `--config` arguments, through a `cargo` shim
+    /// first on PATH. The cache is kept in ~/.cache/wharf/run, so a second
+    /// run is warm and works offline for what it has seen.
+    ///
+    /// Examples:
+    ///   wharf run -- cargo build
+    ///   wharf run --mirror https://mirror.example.org/crates-io/index/ -- cargo fetch --locked
+    ///
+    /// client.toml:
+    ///   mirrors = ["https://mirror.example.org/crates-io/index/"]
+    ///   upstream_timeout = "2s"
+    Run(RunArgs),
+}
+
+/// Flags of `wharf run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// A mirror's sparse index URL; repeatable, tried in order after those
+    /// of client.toml.
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+
+    /// Do not fall back to crates.io after the mirrors.
+    #[arg(long)]
+    no_crates_io: bool,
+
+    /// Where the cache lives (default ~/.cache/wharf/run).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Read this client config instead of ~/.config/wharf/client.toml.
+    #[arg(long, value_name = "FILE")]
+    client_config: Option<PathBuf>,
+
+    /// Bound on connect + first byte per mirror attempt (default 2s).
+    #[arg(long, value_name = "DURATION")]
+    upstream_timeout: Option<humantime::Duration>,
+
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 /// `wharf token` subcommands.
@@ -184,10 +234,12 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
             Command::Sync(args) => sync::run(cli.config.as_deref(), args).await,
             Command::Token(command) => token::run(cli.config.as_deref(), command).await,
+            Command::Run(args) => return run::run(args).await,
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -179,6 +179,10 @@ pub struct MirrorRegistry {
     pub max_bytes_per_sec: Option<u64>,
 }
 
+fn default_hedge_after() -> Option<Duration> {
+    Some(Duration::from_millis(500))
+}
+
 fn default_reconcile_interval() -> Option<Duration> {
     Some(Duration::from_secs(7 * 24 * 3600))
 }
@@ -210,6 +214,11 @@ pub struct CacheRegistry {
     /// up to a minute while the upstream stays down.
     #[serde(default = "default_probe_interval", with = "humantime_serde")]
     pub probe_interval: Duration,
+    /// When the first upstream has not answered within this, the next one
+    /// is asked too and the first answer wins (a dead or slow first mirror
+    /// then costs this once, not a timeout). Leave out for strict order.
+    #[serde(default = "default_hedge_after", with = "humantime_serde")]
+    pub hedge_after: Option<Duration>,
 }
 
 impl Default for CacheRegistry {
@@ -220,6 +229,7 @@ impl Default for CacheRegistry {
             index_ttl: default_index_ttl(),
             negative_ttl: default_negative_ttl(),
             probe_interval: default_probe_interval(),
+            hedge_after: default_hedge_after(),
         }
     }
 }

@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(token_of("wharf_abc").as_deref(), Some("wharf_abc"));
         assert_eq!(token_of("Bearer wharf_abc").as_deref(), Some("wharf_abc"));
         // base64("alice:wharf_abc")
-        assert_eq!(token_of("Basic YWxpY2U6d2hhcmZfYWJj").as_deref(), Some("wharf_abc"));
+        assert_eq!(
+            token_of("Basic YWxpY2U6d2hhcmZfYWJj").as_deref(),
+            Some("wharf_abc")
+        );
         assert_eq!(token_of("Basic !!!"), None);
         assert_eq!(token_of("  "), None);
     }

@@ -144,6 +144,7 @@ impl AppState {
                         max_crate_bytes: 1 << 30,
                         keep_in_memory_bytes: 16 << 20,
                         limits: None,
+                        hedge_after: cache.hedge_after,
                     })
                     .map_err(anyhow::Error::msg)?;
                     let metrics = Arc::new(Metrics::default());

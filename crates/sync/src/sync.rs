@@ -273,6 +273,8 @@ impl Mirror {
                 requests_per_sec: config.max_requests_per_sec,
                 bytes_per_sec: config.max_bytes_per_sec,
             }),
+            // One upstream after another: a sync never doubles its requests.
+            hedge_after: None,
         })
         .map_err(SyncError::Setup)?;
         let base = config

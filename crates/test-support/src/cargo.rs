@@ -202,6 +202,13 @@ impl CargoProject {
     /// without inherited variables that would redirect it.
     pub fn cargo(&self, args: &[&str]) -> Command {
         let program = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        self.command(program, args)
+    }
+
+    /// Any program, run like [`CargoProject::cargo`]: in the project dir,
+    /// with the isolated home and target dir and the same variables removed
+    /// (`$CARGO` is kept, so a wrapper finds the cargo under test).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
         let mut command = Command::new(program);
         command.args(args).current_dir(&self.project);
         for (key, _) in std::env::vars_os() {

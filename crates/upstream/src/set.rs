@@ -42,6 +42,11 @@ pub struct UpstreamSettings {
     pub keep_in_memory_bytes: u64,
     /// Politeness limits; none for a cache, which only forwards demand.
     pub limits: Option<Limits>,
+    /// When the first upstream has not answered an index request within
+    /// this, the next one is asked too, and the first answer wins; an
+    /// upstream that lost such a race to the next one is marked down. `None`:
+    /// strictly one upstream after another (a mirror's sync, to be polite).
+    pub hedge_after: Option<Duration>,
 }
 
 /// The validators an upstream gave for an index file. They are only ever sent
@@ -202,8 +207,77 @@ impl UpstreamSet {
         path: &str,
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, FetchError> {
+        let up: Vec<usize> = (0..self.inner.upstreams.len())
+            .filter(|i| self.inner.upstreams[*i].health.is_up())
+            .collect();
         let mut failures = Vec::new();
-        for (i, up) in self.inner.upstreams.iter().enumerate() {
+        let (Some(hedge_after), [first, rest @ ..]) = (self.inner.settings.hedge_after, &up[..])
+        else {
+            return self.fetch_in_turn(&up, path, validators, failures).await;
+        };
+        if rest.is_empty() {
+            return self.fetch_in_turn(&up, path, validators, failures).await;
+        }
+        // The first upstream alone for `hedge_after`; then the others too.
+        let own = |i: usize| validators.filter(|v| v.upstream == self.inner.upstreams[i].base);
+        let first_try =
+            self.inner
+                .fetch_index_once(&self.inner.upstreams[*first], path, own(*first));
+        tokio::pin!(first_try);
+        tokio::select! {
+            result = &mut first_try => {
+                match result {
+                    Ok(fetch) => return Ok(fetch),
+                    Err(failure) => failures.push(self.inner.record(*first, failure)),
+                }
+                return self.fetch_in_turn(rest, path, validators, failures).await;
+            }
+            () = tokio::time::sleep(hedge_after) => {}
+        }
+        let others = self.fetch_in_turn(rest, path, validators, Vec::new());
+        tokio::pin!(others);
+        tokio::select! {
+            result = &mut first_try => match result {
+                Ok(fetch) => Ok(fetch),
+                Err(failure) => {
+                    failures.push(self.inner.record(*first, failure));
+                    others.await.map_err(|e| match e {
+                        FetchError::Unavailable(more) => FetchError::Unavailable(format!("{}; {more}", failures.join("; "))),
+                        other => other,
+                    })
+                }
+            },
+            result = &mut others => match result {
+                Ok(fetch) => {
+                    // The next upstream answered while the first still had
+                    // not: take the first out of rotation until a probe finds
+                    // it well, so the next requests do not wait for it.
+                    self.inner.record(
+                        *first,
+                        Failure::down(format!(
+                            "slower than the next upstream (no answer within {})",
+                            humanize(hedge_after)
+                        )),
+                    );
+                    Ok(fetch)
+                }
+                Err(_) => first_try.await.map_err(|failure| {
+                    FetchError::Unavailable(self.inner.record(*first, failure))
+                }),
+            },
+        }
+    }
+
+    /// Asks the upstreams `order` one after another.
+    async fn fetch_in_turn(
+        &self,
+        order: &[usize],
+        path: &str,
+        validators: Option<&Validators>,
+        mut failures: Vec<String>,
+    ) -> Result<IndexFetch, FetchError> {
+        for &i in order {
+            let up = &self.inner.upstreams[i];
             if !up.health.is_up() {
                 continue;
             }

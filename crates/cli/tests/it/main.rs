@@ -11,3 +11,4 @@ mod crash;
 mod hosted;
 mod mirror;
 mod mirror_git;
+mod run;
