@@ -6,6 +6,7 @@ mod run;
 mod serve;
 mod sync;
 mod token;
+mod verify;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -105,6 +106,43 @@ enum Command {
     ///   mirrors = ["https://mirror.example.org/crates-io/index/"]
     ///   upstream_timeout = "2s"
     Run(RunArgs),
+
+    /// Check that a mirror serves exactly what the reference serves.
+    ///
+    /// For each crate: the mirror's index lines must equal the reference's,
+    /// byte for byte, for the versions both have (versions the mirror lacks
+    /// are reported, not failed; lines it alters or adds are failures), and
+    /// every crate file the mirror serves must have the reference's sha256.
+    /// With --lockfile, the locked versions are also checked against
+    /// Cargo.lock's checksums, which works while the reference is down.
+    /// Prints a table; exits non-zero on any failure. Requests are limited
+    /// (4 at once, 20/s) like a sync.
+    ///
+    /// Examples:
+    ///   wharf verify --mirror https://mirror.example.org/crates-io/index/ --lockfile Cargo.lock
+    ///   wharf verify --mirror https://mirror.example.org/crates-io/index/ --crate serde --crate tokio
+    Verify(VerifyArgs),
+}
+
+/// Flags of `wharf verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The mirror's sparse index URL.
+    #[arg(long, value_name = "URL")]
+    mirror: String,
+
+    /// The reference's sparse index URL (default: crates.io).
+    #[arg(long, value_name = "URL")]
+    against: Option<String>,
+
+    /// Check the crates.io packages of this Cargo.lock, at their locked
+    /// versions, against its checksums too.
+    #[arg(long, value_name = "FILE")]
+    lockfile: Option<PathBuf>,
+
+    /// Check this crate (all its versions); repeatable.
+    #[arg(long = "crate", value_name = "NAME")]
+    crates: Vec<String>,
 }
 
 /// Flags of `wharf run`.
@@ -235,6 +273,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => sync::run(cli.config.as_deref(), args).await,
             Command::Token(command) => token::run(cli.config.as_deref(), command).await,
             Command::Run(args) => return run::run(args).await,
+            Command::Verify(args) => return verify::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -12,3 +12,4 @@ mod hosted;
 mod mirror;
 mod mirror_git;
 mod run;
+mod verify;

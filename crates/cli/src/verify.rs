@@ -1,0 +1,269 @@
+//! `wharf verify`: does a mirror serve exactly what the reference serves?
+//!
+//! For each crate, the mirror's index lines are compared with the
+//! reference's byte for byte: a version both have must have the same line;
+//! a version the mirror lacks is reported (a selective or lagging mirror); a
+//! line it alters or adds is a failure. Every crate file the mirror lists is
+//! downloaded and its sha256 compared with the reference `cksum`. With
+//! `--lockfile`, the mirror's crate files are also checked against the
+//! checksums in `Cargo.lock`, which needs no reference at all.
+
+use std::{collections::BTreeMap, path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use wharf_config::CRATES_IO_SPARSE;
+use wharf_index::{CrateName, IndexPath, parse_line};
+use wharf_storage::{BlobKey, BlobStore, FsStore};
+use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings};
+
+use crate::VerifyArgs;
+
+/// What was found for one crate.
+#[derive(Default)]
+struct Report {
+    versions: usize,
+    same: usize,
+    missing: usize,
+    files_ok: usize,
+    failures: Vec<String>,
+}
+
+/// Runs the checks; exits non-zero when anything failed.
+pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mirror = upstream(&args.mirror)?;
+    let against = args
+        .against
+        .clone()
+        .unwrap_or_else(|| CRATES_IO_SPARSE.to_owned());
+    let reference = upstream(&against)?;
+    let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
+    let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(scratch.path()).await?);
+
+    // Crates to check, with the versions Cargo.lock pins and their checksums.
+    let mut locked: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for name in &args.crates {
+        locked.entry(name.to_ascii_lowercase()).or_default();
+    }
+    if let Some(path) = &args.lockfile {
+        read_lockfile(path, &mut locked)?;
+    }
+    if locked.is_empty() {
+        bail!("nothing to verify: name crates with --crate NAME or give --lockfile Cargo.lock");
+    }
+
+    let mut reports = BTreeMap::new();
+    for (name, pins) in &locked {
+        let report = verify_crate(&mirror, &reference, store.as_ref(), name, pins).await?;
+        reports.insert(name.clone(), report);
+    }
+
+    println!(
+        "{:<28} {:>8} {:>6} {:>8} {:>9} {:>8}",
+        "crate", "versions", "same", "missing", "files ok", "failures"
+    );
+    let mut failures = 0;
+    for (name, report) in &reports {
+        println!(
+            "{name:<28} {:>8} {:>6} {:>8} {:>9} {:>8}",
+            report.versions,
+            report.same,
+            report.missing,
+            report.files_ok,
+            report.failures.len()
+        );
+        failures += report.failures.len();
+    }
+    for report in reports.values() {
+        for failure in &report.failures {
+            println!("FAILED: {failure}");
+        }
+    }
+    if failures > 0 {
+        println!(
+            "\n{failures} failures: {} does not serve what {against} serves",
+            args.mirror
+        );
+        Ok(ExitCode::FAILURE)
+    } else {
+        println!(
+            "\nok: {} crates checked, nothing altered or added",
+            reports.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn verify_crate(
+    mirror: &UpstreamSet,
+    reference: &UpstreamSet,
+    store: &dyn BlobStore,
+    name: &str,
+    pins: &BTreeMap<String, String>,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let krate = CrateName::new(name).with_context(|| format!("`{name}` is not a crate name"))?;
+    let path = IndexPath::for_name(&krate);
+    let mirror_lines = match mirror.fetch_index(path.as_str(), None).await {
+        Ok(IndexFetch::Modified { body, .. }) => lines(&body),
+        Ok(_) => BTreeMap::new(),
+        Err(e) => {
+            report
+                .failures
+                .push(format!("{name}: the mirror's index file: {e}"));
+            return Ok(report);
+        }
+    };
+    // The reference may be down: then only Cargo.lock's checksums are checked.
+    let reference_lines = match reference.fetch_index(path.as_str(), None).await {
+        Ok(IndexFetch::Modified { body, .. }) => Some(lines(&body)),
+        Ok(_) => Some(BTreeMap::new()),
+        Err(_) if !pins.is_empty() => None,
+        Err(e) => {
+            report
+                .failures
+                .push(format!("{name}: the reference's index file: {e}"));
+            return Ok(report);
+        }
+    };
+    report.versions = mirror_lines.len();
+    if let Some(reference_lines) = &reference_lines {
+        for (vers, line) in reference_lines {
+            match mirror_lines.get(vers) {
+                Some(mine) if mine == line => report.same += 1,
+                Some(_) => report.failures.push(format!(
+                    "{name} {vers}: the mirror's index line differs from the reference's"
+                )),
+                None => report.missing += 1,
+            }
+        }
+        for vers in mirror_lines.keys() {
+            if !reference_lines.contains_key(vers) {
+                report.failures.push(format!(
+                    "{name} {vers}: the mirror lists a version the reference does not have"
+                ));
+            }
+        }
+    }
+    // Crate files: against the reference's cksum, else Cargo.lock's. With a
+    // lockfile, only the versions it pins.
+    for (vers, line) in &mirror_lines {
+        if !pins.is_empty() && !pins.contains_key(vers) {
+            continue;
+        }
+        let expected = reference_lines
+            .as_ref()
+            .and_then(|r| r.get(vers))
+            .and_then(|l| parse_line(l.as_bytes()))
+            .map(|l| l.cksum)
+            .or_else(|| {
+                pins.get(vers)
+                    .and_then(|sum| wharf_index::Cksum::parse(sum).ok())
+            });
+        let Some(expected) = expected else {
+            continue;
+        };
+        if let Some(pinned) = pins.get(vers)
+            && pinned != &expected.to_string()
+        {
+            report.failures.push(format!(
+                "{name} {vers}: Cargo.lock's checksum {pinned} is not the reference's {expected}"
+            ));
+        }
+        let Some(parsed) = parse_line(line.as_bytes()) else {
+            report.failures.push(format!(
+                "{name} {vers}: the mirror's index line is not valid"
+            ));
+            continue;
+        };
+        let key = BlobKey::new(format!("verify/{name}-{vers}.crate")).context("a scratch key")?;
+        match mirror
+            .download_crate(&parsed.name, &parsed.vers, &expected, store, &key)
+            .await
+        {
+            Ok(_) => report.files_ok += 1,
+            Err(FetchError::Corrupt(message)) => report.failures.push(format!(
+                "{name} {vers}: the mirror's crate file is altered: {message}"
+            )),
+            Err(e) => report
+                .failures
+                .push(format!("{name} {vers}: the mirror's crate file: {e}")),
+        }
+        let _ = store.delete(&key).await;
+    }
+    // A locked version the mirror does not list at all.
+    for vers in pins.keys() {
+        if !mirror_lines.contains_key(vers) {
+            report.missing += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Index lines by version, each as its exact text.
+fn lines(body: &[u8]) -> BTreeMap<String, String> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let parsed = parse_line(l)?;
+            Some((parsed.vers, String::from_utf8_lossy(l).into_owned()))
+        })
+        .collect()
+}
+
+fn read_lockfile(
+    path: &Path,
+    into: &mut BTreeMap<String, BTreeMap<String, String>>,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lock: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{} is not a Cargo.lock", path.display()))?;
+    for package in lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let source = package.get("source").and_then(|s| s.as_str()).unwrap_or("");
+        if !source.starts_with("registry+") && !source.starts_with("sparse+") {
+            continue;
+        }
+        let (Some(name), Some(vers)) = (
+            package.get("name").and_then(|v| v.as_str()),
+            package.get("version").and_then(|v| v.as_str()),
+        ) else {
+            continue;
+        };
+        let entry = into.entry(name.to_ascii_lowercase()).or_default();
+        if let Some(sum) = package.get("checksum").and_then(|v| v.as_str()) {
+            entry.insert(vers.to_owned(), sum.to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// An upstream set for one registry URL, polite like a sync.
+fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
+    let url = if url.starts_with("sparse+") {
+        url.to_owned()
+    } else {
+        format!("sparse+{url}")
+    };
+    let base = wharf_config::sparse_base(&url).map_err(anyhow::Error::msg)?;
+    UpstreamSet::new(UpstreamSettings {
+        bases: vec![base],
+        timeout: Duration::from_secs(10),
+        probe_interval: Duration::from_secs(5),
+        user_agent: format!("wharf/{} (verify)", env!("CARGO_PKG_VERSION")),
+        max_index_bytes: 64 << 20,
+        max_crate_bytes: 1 << 30,
+        keep_in_memory_bytes: 16 << 20,
+        limits: Some(Limits {
+            max_concurrency: 4,
+            requests_per_sec: 20.0,
+            bytes_per_sec: None,
+        }),
+        hedge_after: None,
+    })
+    .map_err(anyhow::Error::msg)
+}

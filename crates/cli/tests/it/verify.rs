@@ -1,0 +1,111 @@
+//! `wharf verify`: a mirror against a reference, and against Cargo.lock.
+
+use wharf_test_support::{
+    fixture::{CrateBuilder, FixtureCrate},
+    upstream::{FakeUpstream, Fault, Target},
+};
+
+use crate::common::wharf_cli;
+
+fn crates() -> Vec<FixtureCrate> {
+    (0..5)
+        .flat_map(|i| {
+            (0..2).map(move |p| CrateBuilder::new(&format!("vf-{i}"), &format!("1.0.{p}")).build())
+        })
+        .collect()
+}
+
+fn verify(mirror: &FakeUpstream, reference: &FakeUpstream, extra: &[&str]) -> (bool, String) {
+    let mirror_url = mirror.index_url();
+    let reference_url = reference.index_url();
+    let mut args = vec![
+        "verify",
+        "--mirror",
+        &mirror_url,
+        "--against",
+        &reference_url,
+    ];
+    args.extend_from_slice(extra);
+    let out = wharf_cli(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.success(),
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// Acceptance 4 of issue 6: an honest mirror passes; one with an altered
+/// index line and an altered crate file is reported for exactly those two;
+/// `--lockfile` catches bytes that differ from Cargo.lock's checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_exactly_what_a_mirror_altered() {
+    let fixtures = crates();
+    let reference = FakeUpstream::start(fixtures.clone()).await;
+    let honest = FakeUpstream::start(fixtures.clone()).await;
+    let all: Vec<String> = (0..5).map(|i| format!("vf-{i}")).collect();
+    let mut crate_args = Vec::new();
+    for name in &all {
+        crate_args.push("--crate");
+        crate_args.push(name.as_str());
+    }
+
+    let (ok, out) = tokio::task::block_in_place(|| verify(&honest, &reference, &crate_args));
+    assert!(ok, "{out}");
+    assert!(out.contains("ok: 5 crates checked"), "{out}");
+
+    // One altered index line (a yank the reference does not have) and one
+    // altered crate file.
+    let tampered = FakeUpstream::start(fixtures.clone()).await;
+    tampered.yank("vf-1", "1.0.1", true);
+    let altered = fixtures
+        .iter()
+        .find(|k| k.name == "vf-3" && k.vers == "1.0.0")
+        .unwrap();
+    tampered.set_fault(
+        Target::Path(altered.dl_path().split('?').next().unwrap().to_owned()),
+        Fault::WrongBytes,
+    );
+    let (ok, out) = tokio::task::block_in_place(|| verify(&tampered, &reference, &crate_args));
+    assert!(!ok, "{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED:")).collect();
+    assert_eq!(failed.len(), 2, "{out}");
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("vf-1 1.0.1") && l.contains("index line")),
+        "{out}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("vf-3 1.0.0") && l.contains("crate file")),
+        "{out}"
+    );
+
+    // --lockfile: Cargo.lock's checksums catch the altered file even with
+    // the reference gone.
+    let dir = tempfile::tempdir().unwrap();
+    let lockfile = dir.path().join("Cargo.lock");
+    let mut lock = String::from("version = 4\n");
+    for krate in fixtures.iter().filter(|k| k.vers == "1.0.0") {
+        lock.push_str(&format!(
+            "\n[[package]]\nname = \"{}\"\nversion = \"{}\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"{}\"\n",
+            krate.name, krate.vers, krate.cksum
+        ));
+    }
+    std::fs::write(&lockfile, lock).unwrap();
+    reference.stop().await;
+    let tampered_files = FakeUpstream::start(fixtures.clone()).await;
+    tampered_files.set_fault(
+        Target::Path(altered.dl_path().split('?').next().unwrap().to_owned()),
+        Fault::WrongBytes,
+    );
+    let lock_arg = lockfile.display().to_string();
+    let (ok, out) = tokio::task::block_in_place(|| {
+        verify(&tampered_files, &reference, &["--lockfile", &lock_arg])
+    });
+    assert!(!ok, "{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED:")).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(failed[0].contains("vf-3 1.0.0"), "{out}");
+}
