@@ -20,6 +20,7 @@ use wharf_test_support::{
     upstream::FakeUpstream,
 };
 
+mod fallback;
 mod hosted;
 
 struct Options {
@@ -29,6 +30,7 @@ struct Options {
     serving: bool,
     cold: bool,
     hosted: bool,
+    fallback: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -39,6 +41,7 @@ fn options() -> anyhow::Result<Options> {
         serving: true,
         cold: true,
         hosted: true,
+        fallback: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -52,9 +55,18 @@ fn options() -> anyhow::Result<Options> {
             "--duration-secs" => options.duration_secs = value()?,
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
-            "--only-serving" => (options.cold, options.hosted) = (false, false),
-            "--only-cold" => (options.serving, options.hosted) = (false, false),
-            "--only-hosted" => (options.serving, options.cold) = (false, false),
+            "--only-serving" => {
+                (options.cold, options.hosted, options.fallback) = (false, false, false)
+            }
+            "--only-cold" => {
+                (options.serving, options.hosted, options.fallback) = (false, false, false)
+            }
+            "--only-hosted" => {
+                (options.serving, options.cold, options.fallback) = (false, false, false)
+            }
+            "--only-fallback" => {
+                (options.serving, options.cold, options.hosted) = (false, false, false)
+            }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
         }
@@ -81,6 +93,10 @@ fn main() -> anyhow::Result<()> {
     if options.cold {
         let (upstream_rt, wharf_rt) = runtimes()?;
         cold_fetch(&options, &upstream_rt, &wharf_rt)?;
+    }
+    if options.fallback {
+        let (upstream_rt, _) = runtimes()?;
+        fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
     if !options.serving && !options.hosted {
