@@ -4,6 +4,7 @@
 
 mod run;
 mod serve;
+mod setup;
 mod sync;
 mod token;
 mod verify;
@@ -122,6 +123,36 @@ enum Command {
     ///   wharf verify --mirror https://mirror.example.org/crates-io/index/ --lockfile Cargo.lock
     ///   wharf verify --mirror https://mirror.example.org/crates-io/index/ --crate serde --crate tokio
     Verify(VerifyArgs),
+
+    /// Point cargo at a mirror (or a local `wharf serve`) for good.
+    ///
+    /// Appends source replacement to ~/.cargo/config.toml ($CARGO_HOME), or
+    /// to ./.cargo/config.toml with --project, and shows what it added. The
+    /// file as it was is kept next to it; `wharf setup --undo` puts it back
+    /// byte for byte. With no --mirror, cargo is pointed at a `wharf serve`
+    /// on 127.0.0.1:8080, and a systemd user unit to run one is printed.
+    ///
+    /// Examples:
+    ///   wharf setup --mirror https://mirror.example.org/crates-io/index/
+    ///   wharf setup --project
+    ///   wharf setup --undo
+    Setup(SetupArgs),
+}
+
+/// Flags of `wharf setup`.
+#[derive(Args)]
+pub struct SetupArgs {
+    /// The mirror to use (one: cargo takes a single replacement source).
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+
+    /// Write the project's .cargo/config.toml instead of ~/.cargo/config.toml.
+    #[arg(long)]
+    project: bool,
+
+    /// Restore the file exactly as it was before `wharf setup`.
+    #[arg(long, conflicts_with = "mirrors")]
+    undo: bool,
 }
 
 /// Flags of `wharf verify`.
@@ -274,6 +305,7 @@ fn main() -> ExitCode {
             Command::Token(command) => token::run(cli.config.as_deref(), command).await,
             Command::Run(args) => return run::run(args).await,
             Command::Verify(args) => return verify::run(args).await,
+            Command::Setup(args) => setup::run(args),
         }
         .map(|()| ExitCode::SUCCESS)
     });

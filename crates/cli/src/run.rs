@@ -155,7 +155,7 @@ fn exit_code_of_signal(_: &std::process::ExitStatus) -> u8 {
 
 /// A mirror URL as a sparse registry URL: `https://m/crates-io/index/` and
 /// `sparse+https://m/crates-io/index/` name the same mirror.
-fn sparse_url(url: &str) -> String {
+pub(crate) fn sparse_url(url: &str) -> String {
     let url = url.trim();
     let url = if url.starts_with("sparse+") {
         url.to_owned()

@@ -134,3 +134,41 @@ async fn run_falls_back_past_a_dead_mirror_and_then_works_offline() {
     .await;
     assert_eq!(output.status.code(), Some(101));
 }
+
+/// Acceptance 3 of issue 6: `wharf setup` then `wharf setup --undo` leaves
+/// the cargo home's config.toml byte-identical; cargo works in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_and_undo_leave_the_config_byte_identical() {
+    let upstream = FakeUpstream::start(graph("su", 3)).await;
+    let project = bare_project();
+    let mut project = project;
+    project.write_file("Cargo.toml", "[package]\nname = \"consumer\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsu-0 = \"1\"\n");
+    project.write_file("src/main.rs", "fn main() { println!(\"{}\", su_0::value()); }\n");
+    project.fresh_home();
+    let config = project.home_dir().join("config.toml");
+    let original = "# my settings\n[net]\nretry = 0\n\n[term]\nverbose = false   # keep\n";
+    std::fs::write(&config, original).unwrap();
+
+    let setup = |args: &[&str]| {
+        let mut all = vec!["setup"];
+        all.extend_from_slice(args);
+        project
+            .command(env!("CARGO_BIN_EXE_wharf"), &all)
+            .env("CARGO_HOME", project.home_dir())
+            .output()
+            .unwrap()
+    };
+    let out = setup(&["--mirror", &upstream.index_url()]);
+    assert_ok(&out, "setup");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("+ replace-with = \"wharf\""), "the diff is shown: {stdout}");
+    assert_ne!(std::fs::read_to_string(&config).unwrap(), original);
+    project.run_async(&["build"]).await.assert_success();
+
+    let out = setup(&["--undo"]);
+    assert_ok(&out, "undo");
+    assert_eq!(std::fs::read(&config).unwrap(), original.as_bytes());
+    assert!(!project.home_dir().join("config.toml.wharf-backup").exists());
+    let out = setup(&["--undo"]);
+    assert!(!out.status.success(), "nothing left to undo");
+}
