@@ -159,8 +159,20 @@ pub struct SetupArgs {
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The mirror's sparse index URL.
-    #[arg(long, value_name = "URL")]
-    mirror: String,
+    #[arg(long, value_name = "URL", required_unless_present = "local")]
+    mirror: Option<String>,
+
+    /// Check this server's own storage instead (fsck): every index line of
+    /// each mirror and cache registry has its crate file with the right
+    /// sha256 (a cache lists versions it never fetched: those are counted,
+    /// not failed), no partial files are left, and unreferenced crate files
+    /// are reported.
+    #[arg(long, conflicts_with_all = ["mirror", "against", "lockfile", "crates"])]
+    local: bool,
+
+    /// With --local: only this registry.
+    #[arg(long, value_name = "NAME", requires = "local")]
+    registry: Option<String>,
 
     /// The reference's sparse index URL (default: crates.io).
     #[arg(long, value_name = "URL")]
@@ -304,6 +316,9 @@ fn main() -> ExitCode {
             Command::Sync(args) => sync::run(cli.config.as_deref(), args).await,
             Command::Token(command) => token::run(cli.config.as_deref(), command).await,
             Command::Run(args) => return run::run(args).await,
+            Command::Verify(args) if args.local => {
+                return verify::run_local(cli.config.as_deref(), args).await;
+            }
             Command::Verify(args) => return verify::run(args).await,
             Command::Setup(args) => setup::run(args),
         }

@@ -111,10 +111,16 @@ fn undo(file: &Path, backup: &Path) -> anyhow::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
         }
-        println!("{}: removed (there was none before `wharf setup`)", file.display());
+        println!(
+            "{}: removed (there was none before `wharf setup`)",
+            file.display()
+        );
     } else {
         write_atomically(file, &saved)?;
-        println!("{}: restored as it was before `wharf setup`", file.display());
+        println!(
+            "{}: restored as it was before `wharf setup`",
+            file.display()
+        );
     }
     std::fs::remove_file(backup).with_context(|| format!("cannot remove {}", backup.display()))?;
     Ok(())

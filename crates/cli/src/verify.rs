@@ -30,7 +30,8 @@ struct Report {
 
 /// Runs the checks; exits non-zero when anything failed.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mirror = upstream(&args.mirror)?;
+    let mirror_url = args.mirror.clone().unwrap_or_default();
+    let mirror = upstream(&mirror_url)?;
     let against = args
         .against
         .clone()
@@ -79,10 +80,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if failures > 0 {
-        println!(
-            "\n{failures} failures: {} does not serve what {against} serves",
-            args.mirror
-        );
+        println!("\n{failures} failures: {mirror_url} does not serve what {against} serves");
         Ok(ExitCode::FAILURE)
     } else {
         println!(
@@ -266,4 +264,114 @@ fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
         hedge_after: None,
     })
     .map_err(anyhow::Error::msg)
+}
+
+/// `wharf verify --local`: the server's own storage, checked file by file.
+pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::load_config(config_path)?;
+    let mut failures = Vec::new();
+    println!(
+        "{:<16} {:<7} {:>11} {:>9} {:>12} {:>11}",
+        "registry", "kind", "index lines", "files ok", "not fetched", "unreferenced"
+    );
+    for (name, registry) in &config.registries {
+        if args.registry.as_ref().is_some_and(|r| r != name) {
+            continue;
+        }
+        let kind = match registry {
+            wharf_config::Registry::Cache(_) => "cache",
+            wharf_config::Registry::Mirror(_) => "mirror",
+            // A hosted registry's index lives in its database.
+            wharf_config::Registry::Hosted(_) => continue,
+        };
+        let root = config.data_dir.join(name);
+        let index_root = root.join("index");
+        let mut referenced = std::collections::BTreeSet::new();
+        let (mut lines_total, mut ok, mut absent) = (0, 0, 0);
+        for file in walk(&index_root) {
+            if file.file_name().is_some_and(|n| n == "config.json") {
+                continue;
+            }
+            let body =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                lines_total += 1;
+                let Some(line) = parse_line(line) else {
+                    failures.push(format!(
+                        "{name}: {} holds a line that is not valid",
+                        file.display()
+                    ));
+                    continue;
+                };
+                let crate_file = root
+                    .join("crates")
+                    .join(&line.name)
+                    .join(format!("{}-{}.crate", line.name, line.vers));
+                referenced.insert(crate_file.clone());
+                match std::fs::read(&crate_file) {
+                    Ok(bytes) if sha256_hex(&bytes) == line.cksum.to_string() => ok += 1,
+                    Ok(_) => failures.push(format!(
+                        "{name}: {} does not match the index cksum of {} {}",
+                        crate_file.display(),
+                        line.name,
+                        line.vers
+                    )),
+                    Err(_) if kind == "cache" => absent += 1,
+                    Err(_) => failures.push(format!(
+                        "{name}: {} {} is listed but {} is missing",
+                        line.name,
+                        line.vers,
+                        crate_file.display()
+                    )),
+                }
+            }
+        }
+        let unreferenced = walk(&root.join("crates"))
+            .into_iter()
+            .filter(|f| !referenced.contains(f))
+            .count();
+        println!("{name:<16} {kind:<7} {lines_total:>11} {ok:>9} {absent:>12} {unreferenced:>11}");
+    }
+    let partial = walk(&config.data_dir.join(".tmp")).len();
+    if partial > 0 {
+        println!(
+            "{partial} temporary files under {} (writes under way, or left by a killed process: `wharf serve` removes those at start)",
+            config.data_dir.join(".tmp").display()
+        );
+    }
+    for failure in &failures {
+        println!("FAILED: {failure}");
+    }
+    if failures.is_empty() {
+        println!("ok: every index line has its crate file with the right sha256");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\n{} failures", failures.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Every file under `dir`, recursively; nothing when it does not exist.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(path),
+                Ok(kind) if kind.is_file() => files.push(path),
+                _ => {}
+            }
+        }
+    }
+    files
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

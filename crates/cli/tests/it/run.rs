@@ -143,7 +143,10 @@ async fn setup_and_undo_leave_the_config_byte_identical() {
     let project = bare_project();
     let mut project = project;
     project.write_file("Cargo.toml", "[package]\nname = \"consumer\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsu-0 = \"1\"\n");
-    project.write_file("src/main.rs", "fn main() { println!(\"{}\", su_0::value()); }\n");
+    project.write_file(
+        "src/main.rs",
+        "fn main() { println!(\"{}\", su_0::value()); }\n",
+    );
     project.fresh_home();
     let config = project.home_dir().join("config.toml");
     let original = "# my settings\n[net]\nretry = 0\n\n[term]\nverbose = false   # keep\n";
@@ -161,7 +164,10 @@ async fn setup_and_undo_leave_the_config_byte_identical() {
     let out = setup(&["--mirror", &upstream.index_url()]);
     assert_ok(&out, "setup");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("+ replace-with = \"wharf\""), "the diff is shown: {stdout}");
+    assert!(
+        stdout.contains("+ replace-with = \"wharf\""),
+        "the diff is shown: {stdout}"
+    );
     assert_ne!(std::fs::read_to_string(&config).unwrap(), original);
     project.run_async(&["build"]).await.assert_success();
 

@@ -109,3 +109,35 @@ async fn verify_reports_exactly_what_a_mirror_altered() {
     assert_eq!(failed.len(), 1, "{out}");
     assert!(failed[0].contains("vf-3 1.0.0"), "{out}");
 }
+
+/// `wharf verify --local` (fsck): a synced mirror checks out; a crate file
+/// damaged on disk is named, and the exit status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_local_checks_every_line_against_its_file() {
+    let upstream = FakeUpstream::start(crates()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        crate::mirror::mirror_config(dir.path(), &upstream, "include = [\"vf-0\", \"vf-4\"]");
+    crate::mirror::sync_ok(&config);
+    let fsck = || wharf_cli(&["verify", "--local", "--config", config.to_str().unwrap()]);
+    let out = fsck();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok: every index line"), "{stdout}");
+
+    let damaged = dir.path().join("data/m/crates/vf-4/vf-4-1.0.1.crate");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
+    let out = fsck();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    let failed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("FAILED:"))
+        .collect();
+    assert!(
+        failed.len() == 1 && failed[0].contains("vf-4-1.0.1.crate"),
+        "{stdout}"
+    );
+}
