@@ -137,6 +137,37 @@ enum Command {
     ///   wharf setup --project
     ///   wharf setup --undo
     Setup(SetupArgs),
+
+    /// Make and show the ed25519 key a mirror signs its manifest with.
+    ///
+    /// Set the key file as `signing_key` of a mirror registry: each pass then
+    /// writes `{R}/manifest.json` (every index file and its sha256, the
+    /// cursor, the time) and `{R}/manifest.json.sig`. Publish the public key
+    /// (in your mirror list entry); `wharf verify --key PUBLIC` checks it.
+    ///
+    /// Examples:
+    ///   wharf keys generate --out /etc/wharf/mirror.key
+    ///   wharf keys show --key /etc/wharf/mirror.key
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `wharf keys` subcommands.
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Write a new secret key to FILE (never over an existing one) and print
+    /// its public key.
+    Generate {
+        /// Where to write the secret key (mode 600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the public key of a secret key file.
+    Show {
+        /// The secret key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
 }
 
 /// Flags of `wharf setup`.
@@ -186,6 +217,12 @@ pub struct VerifyArgs {
     /// Check this crate (all its versions); repeatable.
     #[arg(long = "crate", value_name = "NAME")]
     crates: Vec<String>,
+
+    /// The operator's public key (hex, from `wharf keys`): the mirror's
+    /// signed manifest must verify with it, and vouch for every index file
+    /// checked.
+    #[arg(long, value_name = "HEX")]
+    key: Option<String>,
 }
 
 /// Flags of `wharf run`.
@@ -321,6 +358,7 @@ fn main() -> ExitCode {
             }
             Command::Verify(args) => return verify::run(args).await,
             Command::Setup(args) => setup::run(args),
+            Command::Keys(command) => keys(command),
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -331,6 +369,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match command {
+        KeysCommand::Generate { out } => {
+            let (secret, public) = wharf_sync::manifest::generate_key()?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&out).with_context(|| {
+                format!(
+                    "cannot create {} (an existing key is never overwritten)",
+                    out.display()
+                )
+            })?;
+            std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+            println!(
+                "secret key written to {} (keep it private; set it as signing_key)",
+                out.display()
+            );
+            println!("public key: {public}");
+        }
+        KeysCommand::Show { key } => {
+            println!("public key: {}", wharf_sync::manifest::public_key_of(&key)?);
+        }
+    }
+    Ok(())
 }
 
 /// The configuration: defaults, then the file, then `WHARF_*` variables.

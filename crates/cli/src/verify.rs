@@ -52,9 +52,34 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         bail!("nothing to verify: name crates with --crate NAME or give --lockfile Cargo.lock");
     }
 
+    // The signed manifest, when a key is pinned: checked before anything else.
+    let manifest = match &args.key {
+        Some(key) => Some(signed_manifest(&mirror, &mirror_url, key).await?),
+        None => None,
+    };
+    if let Some(manifest) = &manifest {
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(manifest.time);
+        println!(
+            "signed manifest: valid; {} index files, written {} ago{}",
+            manifest.files.len(),
+            humantime::format_duration(Duration::from_secs(age)),
+            manifest
+                .cursor
+                .as_deref()
+                .map(|c| format!(", cursor {c}"))
+                .unwrap_or_default()
+        );
+    }
+
     let mut reports = BTreeMap::new();
     for (name, pins) in &locked {
-        let report = verify_crate(&mirror, &reference, store.as_ref(), name, pins).await?;
+        let mut report = verify_crate(&mirror, &reference, store.as_ref(), name, pins).await?;
+        if let Some(manifest) = &manifest {
+            check_against_manifest(&mirror, manifest, name, &mut report).await;
+        }
         reports.insert(name.clone(), report);
     }
 
@@ -195,6 +220,58 @@ async fn verify_crate(
         }
     }
     Ok(report)
+}
+
+/// Fetches the mirror's manifest and signature and checks them with `key`.
+async fn signed_manifest(
+    mirror: &UpstreamSet,
+    mirror_url: &str,
+    key: &str,
+) -> anyhow::Result<wharf_sync::manifest::Manifest> {
+    let root = tree_root(mirror_url);
+    let fetch = |url: String| async move {
+        match mirror.fetch_document(&url, None).await {
+            Ok(IndexFetch::Modified { body, .. }) => Ok(body),
+            Ok(_) => bail!("{url}: the mirror publishes no signed manifest"),
+            Err(e) => Err(anyhow::anyhow!("{url}: {e}")),
+        }
+    };
+    let body = fetch(format!("{root}manifest.json")).await?;
+    let signature = fetch(format!("{root}manifest.json.sig")).await?;
+    wharf_sync::manifest::verify(&body, &String::from_utf8_lossy(&signature), key)
+        .map_err(|e| anyhow::anyhow!("{mirror_url}: {e}"))
+}
+
+/// The mirror's served index file of `name` must be the one its signed
+/// manifest vouches for.
+async fn check_against_manifest(
+    mirror: &UpstreamSet,
+    manifest: &wharf_sync::manifest::Manifest,
+    name: &str,
+    report: &mut Report,
+) {
+    let Ok(krate) = CrateName::new(name) else {
+        return;
+    };
+    let path = IndexPath::for_name(&krate);
+    let served = match mirror.fetch_index(path.as_str(), None).await {
+        Ok(IndexFetch::Modified { body, .. }) => Some(wharf_sync::manifest::sha256_hex(&body)),
+        _ => None,
+    };
+    if served.as_ref() != manifest.files.get(path.as_str()) {
+        report.failures.push(format!(
+            "{name}: the index file served is not the one the signed manifest vouches for"
+        ));
+    }
+}
+
+/// `https://m/crates-io/index/` → `https://m/crates-io/`: where the tree's
+/// top files are.
+fn tree_root(mirror_url: &str) -> String {
+    let url = mirror_url.trim_start_matches("sparse+");
+    let url = url.trim_end_matches('/');
+    let url = url.strip_suffix("/index").unwrap_or(url);
+    format!("{url}/")
 }
 
 /// Index lines by version, each as its exact text.

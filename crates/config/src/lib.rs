@@ -153,6 +153,11 @@ pub struct MirrorRegistry {
     /// conditional requests.
     #[serde(default)]
     pub feed_url: Option<String>,
+    /// An ed25519 key made by `wharf keys generate`: each pass then writes a
+    /// signed `manifest.json` of the tree, so clients that pin the public
+    /// key can tell a tampered mirror from a stale one.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
     /// How often `wharf serve` polls `feed_url`; never when absent.
     #[serde(default, with = "humantime_serde")]
     pub feed_interval: Option<Duration>,

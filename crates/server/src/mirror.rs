@@ -108,10 +108,11 @@ impl MirrorRegistry {
             .ok_or_else(|| ApiError::not_found(format!("this mirror has no {krate} {vers}")))
     }
 
-    /// The tree's `status.json`, if a pass has written one.
-    pub async fn status_json(&self) -> Result<Option<Bytes>, ApiError> {
-        let key = BlobKey::new(format!("{}/status.json", self.name))
-            .expect("a registry name makes a valid key");
+    /// A file at the top of the tree (`status.json`, `manifest.json`), if a
+    /// pass has written it.
+    pub async fn tree_file(&self, file: &str) -> Result<Option<Bytes>, ApiError> {
+        let key = BlobKey::new(format!("{}/{file}", self.name))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         self.store
             .get(&key)
             .await

@@ -34,7 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status.json", get(show_status))
         .route("/metrics", get(show_metrics))
-        .route("/{registry}/status.json", get(get_registry_status))
+        .route("/{registry}/{file}", get(get_registry_status))
         .route("/{registry}/index/config.json", get(get_config_json))
         .route("/{registry}/index/{*path}", get(get_index_file))
         .route("/{registry}/crates/{name}/{file}", get(download_crate))

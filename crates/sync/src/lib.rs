@@ -3,6 +3,7 @@
 mod feed;
 mod git;
 mod glob;
+pub mod manifest;
 mod selection;
 mod sync;
 

@@ -205,6 +205,7 @@ pub struct Mirror {
     git: Option<GitRemote>,
     feed_url: Option<String>,
     work_dir: PathBuf,
+    signing_key: Option<PathBuf>,
     user_agent: String,
     config_json: Bytes,
     concurrency: usize,
@@ -294,6 +295,7 @@ impl Mirror {
             }),
             feed_url: config.feed_url.clone(),
             work_dir: work_dir.to_owned(),
+            signing_key: config.signing_key.clone(),
             user_agent,
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
@@ -475,6 +477,7 @@ impl Mirror {
         summary.requests = self.upstreams.requests_made() - requests_before;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         self.write_status(&summary, state.git_tree.clone()).await?;
+        self.sign(state.git_tree.clone()).await?;
         info!(
             registry = %self.name,
             kind = ?summary.kind,
@@ -490,6 +493,22 @@ impl Mirror {
             "sync pass finished"
         );
         Ok(summary)
+    }
+
+    /// Writes the signed manifest of the tree, when the mirror has a key.
+    /// The tree is the directory that holds the work dir (`{R}/`).
+    async fn sign(&self, cursor: Option<String>) -> Result<(), SyncError> {
+        let (Some(key), Some(tree)) = (self.signing_key.clone(), self.work_dir.parent()) else {
+            return Ok(());
+        };
+        let (tree, name) = (tree.to_owned(), self.name.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::manifest::write_signed(&tree, &name, cursor, &key)
+        })
+        .await
+        .map_err(|e| SyncError::Setup(e.to_string()))?
+        .map_err(|e| SyncError::Setup(format!("cannot sign the manifest: {e}")))?;
+        Ok(())
     }
 
     /// Clones the git index on first use, then fetches it; returns the clone

@@ -141,3 +141,79 @@ async fn verify_local_checks_every_line_against_its_file() {
         "{stdout}"
     );
 }
+
+/// Acceptance 6 of issue 6: a mirror signs its manifest with its operator's
+/// key; `wharf verify --key` accepts it, and rejects it once tampered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_manifests_are_accepted_and_tampered_ones_rejected() {
+    let upstream = FakeUpstream::start(crates()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mirror.key");
+    let out = wharf_cli(&["keys", "generate", "--out", key_file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_owned();
+    let config = crate::mirror::mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "include = [\"vf-0\", \"vf-2\"]\nsigning_key = \"{}\"",
+            key_file.display()
+        ),
+    );
+    crate::mirror::sync_ok(&config);
+    let wharf =
+        crate::common::Wharf::start_with(wharf_config::Config::load(Some(&config)).unwrap()).await;
+    let mirror_url = format!("sparse+http://{}/m/index/", wharf.addr);
+    let reference_url = upstream.index_url();
+    let check = |key: &str| {
+        let out = wharf_cli(&[
+            "verify",
+            "--mirror",
+            &mirror_url,
+            "--against",
+            &reference_url,
+            "--crate",
+            "vf-0",
+            "--crate",
+            "vf-2",
+            "--key",
+            key,
+        ]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = tokio::task::block_in_place(|| check(&public));
+    assert!(
+        ok && out.contains("signed manifest: valid; 3 index files"),
+        "{out}"
+    );
+
+    // Someone else's key: rejected.
+    let other = dir.path().join("other.key");
+    let out = wharf_cli(&["keys", "generate", "--out", other.to_str().unwrap()]);
+    let other_public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: ").map(str::to_owned))
+        .unwrap();
+    let (ok, out) = tokio::task::block_in_place(|| check(&other_public));
+    assert!(!ok && out.contains("does not verify"), "{out}");
+
+    // The manifest altered on the mirror: rejected.
+    let manifest = dir.path().join("data/m/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("\"m\"", "\"n\"", 1)).unwrap();
+    let (ok, out) = tokio::task::block_in_place(|| check(&public));
+    assert!(!ok && out.contains("does not verify"), "{out}");
+    wharf.stop().await;
+}
