@@ -2,6 +2,7 @@
 //! runs a subcommand. Everything it does is in the library crates; this file
 //! only wires them together.
 
+mod mirrors;
 mod run;
 mod serve;
 mod setup;
@@ -150,6 +151,48 @@ enum Command {
     ///   wharf keys show --key /etc/wharf/mirror.key
     #[command(subcommand)]
     Keys(KeysCommand),
+
+    /// Community mirror lists: see them, and rank their mirrors.
+    ///
+    /// A list is a TOML (or JSON) file of `[[mirror]]` entries (url,
+    /// operator, contact, region, kind, public_key) that a community keeps
+    /// in a repository, and that a wharf with `mirror_list` set publishes at
+    /// /.well-known/wharf-mirrors.toml.
+    ///
+    /// Examples:
+    ///   wharf mirrors list --from https://mirror.example.org/.well-known/wharf-mirrors.toml
+    ///   wharf mirrors probe --from mirrors.toml --crate serde
+    #[command(subcommand)]
+    Mirrors(MirrorsCommand),
+}
+
+/// `wharf mirrors` subcommands.
+#[derive(Subcommand)]
+pub enum MirrorsCommand {
+    /// Print the mirrors of a list.
+    List {
+        /// A list file or URL.
+        #[arg(long, value_name = "FILE|URL")]
+        from: String,
+    },
+    /// Measure each mirror of a list and rank them: latency (config.json,
+    /// median of three), freshness (its status.json), and a spot-check of a
+    /// few crates against the reference; a mirror failing the spot-check is
+    /// flagged and ranked last.
+    Probe {
+        /// A list file or URL.
+        #[arg(long, value_name = "FILE|URL")]
+        from: String,
+        /// The reference's sparse index URL (default: crates.io).
+        #[arg(long, value_name = "URL")]
+        against: Option<String>,
+        /// Crates to spot-check (default: serde, libc, cfg-if); repeatable.
+        #[arg(long = "crate", value_name = "NAME")]
+        crates: Vec<String>,
+        /// A mirror whose last successful sync is older than this is stale.
+        #[arg(long, value_name = "DURATION", default_value = "1day")]
+        max_age: humantime::Duration,
+    },
 }
 
 /// `wharf keys` subcommands.
@@ -359,6 +402,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => return verify::run(args).await,
             Command::Setup(args) => setup::run(args),
             Command::Keys(command) => keys(command),
+            Command::Mirrors(command) => return mirrors::run(command).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

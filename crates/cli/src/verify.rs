@@ -20,12 +20,12 @@ use crate::VerifyArgs;
 
 /// What was found for one crate.
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     versions: usize,
     same: usize,
     missing: usize,
     files_ok: usize,
-    failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
 }
 
 /// Runs the checks; exits non-zero when anything failed.
@@ -116,7 +116,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn verify_crate(
+pub(crate) async fn verify_crate(
     mirror: &UpstreamSet,
     reference: &UpstreamSet,
     store: &dyn BlobStore,
@@ -318,7 +318,7 @@ fn read_lockfile(
 }
 
 /// An upstream set for one registry URL, polite like a sync.
-fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
+pub(crate) fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
     let url = if url.starts_with("sparse+") {
         url.to_owned()
     } else {

@@ -59,6 +59,10 @@ pub struct Config {
     /// Memory for hot crate files, in MiB.
     #[serde(default = "default_memory_crates_mb")]
     pub memory_crates_mb: u64,
+    /// A mirror list (TOML) this server publishes at
+    /// `/.well-known/wharf-mirrors.toml`, for `wharf mirrors`.
+    #[serde(default)]
+    pub mirror_list: Option<PathBuf>,
     /// The registries served, each mounted at `/{name}/`.
     #[serde(default = "default_registries")]
     pub registries: BTreeMap<String, Registry>,
@@ -281,6 +285,7 @@ impl Default for Config {
             public_url: None,
             memory_index_mb: default_memory_index_mb(),
             memory_crates_mb: default_memory_crates_mb(),
+            mirror_list: None,
             registries: default_registries(),
         }
     }

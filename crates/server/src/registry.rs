@@ -88,6 +88,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// When the server started.
     pub started: Instant,
+    /// The mirror list published at `/.well-known/wharf-mirrors.toml`.
+    pub mirror_list: Option<Bytes>,
 }
 
 impl AppState {
@@ -204,11 +206,20 @@ impl AppState {
                 }
             }
         }
+        let mirror_list = match &config.mirror_list {
+            Some(path) => {
+                Some(Bytes::from(std::fs::read(path).with_context(|| {
+                    format!("cannot read mirror_list {}", path.display())
+                })?))
+            }
+            None => None,
+        };
         Ok(Self {
             registries,
             public_url,
             data_dir: config.data_dir.clone(),
             started: Instant::now(),
+            mirror_list,
         })
     }
 

@@ -12,6 +12,7 @@ use crate::{
         download_crate::download_crate,
         get_config_json::get_config_json,
         get_index_file::get_index_file,
+        get_mirror_list::get_mirror_list,
         get_registry_status::get_registry_status,
         health::{healthz, readyz, show_metrics, show_status},
         manage_owners::{add_owners, list_owners, remove_owners},
@@ -34,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status.json", get(show_status))
         .route("/metrics", get(show_metrics))
+        .route("/.well-known/wharf-mirrors.toml", get(get_mirror_list))
         .route("/{registry}/{file}", get(get_registry_status))
         .route("/{registry}/index/config.json", get(get_config_json))
         .route("/{registry}/index/{*path}", get(get_index_file))

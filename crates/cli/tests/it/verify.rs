@@ -217,3 +217,124 @@ async fn signed_manifests_are_accepted_and_tampered_ones_rejected() {
     assert!(!ok && out.contains("does not verify"), "{out}");
     wharf.stop().await;
 }
+
+/// Acceptance 5 of issue 6: `wharf mirrors probe` ranks a fast, fresh mirror
+/// above a slow one and a stale one, and flags one that fails the spot-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_ranks_fast_fresh_mirrors_first_and_flags_altered_ones() {
+    let fixtures = crates();
+    let reference = FakeUpstream::start(fixtures.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two synced wharf mirrors; the second one's last sync is ten days old.
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[registries.fresh]\nkind = \"mirror\"\nupstreams = [\"{up}\"]\ninclude = [\"vf-0\"]\n\n[registries.stale]\nkind = \"mirror\"\nupstreams = [\"{up}\"]\ninclude = [\"vf-0\"]\n",
+            dir.path().join("data").display(),
+            up = reference.index_url()
+        ),
+    )
+    .unwrap();
+    crate::mirror::sync_ok(&config);
+    let status_file = dir.path().join("data/stale/status.json");
+    let mut status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
+    let old = status["last_success"].as_u64().unwrap() - 10 * 24 * 3600;
+    status["last_success"] = old.into();
+    std::fs::write(&status_file, serde_json::to_vec(&status).unwrap()).unwrap();
+    let wharf =
+        crate::common::Wharf::start_with(wharf_config::Config::load(Some(&config)).unwrap()).await;
+    // A slow mirror, and one serving an altered crate file.
+    let slow = FakeUpstream::start(fixtures.clone()).await;
+    slow.set_fault(
+        Target::Config,
+        Fault::SlowDrip {
+            chunk: 16,
+            delay: std::time::Duration::from_millis(30),
+        },
+    );
+    let altered = FakeUpstream::start(fixtures.clone()).await;
+    let vf0 = fixtures
+        .iter()
+        .find(|k| k.name == "vf-0" && k.vers == "1.0.1")
+        .unwrap();
+    altered.set_fault(
+        Target::Path(vf0.dl_path().split('?').next().unwrap().to_owned()),
+        Fault::WrongBytes,
+    );
+
+    let fresh_url = format!("sparse+http://{}/fresh/index/", wharf.addr);
+    let stale_url = format!("sparse+http://{}/stale/index/", wharf.addr);
+    let list = dir.path().join("mirrors.toml");
+    std::fs::write(
+        &list,
+        [
+            (&altered.index_url(), "altered"),
+            (&slow.index_url(), "slow"),
+            (&stale_url, "stale"),
+            (&fresh_url, "fresh"),
+        ]
+        .iter()
+        .map(|(url, who)| {
+            format!("[[mirror]]\nurl = \"{url}\"\noperator = \"{who}\"\nkind = \"mirror\"\n\n")
+        })
+        .collect::<String>(),
+    )
+    .unwrap();
+    let reference_url = reference.index_url();
+    let out = tokio::task::block_in_place(|| {
+        wharf_cli(&[
+            "mirrors",
+            "probe",
+            "--from",
+            list.to_str().unwrap(),
+            "--against",
+            &reference_url,
+            "--crate",
+            "vf-0",
+        ])
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranked: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|url| url.starts_with("sparse+"))
+        .collect();
+    assert_eq!(ranked.first(), Some(&fresh_url.as_str()), "{stdout}");
+    assert_eq!(
+        ranked.last(),
+        Some(&altered.index_url().as_str()),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(&altered.index_url()) && l.contains("FAILED")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("STALE"), "{stdout}");
+
+    // Any wharf can publish the list at a well-known path.
+    let publisher = crate::common::Wharf::start_with(wharf_config::Config {
+        mirror_list: Some(list.clone()),
+        data_dir: dir.path().join("publisher"),
+        ..wharf_config::Config::default()
+    })
+    .await;
+    let url = publisher.url("/.well-known/wharf-mirrors.toml");
+    let out = tokio::task::block_in_place(|| wharf_cli(&["mirrors", "list", "--from", &url]));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("slow") && stdout.contains("fresh"),
+        "{stdout}"
+    );
+    publisher.stop().await;
+    wharf.stop().await;
+}

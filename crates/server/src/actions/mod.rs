@@ -3,6 +3,7 @@
 pub mod download_crate;
 pub mod get_config_json;
 pub mod get_index_file;
+pub mod get_mirror_list;
 pub mod get_registry_status;
 pub mod health;
 pub mod manage_owners;
