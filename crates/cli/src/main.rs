@@ -227,6 +227,23 @@ pub struct SetupArgs {
     /// Restore the file exactly as it was before `wharf setup`.
     #[arg(long, conflicts_with = "mirrors")]
     undo: bool,
+
+    /// `auto`: probe the mirrors of the list --from and use the best one.
+    #[arg(
+        long = "mirrors",
+        value_name = "auto",
+        requires = "from",
+        conflicts_with = "mirrors"
+    )]
+    auto: Option<String>,
+
+    /// The mirror list for `--mirrors auto` (a file or URL).
+    #[arg(long, value_name = "FILE|URL")]
+    from: Option<String>,
+
+    /// The reference `--mirrors auto` spot-checks against (default: crates.io).
+    #[arg(long, value_name = "URL", requires = "from")]
+    against: Option<String>,
 }
 
 /// Flags of `wharf verify`.
@@ -400,7 +417,22 @@ fn main() -> ExitCode {
                 return verify::run_local(cli.config.as_deref(), args).await;
             }
             Command::Verify(args) => return verify::run(args).await,
-            Command::Setup(args) => setup::run(args),
+            Command::Setup(mut args) => {
+                if let Some(auto) = args.auto.take() {
+                    if auto != "auto" {
+                        anyhow::bail!("--mirrors takes `auto`; name one mirror with --mirror URL");
+                    }
+                    let from = args.from.clone().unwrap_or_default();
+                    match mirrors::best(&from, args.against.clone()).await? {
+                        Some(best) => {
+                            println!("\nusing the best-ranked mirror: {}\n", best.url);
+                            args.mirrors = vec![best.url];
+                        }
+                        None => anyhow::bail!("no mirror of {from} passed the probe"),
+                    }
+                }
+                setup::run(args)
+            }
             Command::Keys(command) => keys(command),
             Command::Mirrors(command) => return mirrors::run(command).await,
         }

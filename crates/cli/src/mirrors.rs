@@ -118,8 +118,9 @@ pub fn parse(text: &str) -> anyhow::Result<MirrorList> {
 }
 
 /// What a probe found out about one mirror.
-struct Probed {
-    entry: MirrorEntry,
+pub struct Probed {
+    /// The mirror.
+    pub entry: MirrorEntry,
     latency: Option<Duration>,
     age: Option<Duration>,
     spot_failures: Vec<String>,
@@ -145,6 +146,29 @@ async fn probe(
     crates: Vec<String>,
     max_age: Duration,
 ) -> anyhow::Result<ExitCode> {
+    let probed = rank(from, against, crates, max_age).await?;
+    print_ranking(&probed, max_age);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The usable mirror a probe of `from` ranks first, if any.
+pub async fn best(from: &str, against: Option<String>) -> anyhow::Result<Option<MirrorEntry>> {
+    let max_age = Duration::from_secs(24 * 3600);
+    let probed = rank(from, against, Vec::new(), max_age).await?;
+    print_ranking(&probed, max_age);
+    Ok(probed
+        .into_iter()
+        .find(|p| p.spot_failures.is_empty() && p.latency.is_some())
+        .map(|p| p.entry))
+}
+
+/// Probes every mirror of the list at `from`, best first.
+async fn rank(
+    from: &str,
+    against: Option<String>,
+    crates: Vec<String>,
+    max_age: Duration,
+) -> anyhow::Result<Vec<Probed>> {
     let list = load(from).await?;
     let against = against.unwrap_or_else(|| wharf_config::CRATES_IO_SPARSE.to_owned());
     let reference = verify::upstream(&against)?;
@@ -213,6 +237,10 @@ async fn probe(
         });
     }
     probed.sort_by_key(|p| p.rank(max_age));
+    Ok(probed)
+}
+
+fn print_ranking(probed: &[Probed], max_age: Duration) {
     println!(
         "{:<4} {:<48} {:>10} {:>12} {:<10}",
         "rank", "mirror", "latency", "last sync", "spot-check"
@@ -238,10 +266,9 @@ async fn probe(
             },
         );
     }
-    for p in &probed {
+    for p in probed {
         for failure in &p.spot_failures {
             println!("FAILED: {}: {failure}", p.entry.url);
         }
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -321,6 +321,31 @@ async fn probe_ranks_fast_fresh_mirrors_first_and_flags_altered_ones() {
     );
     assert!(stdout.contains("STALE"), "{stdout}");
 
+    // `wharf setup --mirrors auto` picks the best-ranked one.
+    let home = dir.path().join("cargo-home");
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args([
+                "setup",
+                "--mirrors",
+                "auto",
+                "--from",
+                list.to_str().unwrap(),
+                "--against",
+                &reference_url,
+            ])
+            .env("CARGO_HOME", &home)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(written.contains(&fresh_url), "{written}");
+
     // Any wharf can publish the list at a well-known path.
     let publisher = crate::common::Wharf::start_with(wharf_config::Config {
         mirror_list: Some(list.clone()),
