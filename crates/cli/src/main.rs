@@ -258,7 +258,7 @@ pub struct VerifyArgs {
     /// sha256 (a cache lists versions it never fetched: those are counted,
     /// not failed), no partial files are left, and unreferenced crate files
     /// are reported.
-    #[arg(long, conflicts_with_all = ["mirror", "against", "lockfile", "crates"])]
+    #[arg(long, conflicts_with_all = ["mirror", "against", "lockfile", "crates", "sample", "all"])]
     local: bool,
 
     /// With --local: only this registry.
@@ -277,6 +277,14 @@ pub struct VerifyArgs {
     /// Check this crate (all its versions); repeatable.
     #[arg(long = "crate", value_name = "NAME")]
     crates: Vec<String>,
+
+    /// Check N crates spread over the mirror's manifest.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    sample: Option<usize>,
+
+    /// Check every crate the mirror's manifest lists.
+    #[arg(long)]
+    all: bool,
 
     /// The operator's public key (hex, from `wharf keys`): the mirror's
     /// signed manifest must verify with it, and vouch for every index file

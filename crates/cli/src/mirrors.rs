@@ -219,8 +219,14 @@ async fn rank(
             }
             _ => None,
         };
-        // Spot-check: a few crates against the reference.
+        // Spot-check: a few crates against the reference, and the signed
+        // manifest when the list pins the mirror's key.
         let mut spot_failures = Vec::new();
+        if let Some(key) = &entry.public_key
+            && let Err(e) = verify::signed_manifest(&mirror, &entry.url, key).await
+        {
+            spot_failures.push(format!("signed manifest: {e:#}"));
+        }
         for name in &crates {
             match verify::verify_crate(&mirror, &reference, store.as_ref(), name, &BTreeMap::new())
                 .await

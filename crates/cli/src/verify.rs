@@ -48,8 +48,20 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.lockfile {
         read_lockfile(path, &mut locked)?;
     }
+    // Every crate, or a sample: the mirror's manifest lists its index files.
+    if args.all || args.sample.is_some() {
+        let listed = listed_crates(&mirror, &mirror_url).await?;
+        let take = args.sample.unwrap_or(listed.len()).min(listed.len());
+        // A sample spread evenly over the list, the same on every run.
+        let step = (listed.len() / take.max(1)).max(1);
+        for name in listed.iter().step_by(step).take(take) {
+            locked.entry(name.clone()).or_default();
+        }
+    }
     if locked.is_empty() {
-        bail!("nothing to verify: name crates with --crate NAME or give --lockfile Cargo.lock");
+        bail!(
+            "nothing to verify: name crates with --crate NAME, give --lockfile Cargo.lock, or use --sample N / --all"
+        );
     }
 
     // The signed manifest, when a key is pinned: checked before anything else.
@@ -222,8 +234,27 @@ pub(crate) async fn verify_crate(
     Ok(report)
 }
 
+/// The crates a mirror's manifest lists (its index files, by name).
+async fn listed_crates(mirror: &UpstreamSet, mirror_url: &str) -> anyhow::Result<Vec<String>> {
+    let url = format!("{}manifest.json", tree_root(mirror_url));
+    let body = match mirror.fetch_document(&url, None).await {
+        Ok(IndexFetch::Modified { body, .. }) => body,
+        _ => bail!(
+            "{url}: no manifest, so the mirror's crates cannot be listed; name them with --crate or --lockfile"
+        ),
+    };
+    let manifest: wharf_sync::manifest::Manifest =
+        serde_json::from_slice(&body).with_context(|| format!("{url} is not a wharf manifest"))?;
+    Ok(manifest
+        .files
+        .keys()
+        .filter(|path| IndexPath::parse(path).is_ok())
+        .filter_map(|path| path.rsplit('/').next().map(str::to_owned))
+        .collect())
+}
+
 /// Fetches the mirror's manifest and signature and checks them with `key`.
-async fn signed_manifest(
+pub(crate) async fn signed_manifest(
     mirror: &UpstreamSet,
     mirror_url: &str,
     key: &str,
