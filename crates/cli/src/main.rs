@@ -291,6 +291,11 @@ pub struct VerifyArgs {
     /// checked.
     #[arg(long, value_name = "HEX")]
     key: Option<String>,
+
+    /// A mirror list (file or URL): the key its entry for --mirror pins is
+    /// used as --key.
+    #[arg(long, value_name = "FILE|URL", conflicts_with = "key")]
+    from: Option<String>,
 }
 
 /// Flags of `wharf run`.

@@ -93,7 +93,7 @@ pub async fn run(command: MirrorsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads a list from a file or a URL.
-async fn load(from: &str) -> anyhow::Result<MirrorList> {
+pub(crate) async fn load(from: &str) -> anyhow::Result<MirrorList> {
     let text = if from.starts_with("http://") || from.starts_with("https://") {
         let set = verify::upstream("sparse+http://127.0.0.1/")?;
         match set.fetch_document(from, None).await {

@@ -64,8 +64,26 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // The signed manifest, when a key is pinned: checked before anything else.
-    let manifest = match &args.key {
+    // The signed manifest, when a key is pinned (given, or by a mirror
+    // list): checked before anything else.
+    let key = match (&args.key, &args.from) {
+        (Some(key), _) => Some(key.clone()),
+        (None, Some(from)) => {
+            let list = crate::mirrors::load(from).await?;
+            let wanted = crate::run::sparse_url(&mirror_url);
+            let entry = list
+                .mirrors
+                .iter()
+                .find(|m| crate::run::sparse_url(&m.url) == wanted)
+                .with_context(|| format!("{from} has no entry for {mirror_url}"))?;
+            match &entry.public_key {
+                Some(key) => Some(key.clone()),
+                None => bail!("{from} pins no public_key for {mirror_url}"),
+            }
+        }
+        (None, None) => None,
+    };
+    let manifest = match &key {
         Some(key) => Some(signed_manifest(&mirror, &mirror_url, key).await?),
         None => None,
     };

@@ -199,6 +199,65 @@ async fn signed_manifests_are_accepted_and_tampered_ones_rejected() {
         "{out}"
     );
 
+    // The key pinned in a mirror list works the same.
+    let list = dir.path().join("mirrors.toml");
+    std::fs::write(
+        &list,
+        format!("[[mirror]]\nurl = \"{mirror_url}\"\npublic_key = \"{public}\"\n"),
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        wharf_cli(&[
+            "verify",
+            "--mirror",
+            &mirror_url,
+            "--against",
+            &reference_url,
+            "--crate",
+            "vf-0",
+            "--from",
+            list.to_str().unwrap(),
+        ])
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("signed manifest: valid"),
+        "{text}"
+    );
+
+    // --all and --sample take their crates from the mirror's manifest.
+    let out = tokio::task::block_in_place(|| {
+        wharf_cli(&[
+            "verify",
+            "--mirror",
+            &mirror_url,
+            "--against",
+            &reference_url,
+            "--all",
+        ])
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("ok: 2 crates checked"),
+        "{text}"
+    );
+    let out = tokio::task::block_in_place(|| {
+        wharf_cli(&[
+            "verify",
+            "--mirror",
+            &mirror_url,
+            "--against",
+            &reference_url,
+            "--sample",
+            "1",
+        ])
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("ok: 1 crates checked"),
+        "{text}"
+    );
+
     // Someone else's key: rejected.
     let other = dir.path().join("other.key");
     let out = wharf_cli(&["keys", "generate", "--out", other.to_str().unwrap()]);
