@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use wharf_config::CRATES_IO_SPARSE;
 use wharf_index::{CrateName, IndexPath, parse_line};
 use wharf_storage::{BlobKey, BlobStore, FsStore};
+use wharf_sync::manifest::files_under;
 use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings};
 
 use crate::VerifyArgs;
@@ -414,7 +415,7 @@ pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::
         let index_root = root.join("index");
         let mut referenced = std::collections::BTreeSet::new();
         let (mut lines_total, mut ok, mut absent) = (0, 0, 0);
-        for file in walk(&index_root) {
+        for file in files_under(&index_root) {
             if file.file_name().is_some_and(|n| n == "config.json") {
                 continue;
             }
@@ -435,7 +436,11 @@ pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::
                     .join(format!("{}-{}.crate", line.name, line.vers));
                 referenced.insert(crate_file.clone());
                 match std::fs::read(&crate_file) {
-                    Ok(bytes) if sha256_hex(&bytes) == line.cksum.to_string() => ok += 1,
+                    Ok(bytes)
+                        if wharf_sync::manifest::sha256_hex(&bytes) == line.cksum.to_string() =>
+                    {
+                        ok += 1
+                    }
                     Ok(_) => failures.push(format!(
                         "{name}: {} does not match the index cksum of {} {}",
                         crate_file.display(),
@@ -452,13 +457,13 @@ pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::
                 }
             }
         }
-        let unreferenced = walk(&root.join("crates"))
+        let unreferenced = files_under(&root.join("crates"))
             .into_iter()
             .filter(|f| !referenced.contains(f))
             .count();
         println!("{name:<16} {kind:<7} {lines_total:>11} {ok:>9} {absent:>12} {unreferenced:>11}");
     }
-    let partial = walk(&config.data_dir.join(".tmp")).len();
+    let partial = files_under(&config.data_dir.join(".tmp")).len();
     if partial > 0 {
         println!(
             "{partial} temporary files under {} (writes under way, or left by a killed process: `wharf serve` removes those at start)",
@@ -475,29 +480,4 @@ pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::
         println!("\n{} failures", failures.len());
         Ok(ExitCode::FAILURE)
     }
-}
-
-/// Every file under `dir`, recursively; nothing when it does not exist.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => stack.push(path),
-                Ok(kind) if kind.is_file() => files.push(path),
-                _ => {}
-            }
-        }
-    }
-    files
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

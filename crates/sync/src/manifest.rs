@@ -92,7 +92,7 @@ pub fn write_signed(
     let key = load_key(key_file)?;
     let index = tree.join("index");
     let mut files = BTreeMap::new();
-    for path in walk(&index) {
+    for path in files_under(&index) {
         let bytes = std::fs::read(&path).map_err(|source| ManifestError::Io {
             path: path.clone(),
             source,
@@ -146,7 +146,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
         })
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, recursively; nothing when it does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(dir) = stack.pop() {
