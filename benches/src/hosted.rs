@@ -52,6 +52,7 @@ fn run(
             Registry::Hosted(HostedRegistry {
                 database_url: database_url.clone(),
                 max_upload_bytes: 10 << 20,
+                auth_required: false,
             }),
         )]
         .into(),
@@ -83,6 +84,7 @@ fn run(
             &HostedRegistry {
                 database_url,
                 max_upload_bytes: 0,
+                auth_required: false,
             }
             .database_url(&data),
         )

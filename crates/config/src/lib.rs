@@ -95,6 +95,10 @@ pub struct HostedRegistry {
     /// is 10 MiB); a larger one is refused with 413.
     #[serde(default = "default_max_upload_bytes")]
     pub max_upload_bytes: u64,
+    /// Every request (index, downloads, API) needs a token; without one the
+    /// answer is 401, which starts cargo's login flow.
+    #[serde(default)]
+    pub auth_required: bool,
 }
 
 fn default_max_upload_bytes() -> u64 {

@@ -44,6 +44,8 @@ pub struct HostedRegistry {
     pub db: Db,
     /// The largest `.crate` accepted.
     pub max_upload_bytes: u64,
+    /// Whether reading needs a token too, not only writing.
+    pub auth_required: bool,
     store: Arc<dyn BlobStore>,
     memory: moka::sync::Cache<String, Arc<IndexEntry>>,
     revisions: moka::sync::Cache<String, i64>,
@@ -61,16 +63,19 @@ impl HostedRegistry {
         db: Db,
         store: Arc<dyn BlobStore>,
         max_upload_bytes: u64,
+        auth_required: bool,
         memory_bytes: u64,
     ) -> Self {
         let mut config = wharf_index::RegistryConfig::for_base(base);
         config.api = Some(base.trim_end_matches('/').to_owned());
+        config.auth_required = auth_required;
         Self {
             name: name.to_owned(),
             config_json: Bytes::from(config.to_json()),
             login_url: format!("{}/me", base.trim_end_matches('/')),
             db,
             max_upload_bytes,
+            auth_required,
             store,
             memory: IndexEntry::memory(memory_bytes),
             revisions: moka::sync::Cache::new(1 << 20),

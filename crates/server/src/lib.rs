@@ -56,9 +56,10 @@ pub fn cargo_config_for(state: &AppState, name: &str) -> String {
         state.registries.get(name),
         Some(registry::Registry::Hosted(_))
     ) {
-        // A hosted registry is a registry of its own, named in dependencies.
+        // A hosted registry is a registry of its own, named in dependencies;
+        // cargo sends its token only through a credential provider.
         return format!(
-            "[registries.{name}]\nindex = \"{url}\"\n# then: cargo login --registry {name}; cargo publish --registry {name}\n"
+            "[registries.{name}]\nindex = \"{url}\"\ncredential-provider = \"cargo:token\"\n# then: cargo login --registry {name}; cargo publish --registry {name}\n"
         );
     }
     let source = if name == DEFAULT_REGISTRY {

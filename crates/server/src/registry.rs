@@ -52,6 +52,19 @@ impl Registry {
         }
     }
 
+    /// Checks the credentials of a read, for a registry that requires them.
+    pub async fn authorize(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        match self {
+            Self::Hosted(hosted) if hosted.auth_required => {
+                let authorization = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                hosted.authenticate(authorization).await.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A crate file.
     pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
         match self {
@@ -127,6 +140,7 @@ impl AppState {
                             db,
                             store.clone(),
                             hosted.max_upload_bytes,
+                            hosted.auth_required,
                             (config.memory_index_mb << 20) / share,
                         ))),
                     );

@@ -288,7 +288,7 @@ impl CargoProject {
         );
         for (name, index) in &self.registries {
             config.push_str(&format!(
-                "\n[registries.{name}]\nindex = {}\n",
+                "\n[registries.{name}]\nindex = {}\ncredential-provider = \"cargo:token\"\n",
                 toml_str(index)
             ));
         }

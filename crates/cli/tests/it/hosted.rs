@@ -644,3 +644,108 @@ async fn killed_during_publish(database_url: Option<&str>) {
         drop(server);
     }
 }
+
+/// Issue 5, acceptance 1 (hosted part): with `auth_required`, cargo needs a
+/// token for everything: with one (raw, or as Basic credentials) it
+/// publishes, fetches and builds; without one it gets the 401 login hint; a
+/// revoked one fails with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_required_registry_needs_a_token_for_everything() {
+    use base64::Engine;
+    let upstream = FakeUpstream::start([]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = hosted_config(dir.path(), &upstream, None);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}auth_required = true\n")).unwrap();
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let token = create_token(&config, "alice");
+    let cache_index = format!("sparse+http://{}/crates-io/index/", wharf.addr);
+    let private_index = format!("sparse+http://{}/private/index/", wharf.addr);
+
+    let mut author = CargoProject::new(&cache_index, &[]);
+    author.add_registry("private", &private_index);
+    author.set_token("private", &token);
+    for (path, body) in package("p-secret", "0.1.0", "", "pub fn value() -> u64 { 7 }\n") {
+        author.write_file(path.strip_prefix("p-secret/").unwrap(), &body);
+    }
+    author
+        .run_async(&[
+            "publish",
+            "--registry",
+            "private",
+            "--no-verify",
+            "--allow-dirty",
+        ])
+        .await
+        .assert_success();
+
+    let mut consumer = CargoProject::new(&cache_index, &[]);
+    consumer.add_registry("private", &private_index);
+    consumer.write_file(
+        "Cargo.toml",
+        "[package]\nname = \"consumer\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\np-secret = { version = \"0.1\", registry = \"private\" }\n",
+    );
+    consumer.write_file(
+        "src/main.rs",
+        "fn main() { println!(\"{}\", p_secret::value()); }\n",
+    );
+    // No credentials: cargo reports that the registry needs them.
+    let refused = consumer
+        .run_async(&["generate-lockfile"])
+        .await
+        .assert_failure();
+    assert!(
+        refused.stderr.contains("401")
+            || refused.stderr.contains("token")
+            || refused.stderr.contains("login"),
+        "{}",
+        refused.stderr
+    );
+    // Basic credentials, sent verbatim by cargo:token.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("alice:{token}"))
+    );
+    consumer.set_token("private", &basic);
+    consumer.run_async(&["build"]).await.assert_success();
+
+    // Revoked: the next request fails.
+    let out = wharf_cli(&[
+        "token",
+        "list",
+        "--registry",
+        "private",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("alice"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap();
+    let out = wharf_cli(&[
+        "token",
+        "revoke",
+        "--registry",
+        "private",
+        &id,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    consumer.fresh_home();
+    consumer.set_token("private", &basic);
+    let refused = consumer.run_async(&["fetch"]).await.assert_failure();
+    assert!(
+        refused.stderr.contains("not valid") || refused.stderr.contains("403"),
+        "{}",
+        refused.stderr
+    );
+    // Direct requests without a token: 401 with the login URL.
+    let response = reqwest::get(wharf.url("/private/index/config.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().get("www-authenticate").is_some());
+    wharf.stop().await;
+}

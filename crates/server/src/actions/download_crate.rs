@@ -20,6 +20,7 @@ pub async fn download_crate(
 ) -> Result<Response, ApiError> {
     let Path((registry, name, file)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let registry = state.registry(&registry)?;
+    registry.authorize(&headers).await?;
     let (krate, vers) = parse_file(&name, &file)?;
     // The content of a name and version never changes, so they make the tag.
     let tag = format!("{krate}-{vers}");

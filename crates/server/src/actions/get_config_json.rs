@@ -18,6 +18,7 @@ pub async fn get_config_json(
 ) -> Result<Response, ApiError> {
     let Path(registry) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let registry = state.registry(&registry)?;
+    registry.authorize(&headers).await?;
     let tag = format!("{:x}", fxhash(registry.config_json()));
     let etag = HeaderValue::from_str(&format!("\"{tag}\"")).expect("hex is a valid header");
     if super::if_none_match(&headers, &tag) == Some(true) {

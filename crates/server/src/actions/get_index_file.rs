@@ -25,6 +25,7 @@ pub async fn get_index_file(
 ) -> Result<Response, ApiError> {
     let Path((registry, path)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let registry = state.registry(&registry)?;
+    registry.authorize(&headers).await?;
     let path = IndexPath::parse(&path).map_err(|e| match e {
         PathError::Name(e) => ApiError::bad_request(format!("invalid index path: {e}")),
         PathError::Layout => ApiError::not_found(format!(

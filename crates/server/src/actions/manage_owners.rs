@@ -23,7 +23,9 @@ pub struct OwnersBody {
 pub async fn list_owners(
     State(state): State<Arc<AppState>>,
     Path((registry, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    state.registry(&registry)?.authorize(&headers).await?;
     let hosted = state.hosted(&registry)?;
     let owners = hosted
         .db

@@ -24,8 +24,10 @@ pub struct SearchQuery {
 pub async fn search_crates(
     State(state): State<Arc<AppState>>,
     Path(registry): Path<String>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    state.registry(&registry)?.authorize(&headers).await?;
     let hosted = state.hosted(&registry)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let per_page = query.per_page.unwrap_or(10).clamp(1, 100);
