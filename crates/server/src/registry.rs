@@ -52,6 +52,12 @@ impl Registry {
         }
     }
 
+    /// Whether what it serves is for its clients only: shared caches (a CDN,
+    /// a proxy) must then not keep it (`Cache-Control: private`).
+    pub fn is_private(&self) -> bool {
+        matches!(self, Self::Hosted(hosted) if hosted.auth_required)
+    }
+
     /// Checks the credentials of a read, for a registry that requires them.
     pub async fn authorize(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
         match self {

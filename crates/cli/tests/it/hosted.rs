@@ -741,6 +741,20 @@ async fn an_auth_required_registry_needs_a_token_for_everything() {
         "{}",
         refused.stderr
     );
+    // What needs a token is for its client only: no shared cache may keep it.
+    let response = reqwest::Client::new()
+        .get(wharf.url("/private/index/p-/se/p-secret"))
+        .header("Authorization", create_token(&config, "bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private")
+    );
     // Direct requests without a token: 401 with the login URL.
     let response = reqwest::get(wharf.url("/private/index/config.json"))
         .await

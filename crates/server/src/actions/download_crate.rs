@@ -26,7 +26,11 @@ pub async fn download_crate(
     let tag = format!("{krate}-{vers}");
     let etag =
         HeaderValue::from_str(&format!("\"{tag}\"")).expect("validated parts are a valid header");
-    let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
+    let immutable = HeaderValue::from_static(if registry.is_private() {
+        "private, max-age=31536000, immutable"
+    } else {
+        "public, max-age=31536000, immutable"
+    });
     if super::if_none_match(&headers, &tag) == Some(true) {
         return Ok((
             StatusCode::NOT_MODIFIED,

@@ -32,7 +32,11 @@ pub async fn get_config_json(
             ),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("public, no-cache"),
+                HeaderValue::from_static(if registry.is_private() {
+                    "private, no-cache"
+                } else {
+                    "public, no-cache"
+                }),
             ),
             (header::ETAG, etag),
         ],

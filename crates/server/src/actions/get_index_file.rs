@@ -34,7 +34,7 @@ pub async fn get_index_file(
         )),
     })?;
     match registry.index_file(&path).await? {
-        Lookup::Found(entry) => Ok(respond(&entry, &headers).await),
+        Lookup::Found(entry) => Ok(respond(&entry, &headers, registry.is_private()).await),
         Lookup::NotFound => Err(ApiError::not_found(format!(
             "no crate named `{}`",
             path.name()
@@ -42,7 +42,7 @@ pub async fn get_index_file(
     }
 }
 
-async fn respond(entry: &IndexEntry, headers: &HeaderMap) -> Response {
+async fn respond(entry: &IndexEntry, headers: &HeaderMap, private: bool) -> Response {
     let not_modified = match super::if_none_match(headers, &entry.tag) {
         Some(matched) => matched,
         None => super::not_modified_since(headers, entry.modified),
@@ -64,7 +64,11 @@ async fn respond(entry: &IndexEntry, headers: &HeaderMap) -> Response {
         (header::VARY, HeaderValue::from_static("Accept-Encoding")),
         (
             header::CACHE_CONTROL,
-            HeaderValue::from_static("public, no-cache"),
+            HeaderValue::from_static(if private {
+                "private, no-cache"
+            } else {
+                "public, no-cache"
+            }),
         ),
     ];
     if not_modified {
