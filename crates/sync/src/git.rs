@@ -42,6 +42,10 @@ impl GitIndex {
     /// Every request to the remote says `user_agent`.
     pub fn open_or_clone(url: &str, dir: &Path, user_agent: &str) -> Result<Self, GitError> {
         if dir.join("HEAD").is_file() {
+            // A pass killed mid-fetch leaves lock files that would fail every
+            // later fetch. The sync's own lock file makes this process the
+            // only user of the clone, so any lock in it is stale.
+            remove_stale_locks(dir)?;
             let repo = gix::open(dir)?;
             let same_url = repo
                 .find_remote(REMOTE)
@@ -57,6 +61,10 @@ impl GitIndex {
             // The operator changed `index_git`: start a clone of the new one.
             // Only the objects are lost; the sync's cursor lives elsewhere.
             drop(repo);
+            std::fs::remove_dir_all(dir)?;
+        }
+        // A clone killed before it wrote `HEAD` is started again from scratch.
+        if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
@@ -184,6 +192,27 @@ impl GitIndex {
         }
         Ok(Some(repo.find_blob(entry.object_id())?.detach().data))
     }
+}
+
+/// Removes the `*.lock` files under a clone (refs, `packed-refs`, `config`,
+/// `HEAD`), which only a killed fetch leaves behind.
+fn remove_stale_locks(dir: &Path) -> std::io::Result<()> {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                // Objects hold no lock files; packs can be many and large.
+                if entry.file_name() != "objects" {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// HTTP options for the transport: those the repository's configuration

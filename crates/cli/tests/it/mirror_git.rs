@@ -393,3 +393,27 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
     let stdout = sync_ok(&config);
     assert!(stdout.contains("looked at 0 index files"), "{stdout}");
 }
+
+/// Regression: a `wharf sync` killed during its git fetch left
+/// `refs/wharf/upstream.lock` in the clone, and every later fetch failed
+/// with "Failed to update references" (found by the kill test in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_files_left_by_a_killed_fetch_do_not_stop_the_next_pass() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("lk-a", "1.0.0").build()]).await;
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!("index_git = \"{}\"", upstream.git_url()),
+    );
+    sync_ok(&config);
+    let clone = dir.path().join("data/m/.sync/git");
+    std::fs::create_dir_all(clone.join("refs/wharf")).unwrap();
+    std::fs::write(clone.join("refs/wharf/upstream.lock"), "").unwrap();
+    std::fs::write(clone.join("packed-refs.lock"), "").unwrap();
+    upstream.publish(CrateBuilder::new("lk-a", "1.1.0").build());
+    upstream.git_commit("1.1.0");
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("serves 1 crates, 2 versions"), "{stdout}");
+}
