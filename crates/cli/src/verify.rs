@@ -341,27 +341,12 @@ fn read_lockfile(
 ) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let lock: toml::Value =
-        toml::from_str(&text).with_context(|| format!("{} is not a Cargo.lock", path.display()))?;
-    for package in lock
-        .get("package")
-        .and_then(|p| p.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let source = package.get("source").and_then(|s| s.as_str()).unwrap_or("");
-        if !source.starts_with("registry+") && !source.starts_with("sparse+") {
-            continue;
-        }
-        let (Some(name), Some(vers)) = (
-            package.get("name").and_then(|v| v.as_str()),
-            package.get("version").and_then(|v| v.as_str()),
-        ) else {
-            continue;
-        };
-        let entry = into.entry(name.to_ascii_lowercase()).or_default();
-        if let Some(sum) = package.get("checksum").and_then(|v| v.as_str()) {
-            entry.insert(vers.to_owned(), sum.to_owned());
+    let packages = wharf_sync::locked_packages(&text)
+        .map_err(|message| anyhow::anyhow!("{}: {message}", path.display()))?;
+    for package in packages {
+        let entry = into.entry(package.name.to_ascii_lowercase()).or_default();
+        if let Some(sum) = package.checksum {
+            entry.insert(package.version, sum);
         }
     }
     Ok(())

@@ -498,22 +498,30 @@ mod tests {
         assert_eq!(cache.upstream_timeout, Duration::from_secs(3));
     }
 
-    #[test]
-    fn the_example_mirror_section_parses_once_uncommented() {
+    /// The example config's uncommented part plus the commented section
+    /// between `start` and `end`, uncommented (lines `# key = value` and
+    /// `# [table]`; `# # …` stays a comment), parsed.
+    fn example_with_section(start: &str, end: &str) -> Config {
         let text = include_str!("../../../wharf.example.toml");
-        let (before, rest) = text.split_once("# --- mirror example ---").unwrap();
-        let (block, _) = rest.split_once("# --- end ---").unwrap();
+        let (before, _) = text.split_once("# --- mirror example ---").unwrap();
+        let (_, rest) = text.split_once(start).unwrap();
+        let (block, _) = rest.split_once(end).unwrap();
         let block: String = block
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| !l.starts_with('#') && !l.starts_with('`') && l.contains(['=', '[']))
             .map(|l| format!("{l}\n"))
             .collect();
-        let config = Config::from_toml(
+        Config::from_toml(
             &format!("{before}\n{block}"),
             Path::new("wharf.example.toml"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn the_example_mirror_section_parses_once_uncommented() {
+        let config = example_with_section("# --- mirror example ---", "# --- end ---");
         let Registry::Mirror(mirror) = &config.registries["mirror"] else {
             panic!()
         };
@@ -523,21 +531,7 @@ mod tests {
 
     #[test]
     fn the_example_hosted_section_parses_once_uncommented() {
-        let text = include_str!("../../../wharf.example.toml");
-        let (before, rest) = text.split_once("# --- mirror example ---").unwrap();
-        let (_, rest) = rest.split_once("# --- hosted example ---").unwrap();
-        let (block, _) = rest.split_once("# --- end hosted ---").unwrap();
-        let block: String = block
-            .lines()
-            .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| !l.starts_with('#') && !l.starts_with('`') && l.contains(['=', '[']))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let config = Config::from_toml(
-            &format!("{before}\n{block}"),
-            Path::new("wharf.example.toml"),
-        )
-        .unwrap();
+        let config = example_with_section("# --- hosted example ---", "# --- end hosted ---");
         let Registry::Hosted(hosted) = &config.registries["private"] else {
             panic!()
         };

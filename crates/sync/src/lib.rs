@@ -7,5 +7,5 @@ pub mod manifest;
 mod selection;
 mod sync;
 
-pub use selection::Selection;
+pub use selection::{LockedPackage, Selection, locked_packages};
 pub use sync::{Mirror, PassKind, Progress, SilentProgress, Summary, SyncError, work_dir};

@@ -68,32 +68,17 @@ impl Selection {
 
     /// Adds the crates.io packages of a `Cargo.lock` as roots with pinned versions.
     pub fn add_lockfile(&mut self, path: &Path, text: &str) -> Result<(), SyncError> {
-        let lock: toml::Value = toml::from_str(text).map_err(|e| SyncError::Selection {
+        let packages = locked_packages(text).map_err(|message| SyncError::Selection {
             path: path.to_owned(),
-            message: format!("not a Cargo.lock: {}", e.to_string().trim()),
+            message,
         })?;
-        let packages = lock
-            .get("package")
-            .and_then(|p| p.as_array())
-            .cloned()
-            .unwrap_or_default();
         for package in packages {
-            let source = package.get("source").and_then(|s| s.as_str()).unwrap_or("");
-            if !CRATES_IO_SOURCES.contains(&source) {
+            if !CRATES_IO_SOURCES.contains(&package.source.as_str()) {
                 continue;
             }
-            let (Some(name), Some(version)) = (
-                package.get("name").and_then(|n| n.as_str()),
-                package.get("version").and_then(|v| v.as_str()),
-            ) else {
-                continue;
-            };
-            let name = name.to_ascii_lowercase();
+            let name = package.name.to_ascii_lowercase();
             self.roots.insert(name.clone());
-            self.pinned
-                .entry(name)
-                .or_default()
-                .insert(version.to_owned());
+            self.pinned.entry(name).or_default().insert(package.version);
         }
         Ok(())
     }
@@ -173,6 +158,47 @@ impl Selection {
         }
         chosen.into_iter().collect()
     }
+}
+
+/// One package of a `Cargo.lock` that comes from a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedPackage {
+    /// Its name, as the lockfile spells it.
+    pub name: String,
+    /// Its locked version.
+    pub version: String,
+    /// Its source (`registry+https://…`, `sparse+https://…`).
+    pub source: String,
+    /// Its checksum, when the lockfile records one.
+    pub checksum: Option<String>,
+}
+
+/// The registry packages of a `Cargo.lock` (path and git packages are left
+/// out); an error says why the text is not a lockfile.
+pub fn locked_packages(text: &str) -> Result<Vec<LockedPackage>, String> {
+    let lock: toml::Value =
+        toml::from_str(text).map_err(|e| format!("not a Cargo.lock: {}", e.to_string().trim()))?;
+    let field = |package: &toml::Value, key: &str| {
+        package.get(key).and_then(|v| v.as_str()).map(str::to_owned)
+    };
+    Ok(lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|package| {
+            let source = field(package, "source")?;
+            if !source.starts_with("registry+") && !source.starts_with("sparse+") {
+                return None;
+            }
+            Some(LockedPackage {
+                name: field(package, "name")?,
+                version: field(package, "version")?,
+                source,
+                checksum: field(package, "checksum"),
+            })
+        })
+        .collect())
 }
 
 fn read(path: &Path) -> Result<String, SyncError> {
