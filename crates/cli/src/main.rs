@@ -2,6 +2,7 @@
 //! runs a subcommand. Everything it does is in the library crates; this file
 //! only wires them together.
 
+mod access;
 mod mirrors;
 mod run;
 mod serve;
@@ -88,6 +89,44 @@ enum Command {
     ///   wharf token revoke --registry private 3
     #[command(subcommand)]
     Token(TokenCommand),
+
+    /// Give clients their own credentials to a registry, and take them back.
+    ///
+    /// For paid or private access: each client gets a token (or, with
+    /// --password, a user name and password), shown once and stored hashed,
+    /// optionally limited to some crates (--crate GLOB: every other crate is
+    /// 404 to it) and to a time (--expires 30d). `add` prints the lines the
+    /// client puts in its cargo configuration. `revoke` and `rotate` take
+    /// effect on the client's next request, even with `wharf serve` running.
+    /// `downloads` shows what each client fetched, per crate, version and day.
+    /// Reads need credentials only on registries with auth_required = true.
+    ///
+    /// Examples:
+    ///   wharf clients add acme --registry paid --crate 'acme-*' --expires 365d
+    ///   wharf clients add ci --registry company --password
+    ///   wharf clients list --registry paid
+    ///   wharf clients downloads --registry paid acme --days 7
+    ///   wharf clients rotate acme --registry paid
+    ///   wharf clients revoke acme --registry paid
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+
+    /// Decide on crate versions a registry's policy holds for approval.
+    ///
+    /// A cache or mirror with `policy.approval = true` leaves versions that
+    /// no allow rule covers out of the index cargo sees, and queues a
+    /// request each time someone needs one. `list` shows the queue (who asked
+    /// for what, and when); `approve` lets a crate (every version) or one
+    /// version through at once; `reject` keeps it out and tells whoever
+    /// downloads it why. Deny rules and licences are never overridden.
+    ///
+    /// Examples:
+    ///   wharf approvals list --registry company
+    ///   wharf approvals approve serde --registry company
+    ///   wharf approvals approve openssl@0.10.70 --registry company --note 'CVE fixed'
+    ///   wharf approvals reject left-pad --registry company
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
 
     /// Run a command with cargo going through your mirrors, with fallback.
     ///
@@ -355,6 +394,110 @@ pub enum TokenCommand {
     },
 }
 
+/// `wharf clients` subcommands.
+#[derive(Subcommand)]
+pub enum ClientsCommand {
+    /// Add a client and print its cargo configuration (the secret, once).
+    Add {
+        /// The client's name (its user name with --password).
+        client: String,
+        /// The registry (may be left out when there is only one).
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+        /// A user name and generated password (sent as `Basic ...`) rather
+        /// than a token.
+        #[arg(long)]
+        password: bool,
+        /// Only these crates exist for the client (repeatable; globs such as
+        /// 'acme-*'). Every crate when left out.
+        #[arg(long = "crate", value_name = "GLOB")]
+        crates: Vec<String>,
+        /// May publish, yank and manage owners (hosted registries).
+        #[arg(long)]
+        publish: bool,
+        /// The credentials stop working after this long, e.g. 30d or 1y.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<humantime::Duration>,
+    },
+    /// List the clients of a registry (never their secrets).
+    List {
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+    },
+    /// Revoke a client: its next request is refused.
+    Revoke {
+        /// The client's name.
+        client: String,
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+    },
+    /// Give a client a new secret (of the same kind); the old one stops working.
+    Rotate {
+        /// The client's name.
+        client: String,
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+    },
+    /// Downloads by client, crate, version and day.
+    Downloads {
+        /// Only this client.
+        client: Option<String>,
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+        /// How many days back.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+}
+
+/// `wharf approvals` subcommands.
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// What waits for a decision: crate, newest held version, who asked, when.
+    List {
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+        /// Every request and decision, not only what waits.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Let CRATE (every version) or CRATE@VERSION through.
+    Approve {
+        /// `serde` or `serde@1.0.210`.
+        #[arg(value_name = "CRATE[@VERSION]")]
+        target: String,
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+        /// Who decides (default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// Why, shown with the decision.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Keep CRATE or CRATE@VERSION out; downloads say it was rejected.
+    Reject {
+        /// `left-pad` or `left-pad@1.0.0`.
+        #[arg(value_name = "CRATE[@VERSION]")]
+        target: String,
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+        /// Who decides (default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// Why, shown to whoever downloads it.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+}
+
 /// Flags of `wharf sync`.
 #[derive(Args)]
 pub struct SyncArgs {
@@ -425,6 +568,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
             Command::Sync(args) => sync::run(cli.config.as_deref(), args).await,
             Command::Token(command) => token::run(cli.config.as_deref(), command).await,
+            Command::Clients(command) => access::clients(cli.config.as_deref(), command).await,
+            Command::Approvals(command) => access::approvals(cli.config.as_deref(), command).await,
             Command::Run(args) => return run::run(args).await,
             Command::Verify(args) if args.local => {
                 return verify::run_local(cli.config.as_deref(), args).await;

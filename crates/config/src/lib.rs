@@ -9,6 +9,11 @@ use std::{
 
 use serde::Deserialize;
 
+pub mod glob;
+mod policy;
+
+pub use policy::{Policy, PolicyMode, VersionRule};
+
 /// The sparse index cargo itself uses for crates.io.
 pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
 
@@ -108,9 +113,54 @@ fn default_max_upload_bytes() -> u64 {
 impl HostedRegistry {
     /// The database URL, with the default filled in for `data_dir`.
     pub fn database_url(&self, data_dir: &Path) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("wharf.db").display()))
+        database_url_or_default(self.database_url.as_deref(), data_dir)
+    }
+}
+
+/// `url`, or the embedded database of `data_dir` that every registry shares
+/// when none is configured.
+fn database_url_or_default(url: Option<&str>, data_dir: &Path) -> String {
+    url.map(str::to_owned)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("wharf.db").display()))
+}
+
+impl Registry {
+    /// The database of its tokens, clients, approvals (and, hosted, crates),
+    /// with the default filled in for `data_dir`.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        let url = match self {
+            Self::Cache(cache) => cache.database_url.as_deref(),
+            Self::Mirror(mirror) => mirror.database_url.as_deref(),
+            Self::Hosted(hosted) => hosted.database_url.as_deref(),
+        };
+        database_url_or_default(url, data_dir)
+    }
+
+    /// Whether every request needs credentials.
+    pub fn auth_required(&self) -> bool {
+        match self {
+            Self::Cache(cache) => cache.auth_required,
+            Self::Mirror(mirror) => mirror.auth_required,
+            Self::Hosted(hosted) => hosted.auth_required,
+        }
+    }
+
+    /// Its policy; hosted registries have none (their owners decide what is
+    /// published).
+    pub fn policy(&self) -> Option<&Policy> {
+        match self {
+            Self::Cache(cache) => cache.policy.as_ref(),
+            Self::Mirror(mirror) => mirror.policy.as_ref(),
+            Self::Hosted(_) => None,
+        }
+    }
+
+    /// Whether it needs the database: hosted registries always, others for
+    /// clients or approvals.
+    pub fn needs_database(&self) -> bool {
+        matches!(self, Self::Hosted(_))
+            || self.auth_required()
+            || self.policy().is_some_and(|p| p.approval)
     }
 }
 
@@ -190,6 +240,18 @@ pub struct MirrorRegistry {
     /// At most this many bytes per second from upstream; unlimited when absent.
     #[serde(default)]
     pub max_bytes_per_sec: Option<u64>,
+    /// Every request (index, downloads) needs credentials of a client made
+    /// with `wharf clients add`; without them the answer is 401, which
+    /// starts cargo's login flow.
+    #[serde(default)]
+    pub auth_required: bool,
+    /// Where clients and approvals live: `postgres://user@host/db`, or
+    /// `sqlite:///path/wharf.db`. Defaults to `{data_dir}/wharf.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// What gets through to cargo: allow and deny rules, licences, approval.
+    #[serde(default)]
+    pub policy: Option<Policy>,
 }
 
 fn default_hedge_after() -> Option<Duration> {
@@ -232,6 +294,18 @@ pub struct CacheRegistry {
     /// then costs this once, not a timeout). Leave out for strict order.
     #[serde(default = "default_hedge_after", with = "humantime_serde")]
     pub hedge_after: Option<Duration>,
+    /// Every request (index, downloads) needs credentials of a client made
+    /// with `wharf clients add`; without them the answer is 401, which
+    /// starts cargo's login flow.
+    #[serde(default)]
+    pub auth_required: bool,
+    /// Where clients and approvals live: `postgres://user@host/db`, or
+    /// `sqlite:///path/wharf.db`. Defaults to `{data_dir}/wharf.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// What gets through to cargo: allow and deny rules, licences, approval.
+    #[serde(default)]
+    pub policy: Option<Policy>,
 }
 
 impl Default for CacheRegistry {
@@ -243,6 +317,9 @@ impl Default for CacheRegistry {
             negative_ttl: default_negative_ttl(),
             probe_interval: default_probe_interval(),
             hedge_after: default_hedge_after(),
+            auth_required: false,
+            database_url: None,
+            policy: None,
         }
     }
 }
@@ -398,20 +475,28 @@ impl Config {
                             "hosted registry `{name}`: max_upload_bytes must be more than 0"
                         )));
                     }
-                    if let Some(url) = &hosted.database_url
-                        && !(url.starts_with("sqlite:")
-                            || url.starts_with("postgres://")
-                            || url.starts_with("postgresql://"))
-                    {
-                        return Err(ConfigError::Invalid(format!(
-                            "hosted registry `{name}`: database_url must start with sqlite: or postgres:// (got `{}`)",
-                            url.split('@').next_back().unwrap_or_default()
-                        )));
-                    }
                 }
                 Registry::Cache(cache) => {
                     validate_upstreams(name, &cache.upstreams, cache.upstream_timeout)?;
                 }
+            }
+            let database_url = match registry {
+                Registry::Cache(cache) => cache.database_url.as_deref(),
+                Registry::Mirror(mirror) => mirror.database_url.as_deref(),
+                Registry::Hosted(hosted) => hosted.database_url.as_deref(),
+            };
+            if let Some(url) = database_url
+                && !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "registry `{name}`: database_url must start with sqlite: or postgres:// (got `{}`)",
+                    url.split('@').next_back().unwrap_or_default()
+                )));
+            }
+            if let Some(policy) = registry.policy() {
+                policy.validate(name).map_err(ConfigError::Invalid)?;
             }
         }
         if let Some(url) = &self.public_url
@@ -541,6 +626,34 @@ mod tests {
                 .database_url(Path::new("/srv/wharf"))
                 .ends_with("/srv/wharf/wharf.db")
         );
+    }
+
+    #[test]
+    fn the_example_company_section_parses_once_uncommented() {
+        let config = example_with_section("# --- company example ---", "# --- end company ---");
+        let registry = &config.registries["company"];
+        assert!(registry.auth_required() && registry.needs_database());
+        let policy = registry.policy().expect("a policy");
+        assert_eq!(policy.mode, PolicyMode::AllowList);
+        assert!(policy.approval);
+        assert_eq!(policy.allow["serde"].text, "<1.0.200");
+        assert!(policy.deny["openssl-sys"].req.is_none());
+        assert!(policy.licenses.contains(&"BSD-*".to_owned()));
+    }
+
+    #[test]
+    fn a_bad_policy_is_refused_with_a_clear_message() {
+        let text = "[registries.c]\nkind = \"cache\"\n[registries.c.policy]\nallow = { serde = \"not a version\" }\n";
+        let e = Config::from_toml(text, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a version requirement"), "{e}");
+        let text =
+            "[registries.c]\nkind = \"cache\"\n[registries.c.policy]\nmode = \"allow-list\"\n";
+        let e = Config::from_toml(text, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lets nothing through"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, SqlSafeStr, SqlitePool};
 
 use crate::error::DbError;
-use crate::{Crates, Owners, Tokens};
+use crate::{Approvals, Clients, Crates, Owners, Tokens};
 
 /// How long a SQLite writer waits for another one before failing. Writes are short
 /// (a publish is a handful of statements), so this is only ever reached when
@@ -231,6 +231,47 @@ impl Db {
         Owners::new(self, registry)
     }
 
+    /// The clients of `registry`: who may read it, with what credentials.
+    pub fn clients<'a>(&'a self, registry: &'a str) -> Clients<'a> {
+        Clients::new(self, registry)
+    }
+
+    /// The approval queue and decisions of `registry`'s policy.
+    pub fn approvals<'a>(&'a self, registry: &'a str) -> Approvals<'a> {
+        Approvals::new(self, registry)
+    }
+
+    /// The credentials generation of `registry`: a number that every
+    /// revocation, rotation and new client moves, so that a server which
+    /// remembers verified credentials knows to verify them again. 0 before
+    /// any such change.
+    pub async fn auth_generation(&self, registry: &str) -> Result<i64, DbError> {
+        let generation: Option<i64> = on_backend!(pool self.pool(), conn => {
+            sqlx::query_scalar("SELECT generation FROM auth_generations WHERE registry = $1")
+                .bind(registry)
+                .fetch_optional(conn)
+                .await
+        })
+        .map_err(DbError::Query)?;
+        Ok(generation.unwrap_or(0))
+    }
+
+    /// Moves the credentials generation of `registry`.
+    pub(crate) async fn bump_auth_generation(&self, registry: &str) -> Result<(), DbError> {
+        on_backend!(pool self.pool(), conn => {
+            sqlx::query(
+                "INSERT INTO auth_generations (registry, generation) VALUES ($1, 1) \
+                 ON CONFLICT (registry) DO UPDATE SET generation = auth_generations.generation + 1",
+            )
+            .bind(registry)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(DbError::Query)?;
+        Ok(())
+    }
+
     /// Waits for every connection to be returned, then closes them.
     pub async fn close(&self) {
         match &self.pool {
@@ -286,16 +327,30 @@ impl Tx {
 /// in each dialect; versions must stay in step.
 fn migrator(backend: Backend) -> Migrator {
     let files: &[(i64, &str, &'static str)] = match backend {
-        Backend::Sqlite => &[(
-            1,
-            "init",
-            include_str!("../migrations/sqlite/0001_init.sql"),
-        )],
-        Backend::Postgres => &[(
-            1,
-            "init",
-            include_str!("../migrations/postgres/0001_init.sql"),
-        )],
+        Backend::Sqlite => &[
+            (
+                1,
+                "init",
+                include_str!("../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "clients and approvals",
+                include_str!("../migrations/sqlite/0002_clients_and_approvals.sql"),
+            ),
+        ],
+        Backend::Postgres => &[
+            (
+                1,
+                "init",
+                include_str!("../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                2,
+                "clients and approvals",
+                include_str!("../migrations/postgres/0002_clients_and_approvals.sql"),
+            ),
+        ],
     };
     Migrator::with_migrations(
         files

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+mod approvals;
+mod clients;
 mod crates;
 mod db;
 mod error;
@@ -8,6 +10,8 @@ mod sql;
 mod tokens;
 mod user;
 
+pub use approvals::{ApprovalRequest, Approvals, Decision, DecisionInfo};
+pub use clients::{ClientCredential, ClientError, ClientInfo, Clients, DownloadCount, NewClient};
 pub use crates::{Crates, IndexFile, MAX_PER_PAGE, NewVersion, Published, SearchHit};
 pub use db::{Backend, Db};
 pub use error::{DbError, ErrorKind, NotAnOwner, OwnersError, PublishError, TokenError, YankError};

@@ -136,6 +136,8 @@ impl<'a> Tokens<'a> {
             .revoke_token(self.registry, id.0, now_ms())
             .await?
         {
+            // Servers that remember verified tokens verify again.
+            self.db.bump_auth_generation(self.registry).await?;
             Ok(())
         } else {
             Err(TokenError::NotFound { id: id.0 })

@@ -18,6 +18,8 @@ pub struct ApiError {
     /// For a 401: where cargo's login flow sends the user
     /// (`WWW-Authenticate: Cargo login_url="..."`).
     pub login_url: Option<String>,
+    /// For a 429: seconds until trying again makes sense (`Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             status,
             detail: detail.into(),
             login_url: None,
+            retry_after_secs: None,
         }
     }
 
@@ -41,6 +44,14 @@ impl ApiError {
     /// 403: the credentials are not good enough for this.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    /// 429: this client must wait `retry_after_secs` before trying again.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, detail)
+        }
     }
 
     /// 413: the upload is larger than the registry accepts.
@@ -95,6 +106,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

@@ -23,9 +23,11 @@ use wharf_index::{CrateName, IndexPath, Version};
 use wharf_storage::{BlobKey, BlobStore};
 
 use crate::{
+    auth::Principal,
     cache::{IndexEntry, Lookup},
     error::ApiError,
     flight::Flights,
+    registry::Access,
 };
 
 /// How long a rendered index file is served before the database is asked
@@ -44,8 +46,8 @@ pub struct HostedRegistry {
     pub db: Db,
     /// The largest `.crate` accepted.
     pub max_upload_bytes: u64,
-    /// Whether reading needs a token too, not only writing.
-    pub auth_required: bool,
+    /// Who may read and write it.
+    pub access: Access,
     store: Arc<dyn BlobStore>,
     memory: moka::sync::Cache<String, Arc<IndexEntry>>,
     revisions: moka::sync::Cache<String, i64>,
@@ -63,19 +65,19 @@ impl HostedRegistry {
         db: Db,
         store: Arc<dyn BlobStore>,
         max_upload_bytes: u64,
-        auth_required: bool,
+        access: Access,
         memory_bytes: u64,
     ) -> Self {
         let mut config = wharf_index::RegistryConfig::for_base(base);
         config.api = Some(base.trim_end_matches('/').to_owned());
-        config.auth_required = auth_required;
+        config.auth_required = access.auth_required;
         Self {
             name: name.to_owned(),
             config_json: Bytes::from(config.to_json()),
             login_url: format!("{}/me", base.trim_end_matches('/')),
             db,
             max_upload_bytes,
-            auth_required,
+            access,
             store,
             memory: IndexEntry::memory(memory_bytes),
             revisions: moka::sync::Cache::new(1 << 20),
@@ -153,26 +155,29 @@ impl HostedRegistry {
             .ok_or_else(|| ApiError::not_found(format!("this registry has no {krate} {vers}")))
     }
 
-    /// The user a request's credentials name; an error cargo shows when there
-    /// are none or they are not valid.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<User, ApiError> {
-        let Some(secret) = authorization.and_then(token_of) else {
-            return Err(ApiError::unauthorized(
-                format!(
-                    "this action needs a token: create one with `wharf token create --registry {} --user NAME` on the server, then run `cargo login --registry {}`",
-                    self.name, self.name
-                ),
-                &self.login_url,
-            ));
-        };
-        match self.db.tokens(&self.name).authenticate(&secret).await {
-            Ok(Some(user)) => Ok(user),
-            Ok(None) => Err(ApiError::forbidden(format!(
-                "the token is not valid for registry `{}` (revoked, or never issued); create a new one with `wharf token create --registry {} --user NAME`",
-                self.name, self.name
-            ))),
-            Err(e) => Err(ApiError::internal(e.to_string())),
+    /// Who sent a write (publish, yank, owners): a user with a token, or a
+    /// client allowed to publish; an error cargo shows otherwise.
+    pub async fn authenticate_writer(
+        &self,
+        headers: &axum::http::HeaderMap,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<Arc<Principal>, ApiError> {
+        let gate = self
+            .access
+            .gate
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("a hosted registry has a credential gate"))?;
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = gate.authenticate(authorization, addr).await?;
+        if !principal.publish {
+            return Err(ApiError::forbidden(format!(
+                "client `{}` may read registry `{}` but not publish, yank or change owners; its operator can allow that with `wharf clients add {} --publish`",
+                principal.user, self.name, principal.user
+            )));
         }
+        Ok(principal)
     }
 
     /// Publishes a version: the crate file first, then the database.
@@ -222,46 +227,7 @@ fn crate_key(registry: &str, name: &str, vers: &str) -> BlobKey {
         .expect("validated parts make a valid key")
 }
 
-/// The secret in an `Authorization` header: cargo sends the token verbatim;
-/// `Bearer TOKEN` and `Basic base64(user:TOKEN)` are accepted too.
-pub fn token_of(authorization: &str) -> Option<String> {
-    use base64::Engine;
-    let value = authorization.trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or(("", value));
-    let secret = if scheme.eq_ignore_ascii_case("bearer") {
-        rest.trim().to_owned()
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest.trim())
-            .ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (_, password) = text.split_once(':')?;
-        password.to_owned()
-    } else {
-        value.to_owned()
-    };
-    (!secret.is_empty()).then_some(secret)
-}
-
 /// A database refusal as the error cargo shows.
 pub fn publish_error(e: wharf_db::PublishError) -> ApiError {
     ApiError::from_kind(e.kind(), e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_of;
-
-    #[test]
-    fn tokens_raw_bearer_and_basic() {
-        assert_eq!(token_of("wharf_abc").as_deref(), Some("wharf_abc"));
-        assert_eq!(token_of("Bearer wharf_abc").as_deref(), Some("wharf_abc"));
-        // base64("alice:wharf_abc")
-        assert_eq!(
-            token_of("Basic YWxpY2U6d2hhcmZfYWJj").as_deref(),
-            Some("wharf_abc")
-        );
-        assert_eq!(token_of("Basic !!!"), None);
-        assert_eq!(token_of("  "), None);
-    }
 }

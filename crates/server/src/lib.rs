@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod actions;
+mod auth;
 mod cache;
 mod encoding;
 mod error;
@@ -8,6 +9,7 @@ mod flight;
 mod hosted;
 mod metrics;
 mod mirror;
+mod policy;
 mod registry;
 mod request_log;
 mod router;
@@ -29,9 +31,12 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The URL clients reach the server at: `public_url` when configured, else

@@ -20,6 +20,7 @@ use crate::{
     cache::{IndexEntry, Lookup},
     error::ApiError,
     flight::Flights,
+    registry::Access,
 };
 
 /// How long an index file read from storage is served before reading it again.
@@ -36,14 +37,33 @@ pub struct MirrorRegistry {
     store: Arc<dyn BlobStore>,
     memory: moka::sync::Cache<String, Arc<IndexEntry>>,
     flights: Arc<Flights<String, Lookup>>,
+    /// Who may read it, and its policy.
+    pub access: Access,
 }
 
 impl MirrorRegistry {
     /// Serves the tree of `mirror` from `store`.
-    pub fn new(mirror: Arc<Mirror>, store: Arc<dyn BlobStore>, memory_bytes: u64) -> Self {
+    pub fn new(
+        mirror: Arc<Mirror>,
+        store: Arc<dyn BlobStore>,
+        memory_bytes: u64,
+        access: Access,
+    ) -> Self {
+        let mut config_json = mirror.config_json().clone();
+        if access.auth_required {
+            // The tree's own config.json is for static servers; served by
+            // wharf, it says that reading needs credentials.
+            if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&config_json)
+                && let Some(object) = value.as_object_mut()
+            {
+                object.insert("auth-required".to_owned(), serde_json::Value::Bool(true));
+                config_json = Bytes::from(value.to_string());
+            }
+        }
         Self {
             name: mirror.name().to_owned(),
-            config_json: mirror.config_json().clone(),
+            config_json,
+            access,
             mirror,
             store,
             memory: IndexEntry::memory(memory_bytes),

@@ -13,11 +13,13 @@ use wharf_index::{CrateName, IndexPath, Version};
 use wharf_sync::Mirror;
 
 use crate::{
+    auth::{Gate, Principal, Throttle},
     cache::{CrateFiles, IndexCache, Lookup},
     error::ApiError,
     hosted::HostedRegistry,
     metrics::Metrics,
     mirror::MirrorRegistry,
+    policy::PolicyGate,
 };
 
 /// The `User-Agent` wharf sends upstream.
@@ -52,22 +54,37 @@ impl Registry {
         }
     }
 
+    /// Who may read it, and what its policy lets through.
+    pub fn access(&self) -> &Access {
+        match self {
+            Self::Cache(cache) => &cache.access,
+            Self::Mirror(mirror) => &mirror.access,
+            Self::Hosted(hosted) => &hosted.access,
+        }
+    }
+
     /// Whether what it serves is for its clients only: shared caches (a CDN,
     /// a proxy) must then not keep it (`Cache-Control: private`).
     pub fn is_private(&self) -> bool {
-        matches!(self, Self::Hosted(hosted) if hosted.auth_required)
+        self.access().auth_required
     }
 
-    /// Checks the credentials of a read, for a registry that requires them.
-    pub async fn authorize(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-        match self {
-            Self::Hosted(hosted) if hosted.auth_required => {
+    /// Checks the credentials of a read, for a registry that requires them:
+    /// who is reading, or `None` when anyone may.
+    pub async fn authorize(
+        &self,
+        headers: &axum::http::HeaderMap,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<Option<Arc<Principal>>, ApiError> {
+        let access = self.access();
+        match &access.gate {
+            Some(gate) if access.auth_required => {
                 let authorization = headers
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                hosted.authenticate(authorization).await.map(|_| ())
+                gate.authenticate(authorization, addr).await.map(Some)
             }
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }
 
@@ -95,6 +112,68 @@ pub struct CacheRegistry {
     pub upstreams: UpstreamSet,
     /// Its counters.
     pub metrics: Arc<Metrics>,
+    /// Who may read it, and its policy.
+    pub access: Access,
+}
+
+/// Who may read a registry, and what its policy lets through to cargo.
+#[derive(Default)]
+pub struct Access {
+    /// Checks credentials (hosted registries always have one: writes need it).
+    pub gate: Option<Gate>,
+    /// Whether reads need credentials too.
+    pub auth_required: bool,
+    /// What a cache or mirror lets through.
+    pub policy: Option<PolicyGate>,
+}
+
+impl Access {
+    /// The gate, policy and flag of registry `name` as configured, over `db`
+    /// (which a registry that needs a database always has).
+    fn of(
+        name: &str,
+        config: &RegistryConfig,
+        login_url: &str,
+        db: Option<&wharf_db::Db>,
+        throttle: &Arc<Throttle>,
+    ) -> Self {
+        let hint = match config {
+            RegistryConfig::Hosted(_) => format!(
+                "registry `{name}` needs a token: the server's operator makes one with `wharf token create --registry {name} --user NAME` (or a client with `wharf clients add NAME --registry {name}`); then run `cargo login --registry {name}`"
+            ),
+            _ => format!(
+                "registry `{name}` needs credentials: ask its operator for a client (`wharf clients add NAME --registry {name}`) and give cargo the token it prints (`cargo login --registry {name}`)"
+            ),
+        };
+        let gate = match (config, db) {
+            (RegistryConfig::Hosted(_), Some(db)) => Some(Gate::new(
+                name,
+                login_url,
+                hint,
+                db.clone(),
+                throttle.clone(),
+            )),
+            (_, Some(db)) if config.auth_required() => Some(Gate::new(
+                name,
+                login_url,
+                hint,
+                db.clone(),
+                throttle.clone(),
+            )),
+            _ => None,
+        };
+        Self {
+            gate,
+            auth_required: config.auth_required(),
+            policy: config.policy().map(|policy| {
+                PolicyGate::new(
+                    name,
+                    policy.clone(),
+                    db.filter(|_| policy.approval).cloned(),
+                )
+            }),
+        }
+    }
 }
 
 /// What every request handler can reach.
@@ -109,6 +188,8 @@ pub struct AppState {
     pub started: Instant,
     /// The mirror list published at `/.well-known/wharf-mirrors.toml`.
     pub mirror_list: Option<Bytes>,
+    /// Failed logins per client address, across registries.
+    pub throttle: Arc<Throttle>,
 }
 
 impl AppState {
@@ -122,22 +203,35 @@ impl AppState {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let share = config.registries.len().max(1) as u64;
         let mut registries = BTreeMap::new();
-        // One connection pool per database, shared by the hosted registries in it.
+        let throttle = Arc::new(Throttle::default());
+        // One connection pool per database, shared by the registries in it.
         let mut databases: BTreeMap<String, wharf_db::Db> = BTreeMap::new();
         for (name, registry) in &config.registries {
+            let db = if registry.needs_database() {
+                let url = registry.database_url(&config.data_dir);
+                Some(match databases.get(&url) {
+                    Some(db) => db.clone(),
+                    None => {
+                        let db = wharf_db::Db::connect(&url)
+                            .await
+                            .with_context(|| format!("registry `{name}`"))?;
+                        databases.insert(url, db.clone());
+                        db
+                    }
+                })
+            } else {
+                None
+            };
+            let access = Access::of(
+                name,
+                registry,
+                &format!("{public_url}/{name}/me"),
+                db.as_ref(),
+                &throttle,
+            );
             match registry {
                 RegistryConfig::Hosted(hosted) => {
-                    let url = hosted.database_url(&config.data_dir);
-                    let db = match databases.get(&url) {
-                        Some(db) => db.clone(),
-                        None => {
-                            let db = wharf_db::Db::connect(&url)
-                                .await
-                                .with_context(|| format!("hosted registry `{name}`"))?;
-                            databases.insert(url, db.clone());
-                            db
-                        }
-                    };
+                    let db = db.context("a hosted registry has a database")?;
                     registries.insert(
                         name.clone(),
                         Registry::Hosted(Arc::new(HostedRegistry::new(
@@ -146,7 +240,7 @@ impl AppState {
                             db,
                             store.clone(),
                             hosted.max_upload_bytes,
-                            hosted.auth_required,
+                            access,
                             (config.memory_index_mb << 20) / share,
                         ))),
                     );
@@ -187,9 +281,9 @@ impl AppState {
                         (config.memory_crates_mb << 20) / share,
                         metrics.clone(),
                     ));
-                    let config_json = Bytes::from(
-                        ConfigJson::for_base(&format!("{public_url}/{name}")).to_json(),
-                    );
+                    let mut config_json = ConfigJson::for_base(&format!("{public_url}/{name}"));
+                    config_json.auth_required = cache.auth_required;
+                    let config_json = Bytes::from(config_json.to_json());
                     registries.insert(
                         name.clone(),
                         Registry::Cache(Arc::new(CacheRegistry {
@@ -199,6 +293,7 @@ impl AppState {
                             crates,
                             upstreams,
                             metrics,
+                            access,
                         })),
                     );
                 }
@@ -214,6 +309,7 @@ impl AppState {
                         mirror,
                         store.clone(),
                         (config.memory_index_mb << 20) / share,
+                        access,
                     ));
                     if let Some(interval) = mirror_config.sync_interval {
                         registry.schedule(
@@ -240,6 +336,7 @@ impl AppState {
             data_dir: config.data_dir.clone(),
             started: Instant::now(),
             mirror_list,
+            throttle,
         })
     }
 

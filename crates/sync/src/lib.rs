@@ -2,7 +2,6 @@
 
 mod feed;
 mod git;
-mod glob;
 pub mod manifest;
 mod selection;
 mod sync;

@@ -5,9 +5,9 @@ use std::{
     path::Path,
 };
 
-use wharf_config::{MirrorRegistry, is_glob};
+use wharf_config::{MirrorRegistry, glob, is_glob};
 
-use crate::{glob, sync::SyncError};
+use crate::sync::SyncError;
 
 /// The sources a `Cargo.lock` names for crates.io packages.
 const CRATES_IO_SOURCES: [&str; 2] = [

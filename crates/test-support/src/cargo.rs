@@ -59,6 +59,9 @@ pub struct CargoProject {
     homes_created: usize,
     /// Alternative registries: `(name, index URL)`.
     registries: Vec<(String, String)>,
+    /// The registry crates-io is replaced with, when it is one of
+    /// `registries` (so that cargo sends it credentials).
+    replace_with: Option<String>,
 }
 
 impl fmt::Debug for CargoProject {
@@ -100,6 +103,7 @@ impl CargoProject {
             http_timeout_secs: 30,
             homes_created: 1,
             registries: Vec::new(),
+            replace_with: None,
         };
         this.write_config();
         this
@@ -119,6 +123,14 @@ impl CargoProject {
         self.registries
             .push((name.to_owned(), index_url.to_owned()));
         self.write_config();
+    }
+
+    /// Replaces crates-io with registry `name` at `index_url` rather than with
+    /// a plain source: cargo then sends the credentials of `name` (set with
+    /// [`CargoProject::set_token`]) to it, for registries with auth-required.
+    pub fn replace_with_registry(&mut self, name: &str, index_url: &str) {
+        self.replace_with = Some(name.to_owned());
+        self.add_registry(name, index_url);
     }
 
     /// Stores `token` for registry `name` in the home's `credentials.toml`,
@@ -272,7 +284,7 @@ impl CargoProject {
         let mut config = format!(
             concat!(
                 "[source.crates-io]\n",
-                "replace-with = \"wharf\"\n",
+                "replace-with = {replace_with}\n",
                 "\n",
                 "[source.wharf]\n",
                 "registry = {registry}\n",
@@ -284,6 +296,7 @@ impl CargoProject {
                 "timeout = {timeout}\n",
             ),
             registry = toml_str(&self.registry_url),
+            replace_with = toml_str(self.replace_with.as_deref().unwrap_or("wharf")),
             timeout = self.http_timeout_secs,
         );
         for (name, index) in &self.registries {

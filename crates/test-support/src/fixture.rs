@@ -26,6 +26,7 @@ pub struct CrateBuilder {
     features: BTreeMap<String, Vec<String>>,
     lib_body: Option<String>,
     yanked: bool,
+    license: Option<String>,
 }
 
 impl CrateBuilder {
@@ -38,6 +39,7 @@ impl CrateBuilder {
             features: BTreeMap::new(),
             lib_body: None,
             yanked: false,
+            license: None,
         }
     }
 
@@ -76,6 +78,13 @@ impl CrateBuilder {
         self
     }
 
+    /// Declares `license = EXPR` in the crate's `Cargo.toml` (the index line
+    /// does not carry it, as on crates.io).
+    pub fn license(mut self, expr: &str) -> Self {
+        self.license = Some(expr.to_owned());
+        self
+    }
+
     /// Marks the version as yanked in its index line.
     pub fn yanked(mut self, yanked: bool) -> Self {
         self.yanked = yanked;
@@ -88,7 +97,15 @@ impl CrateBuilder {
             Some(body) => body.clone(),
             None => default_lib_rs(&self.deps),
         };
-        let cargo_toml = cargo_toml(&self.name, &self.vers, &self.deps, &self.features);
+        let mut cargo_toml = cargo_toml(&self.name, &self.vers, &self.deps, &self.features);
+        if let Some(license) = &self.license {
+            // `[package]` is the first table: the key goes right after its header.
+            cargo_toml = cargo_toml.replacen(
+                "[package]\n",
+                &format!("[package]\nlicense = {}\n", toml_str(license)),
+                1,
+            );
+        }
         let root = format!("{}-{}", self.name, self.vers);
         let bytes = Bytes::from(pack(&[
             (format!("{root}/Cargo.toml"), cargo_toml.as_bytes()),

@@ -188,12 +188,22 @@ impl WharfProcess {
     /// Starts `wharf serve --config CONFIG` and waits until it prints the
     /// registry URL it serves.
     pub fn spawn(config: &Path) -> Self {
+        Self::spawn_with_stderr(config, Stdio::inherit())
+    }
+
+    /// Starts it like [`WharfProcess::spawn`], with its log written to `log`.
+    pub fn spawn_logging_to(config: &Path, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn_with_stderr(config, Stdio::from(file))
+    }
+
+    fn spawn_with_stderr(config: &Path, stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .args(["serve", "--config"])
             .arg(config)
             .env("WHARF_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start wharf");
         let stdout = child.stdout.take().expect("piped stdout");

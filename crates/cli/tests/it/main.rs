@@ -2,6 +2,7 @@
 //! on loopback against a fake upstream it starts itself, and uses the real
 //! `cargo` as the client.
 
+mod access;
 mod bad_requests;
 mod cache_build;
 mod cache_faults;

@@ -17,11 +17,22 @@ pub async fn download_crate(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
 ) -> Result<Response, ApiError> {
     let Path((registry, name, file)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let registry = state.registry(&registry)?;
-    registry.authorize(&headers).await?;
+    let principal = registry.authorize(&headers, addr.0).await?;
     let (krate, vers) = parse_file(&name, &file)?;
+    if let Some(principal) = &principal
+        && !principal.may_see(krate.as_str())
+    {
+        return Err(ApiError::not_found(format!("no crate named `{krate}`")));
+    }
+    let policy = registry.access().policy.as_ref();
+    if let Some(policy) = policy {
+        let requester = super::requester(principal.as_deref(), addr);
+        policy.check_download(&krate, &vers, &requester).await?;
+    }
     // The content of a name and version never changes, so they make the tag.
     let tag = format!("{krate}-{vers}");
     let etag =
@@ -39,6 +50,16 @@ pub async fn download_crate(
             .into_response());
     }
     let bytes = registry.crate_file(&krate, &vers).await?;
+    if let Some(policy) = policy {
+        // Judged once per version; the manifest is among a crate file's
+        // first entries, so this inflates little.
+        policy.check_license(&krate, &vers, &bytes)?;
+    }
+    if let Some(principal) = principal.filter(|p| p.client)
+        && let Some(gate) = &registry.access().gate
+    {
+        gate.count_download(&principal.user, krate.as_str(), vers.as_str());
+    }
     Ok((
         [
             (

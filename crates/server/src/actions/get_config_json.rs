@@ -15,10 +15,11 @@ pub async fn get_config_json(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
 ) -> Result<Response, ApiError> {
     let Path(registry) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let registry = state.registry(&registry)?;
-    registry.authorize(&headers).await?;
+    registry.authorize(&headers, addr.0).await?;
     let tag = format!("{:x}", fxhash(registry.config_json()));
     let etag = HeaderValue::from_str(&format!("\"{tag}\"")).expect("hex is a valid header");
     if super::if_none_match(&headers, &tag) == Some(true) {

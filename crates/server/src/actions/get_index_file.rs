@@ -22,10 +22,11 @@ pub async fn get_index_file(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
 ) -> Result<Response, ApiError> {
     let Path((registry, path)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let registry = state.registry(&registry)?;
-    registry.authorize(&headers).await?;
+    let principal = registry.authorize(&headers, addr.0).await?;
     let path = IndexPath::parse(&path).map_err(|e| match e {
         PathError::Name(e) => ApiError::bad_request(format!("invalid index path: {e}")),
         PathError::Layout => ApiError::not_found(format!(
@@ -33,12 +34,21 @@ pub async fn get_index_file(
             path.escape_debug()
         )),
     })?;
-    match registry.index_file(&path).await? {
+    let not_found = || ApiError::not_found(format!("no crate named `{}`", path.name()));
+    // A crate outside a client's grants does not exist for it.
+    if let Some(principal) = &principal
+        && !principal.may_see(path.name().as_str())
+    {
+        return Err(not_found());
+    }
+    let mut lookup = registry.index_file(&path).await?;
+    if let (Lookup::Found(entry), Some(policy)) = (&lookup, &registry.access().policy) {
+        let requester = super::requester(principal.as_deref(), addr);
+        lookup = policy.filter(&path, entry.clone(), &requester).await?;
+    }
+    match lookup {
         Lookup::Found(entry) => Ok(respond(&entry, &headers, registry.is_private()).await),
-        Lookup::NotFound => Err(ApiError::not_found(format!(
-            "no crate named `{}`",
-            path.name()
-        ))),
+        Lookup::NotFound => Err(not_found()),
     }
 }
 

@@ -101,6 +101,34 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
             );
         }
     }
+    let auth = &state.throttle.metrics;
+    for (name, help, value) in [
+        (
+            "wharf_auth_failures_total",
+            "Credentials that did not verify.",
+            auth.failures.get(),
+        ),
+        (
+            "wharf_auth_throttled_total",
+            "Requests refused because their address was locked out after failed logins.",
+            auth.throttled.get(),
+        ),
+        (
+            "wharf_auth_lockouts_total",
+            "Addresses locked out after too many failed logins.",
+            auth.lockouts.get(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wharf_auth_locked_addresses Addresses locked out now.\n# TYPE wharf_auth_locked_addresses gauge\nwharf_auth_locked_addresses {}",
+        state.throttle.locked_addresses()
+    );
     let _ = writeln!(
         out,
         "wharf_uptime_seconds {}",

@@ -24,8 +24,15 @@ pub async fn list_owners(
     State(state): State<Arc<AppState>>,
     Path((registry, name)): Path<(String, String)>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
 ) -> Result<Json<Value>, ApiError> {
-    state.registry(&registry)?.authorize(&headers).await?;
+    let principal = state
+        .registry(&registry)?
+        .authorize(&headers, addr.0)
+        .await?;
+    if principal.is_some_and(|p| !p.may_see(&name)) {
+        return Err(ApiError::not_found(format!("no crate named `{name}`")));
+    }
     let hosted = state.hosted(&registry)?;
     let owners = hosted
         .db
@@ -46,10 +53,15 @@ pub async fn add_owners(
     State(state): State<Arc<AppState>>,
     Path((registry, name)): Path<(String, String)>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
     body: Result<Json<OwnersBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let hosted = state.hosted(&registry)?;
-    let user = hosted.authenticate(super::authorization(&headers)).await?;
+    let user = hosted
+        .authenticate_writer(&headers, addr.0)
+        .await?
+        .user
+        .clone();
     let users = users_of(body)?;
     hosted
         .db
@@ -69,10 +81,15 @@ pub async fn remove_owners(
     State(state): State<Arc<AppState>>,
     Path((registry, name)): Path<(String, String)>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
     body: Result<Json<OwnersBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let hosted = state.hosted(&registry)?;
-    let user = hosted.authenticate(super::authorization(&headers)).await?;
+    let user = hosted
+        .authenticate_writer(&headers, addr.0)
+        .await?
+        .user
+        .clone();
     let users = users_of(body)?;
     hosted
         .db

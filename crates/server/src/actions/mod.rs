@@ -13,13 +13,41 @@ pub mod show_dashboard;
 pub mod show_me;
 pub mod yank_version;
 
-use axum::http::{HeaderMap, header};
+use std::{convert::Infallible, net::IpAddr, net::SocketAddr};
 
-/// The `Authorization` header, as text.
-pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, header, request::Parts},
+};
+
+use crate::auth::Principal;
+
+/// The address a request came from, when the server was started with
+/// connection info (it always is by [`crate::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
+/// Who a policy's approval queue says asked: the principal, else the address.
+pub(crate) fn requester(principal: Option<&Principal>, addr: ClientAddr) -> String {
+    match (principal, addr.0) {
+        (Some(p), Some(addr)) => format!("{} ({addr})", p.user),
+        (Some(p), None) => p.user.to_string(),
+        (None, Some(addr)) => addr.to_string(),
+        (None, None) => "anonymous".to_owned(),
+    }
 }
 
 /// Whether an `If-None-Match` header names `tag` (any of wharf's variant tags

@@ -22,10 +22,12 @@ pub async fn publish_crate(
     State(state): State<Arc<AppState>>,
     Path(registry): Path<String>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let hosted = state.hosted(&registry)?;
-    let user = hosted.authenticate(super::authorization(&headers)).await?;
+    let principal = hosted.authenticate_writer(&headers, addr.0).await?;
+    let user = principal.user.clone();
     let max = hosted.max_upload_bytes;
     let limit = max.saturating_add(METADATA_ALLOWANCE);
     let too_large = || {
@@ -63,6 +65,12 @@ pub async fn publish_crate(
                     ApiError::bad_request(e.to_string())
                 }
             })?;
+    if !principal.may_see(request.name().as_str()) {
+        return Err(ApiError::forbidden(format!(
+            "client `{user}` may not publish `{}`: its grants on registry `{registry}` do not cover that name",
+            request.name()
+        )));
+    }
     hosted.publish(&user, request).await?;
     Ok(Json(json!({
         "warnings": { "invalid_categories": [], "invalid_badges": [], "other": [] }

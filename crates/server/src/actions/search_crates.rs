@@ -25,9 +25,13 @@ pub async fn search_crates(
     State(state): State<Arc<AppState>>,
     Path(registry): Path<String>,
     headers: axum::http::HeaderMap,
+    addr: super::ClientAddr,
     query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    state.registry(&registry)?.authorize(&headers).await?;
+    let principal = state
+        .registry(&registry)?
+        .authorize(&headers, addr.0)
+        .await?;
     let hosted = state.hosted(&registry)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let per_page = query.per_page.unwrap_or(10).clamp(1, 100);
@@ -40,6 +44,7 @@ pub async fn search_crates(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let crates: Vec<Value> = hits
         .into_iter()
+        .filter(|hit| principal.as_ref().is_none_or(|p| p.may_see(&hit.name)))
         .map(|hit| {
             json!({
                 "name": hit.name,

@@ -17,8 +17,9 @@ pub async fn yank_version(
     state: State<Arc<AppState>>,
     path: Path<(String, String, String)>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
 ) -> Result<Json<Value>, ApiError> {
-    set_yanked(state, path, headers, true).await
+    set_yanked(state, path, headers, addr, true).await
 }
 
 /// Clears the yank of a version.
@@ -26,18 +27,24 @@ pub async fn unyank_version(
     state: State<Arc<AppState>>,
     path: Path<(String, String, String)>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
 ) -> Result<Json<Value>, ApiError> {
-    set_yanked(state, path, headers, false).await
+    set_yanked(state, path, headers, addr, false).await
 }
 
 async fn set_yanked(
     State(state): State<Arc<AppState>>,
     Path((registry, name, version)): Path<(String, String, String)>,
     headers: HeaderMap,
+    addr: super::ClientAddr,
     yanked: bool,
 ) -> Result<Json<Value>, ApiError> {
     let hosted = state.hosted(&registry)?;
-    let user = hosted.authenticate(super::authorization(&headers)).await?;
+    let user = hosted
+        .authenticate_writer(&headers, addr.0)
+        .await?
+        .user
+        .clone();
     hosted
         .db
         .crates(&registry)

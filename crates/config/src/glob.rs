@@ -1,9 +1,18 @@
-//! Crate-name globs: `*` (any run) and `?` (one character), case-insensitive.
+//! Crate-name globs: `*` (any run) and `?` (one character), compared the way
+//! crates.io compares names: ASCII case and `-`/`_` do not matter. Mirror
+//! selections, policy rules and client grants all match names with it.
 
-/// Whether `name` matches `pattern`, ignoring ASCII case.
+/// Whether `name` matches `pattern`, ignoring ASCII case and `-`/`_`.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let p: Vec<u8> = pattern.bytes().map(|b| b.to_ascii_lowercase()).collect();
-    let n: Vec<u8> = name.bytes().map(|b| b.to_ascii_lowercase()).collect();
+    let fold = |b: u8| {
+        if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    let p: Vec<u8> = pattern.bytes().map(fold).collect();
+    let n: Vec<u8> = name.bytes().map(fold).collect();
     // Iterative matching with backtracking to the last `*`.
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -39,5 +48,7 @@ mod tests {
         assert!(matches("*", "x"));
         assert!(!matches("tokio", "tokio-util"));
         assert!(matches("*a*b*", "xxaxxbxx"));
+        assert!(matches("serde-*", "serde_json"));
+        assert!(matches("Foo_Bar", "foo-bar"));
     }
 }
