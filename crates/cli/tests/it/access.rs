@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use wharf_config::Config;
-use wharf_test_support::{cargo::CargoProject, fixture::CrateBuilder, upstream::FakeUpstream};
+use wharf_test_support::{
+    cargo::CargoProject, fixture::CrateBuilder, postgres::TempPostgres, upstream::FakeUpstream,
+};
 
 use crate::common::{Wharf, WharfProcess, wharf_cli};
 
@@ -91,16 +93,32 @@ fn paid_consumer(
     project
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_passwords_tokens_and_grants_on_sqlite() {
+    clients_with_passwords_tokens_and_grants(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_passwords_tokens_and_grants_on_postgres() {
+    let Some(postgres) = TempPostgres::shared() else {
+        return;
+    };
+    let url = postgres.create_database();
+    clients_with_passwords_tokens_and_grants(Some(&url)).await;
+}
+
 /// Acceptance 1 and 2: an auth-required hosted registry whose clients have
 /// their own credentials (a password sent as `Basic`, or a token) and grants.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_with_passwords_tokens_and_grants_on_an_auth_required_hosted_registry() {
+async fn clients_with_passwords_tokens_and_grants(database_url: Option<&str>) {
     let upstream = FakeUpstream::start([]).await;
     let dir = tempfile::tempdir().unwrap();
+    let database = database_url
+        .map(|url| format!("database_url = \"{url}\"\n"))
+        .unwrap_or_default();
     let config = write_config(
         dir.path(),
         &format!(
-            "[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.paid]\nkind = \"hosted\"\nauth_required = true\n",
+            "[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.paid]\nkind = \"hosted\"\nauth_required = true\n{database}",
             upstream.index_url()
         ),
     );
@@ -343,6 +361,34 @@ async fn an_allow_list_cache_holds_what_is_not_allowed_until_approved() {
     let queue = wharf_ok(&config, &["approvals", "list", "--registry", "company"]);
     assert!(!queue.lines().any(|l| l.starts_with("other")), "{queue}");
 
+    // Rejected: still out, and a download says who decided.
+    wharf_ok(
+        &config,
+        &[
+            "approvals",
+            "reject",
+            "vr@1.0.201",
+            "--registry",
+            "company",
+            "--by",
+            "sec-team",
+            "--note",
+            "known bad",
+        ],
+    );
+    let rejected = reqwest::Client::new()
+        .get(wharf.url("/company/crates/vr/vr-1.0.201.crate"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 403);
+    let body = rejected.text().await.unwrap();
+    assert!(
+        body.contains("rejected") && body.contains("sec-team") && body.contains("known bad"),
+        "{body}"
+    );
+
     // A version rule: the resolver never sees versions above the bound.
     let vr = project(&[("vr", "1")]);
     vr.run_async(&["generate-lockfile"]).await.assert_success();
@@ -494,4 +540,70 @@ async fn brute_force_is_throttled_per_address() {
     drop(server);
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("locked out"), "{log}");
+}
+
+/// `auth_required` and a deny-list policy on a mirror registry: served by
+/// wharf, its config.json says auth-required, every file needs credentials,
+/// and what the policy denies is gone from cargo's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_required_mirror_with_a_deny_rule() {
+    let upstream = FakeUpstream::start([
+        CrateBuilder::new("good", "1.0.0").build(),
+        CrateBuilder::new("good", "2.0.0").build(),
+        CrateBuilder::new("bad", "1.0.0").build(),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::mirror::mirror_config(
+        dir.path(),
+        &upstream,
+        "include = [\"good\", \"bad\"]\nauth_required = true\n[registries.m.policy]\ndeny = { bad = \"*\", good = \">=2\" }\n",
+    );
+    crate::mirror::sync_ok(&config);
+    let token = add_client(&config, &["reader", "--registry", "m"]);
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, auth: bool| {
+        let mut request = http.get(wharf.url(path));
+        if auth {
+            request = request.header("Authorization", &token);
+        }
+        request.send()
+    };
+    let anonymous = get("/m/index/config.json", false).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let config_json: serde_json::Value = get("/m/index/config.json", true)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config_json["auth-required"], true);
+    let good = get("/m/index/go/od/good", true).await.unwrap();
+    assert_eq!(good.status(), 200);
+    let lines = good.text().await.unwrap();
+    assert!(
+        lines.contains("\"1.0.0\"") && !lines.contains("\"2.0.0\""),
+        "{lines}"
+    );
+    assert_eq!(get("/m/index/3/b/bad", true).await.unwrap().status(), 404);
+    let denied = get("/m/crates/bad/bad-1.0.0.crate", true).await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let body = denied.text().await.unwrap();
+    assert!(body.contains("deny rule"), "{body}");
+
+    let mut project = CargoProject::new(
+        &format!("sparse+{}", wharf.url("/m/index/")),
+        &[("good", "*")],
+    );
+    project.replace_with_registry("m", &format!("sparse+{}", wharf.url("/m/index/")));
+    project.set_token("m", &token);
+    project.run_async(&["build"]).await.assert_success();
+    assert!(
+        project.lockfile().contains("version = \"1.0.0\""),
+        "{}",
+        project.lockfile()
+    );
+    wharf.stop().await;
 }
