@@ -193,11 +193,11 @@ async fn approvals_queue_requests_until_a_decision_covers_them(db: TestDb) {
         .unwrap();
     let pending = approvals.pending().await.unwrap();
     assert_eq!(pending.len(), 2);
-    let foo = pending
+    let foo_bar = pending
         .iter()
         .find(|r| r.krate == "Foo_Bar")
         .expect("one row per crate");
-    assert_eq!((foo.requests, foo.requested_by.as_str()), (2, "alice"));
+    assert_eq!((foo_bar.requests, foo_bar.requested_by.as_str()), (2, "alice"));
 
     // A decision on another version does not cover the newest held one.
     approvals
