@@ -20,6 +20,7 @@ use wharf_test_support::{
     upstream::FakeUpstream,
 };
 
+mod auth;
 mod fallback;
 mod hosted;
 
@@ -31,6 +32,7 @@ struct Options {
     cold: bool,
     hosted: bool,
     fallback: bool,
+    auth: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -42,6 +44,7 @@ fn options() -> anyhow::Result<Options> {
         cold: true,
         hosted: true,
         fallback: true,
+        auth: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -55,17 +58,13 @@ fn options() -> anyhow::Result<Options> {
             "--duration-secs" => options.duration_secs = value()?,
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
-            "--only-serving" => {
-                (options.cold, options.hosted, options.fallback) = (false, false, false)
-            }
-            "--only-cold" => {
-                (options.serving, options.hosted, options.fallback) = (false, false, false)
-            }
-            "--only-hosted" => {
-                (options.serving, options.cold, options.fallback) = (false, false, false)
-            }
-            "--only-fallback" => {
-                (options.serving, options.cold, options.hosted) = (false, false, false)
+            "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
+            | "--only-auth" => {
+                options.serving = flag == "--only-serving";
+                options.cold = flag == "--only-cold";
+                options.hosted = flag == "--only-hosted";
+                options.fallback = flag == "--only-fallback";
+                options.auth = flag == "--only-auth";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -99,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving && !options.hosted {
+    if !options.serving && !options.hosted && !options.auth {
     } else if tools {
         if options.serving {
             let (upstream_rt, wharf_rt) = runtimes()?;
@@ -108,6 +107,10 @@ fn main() -> anyhow::Result<()> {
         if options.hosted {
             let (_, wharf_rt) = runtimes()?;
             hosted::hosted(&options, &wharf_rt)?;
+        }
+        if options.auth {
+            let (upstream_rt, wharf_rt) = runtimes()?;
+            auth::auth(&options, &upstream_rt, &wharf_rt)?;
         }
     } else {
         println!(
@@ -362,14 +365,29 @@ fn wrk_script(
     paths: &[String],
     encoding: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
+    let headers: Vec<(&str, &str)> = encoding
+        .map(|e| ("Accept-Encoding", e))
+        .into_iter()
+        .collect();
+    wrk_script_with(dir, label, paths, &headers)
+}
+
+/// [`wrk_script`] with any request headers.
+fn wrk_script_with(
+    dir: &Path,
+    label: &str,
+    paths: &[String],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<PathBuf> {
     let file = dir.join(format!(
         "{}.lua",
         label.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     ));
     let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
-    let header = encoding.map_or(String::new(), |e| {
-        format!("wrk.headers[\"Accept-Encoding\"] = \"{e}\"\n")
-    });
+    let header: String = headers
+        .iter()
+        .map(|(name, value)| format!("wrk.headers[\"{name}\"] = \"{value}\"\n"))
+        .collect();
     std::fs::write(
         &file,
         format!(

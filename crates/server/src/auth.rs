@@ -24,10 +24,11 @@
 //! looked at (429). Another address, with the right credentials, is unaffected.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -40,6 +41,9 @@ use crate::{error::ApiError, metrics::Counter};
 
 /// How often the credentials generation is read from the database.
 const GENERATION_RECHECK: Duration = Duration::from_millis(100);
+
+/// How many verified `Authorization` values are remembered at most.
+const MAX_VERIFIED: usize = 100_000;
 
 /// How long a verified `Authorization` value is remembered at most.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
@@ -104,6 +108,8 @@ pub struct AuthMetrics {
 /// Failed attempts per client address, for all registries of a server.
 pub struct Throttle {
     addresses: moka::sync::Cache<IpAddr, Arc<Mutex<Allowance>>>,
+    /// Whether any attempt ever failed: until then there is nothing to look up.
+    any_failed: AtomicBool,
     /// Its counters.
     pub metrics: AuthMetrics,
 }
@@ -122,6 +128,7 @@ impl Default for Throttle {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
+            any_failed: AtomicBool::new(false),
             metrics: AuthMetrics::default(),
         }
     }
@@ -130,6 +137,9 @@ impl Default for Throttle {
 impl Throttle {
     /// The seconds an address must still wait, if it is locked out.
     fn locked(&self, addr: IpAddr) -> Option<u64> {
+        if !self.any_failed.load(Ordering::Relaxed) {
+            return None;
+        }
         let allowance = self.addresses.get(&addr)?;
         let mut allowance = allowance.lock().unwrap_or_else(|e| e.into_inner());
         let until = allowance.locked_until?;
@@ -150,6 +160,7 @@ impl Throttle {
     /// Counts a failed attempt; locks the address out when it has none left.
     fn failed(&self, addr: IpAddr, registry: &str) {
         self.metrics.failures.inc();
+        self.any_failed.store(true, Ordering::Relaxed);
         let allowance = self.addresses.get_with(addr, || {
             Arc::new(Mutex::new(Allowance {
                 failures_left: FAILURE_BURST,
@@ -200,10 +211,22 @@ pub struct Gate {
     /// How to get credentials, for the 401 message.
     hint: String,
     db: Db,
-    verified: moka::sync::Cache<[u8; 32], (Arc<Principal>, i64)>,
+    /// Verified headers by their sha256: who, under which generation, when.
+    /// A plain map under a read lock: a hit is the hot path of every request
+    /// to an auth-required registry, and a handful of clients make few keys.
+    verified: RwLock<HashMap<[u8; 32], Verified>>,
     generation: AtomicI64,
-    generation_read: Mutex<Option<Instant>>,
+    /// When the generation was last read, in milliseconds since `started`
+    /// (`u64::MAX`: never, or read again).
+    generation_read_ms: AtomicU64,
+    started: Instant,
     throttle: Arc<Throttle>,
+}
+
+struct Verified {
+    principal: Arc<Principal>,
+    generation: i64,
+    at: Instant,
 }
 
 impl Gate {
@@ -220,12 +243,10 @@ impl Gate {
             login_url: login_url.to_owned(),
             hint,
             db,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(VERIFIED_TTL)
-                .build(),
+            verified: RwLock::new(HashMap::new()),
             generation: AtomicI64::new(i64::MIN),
-            generation_read: Mutex::new(None),
+            generation_read_ms: AtomicU64::new(u64::MAX),
+            started: Instant::now(),
             throttle,
         }
     }
@@ -249,10 +270,18 @@ impl Gate {
             ));
         }
         let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
-        let generation = self.generation().await?;
-        let principal = match self.verified.get(&key) {
-            Some((principal, seen)) if seen == generation => principal,
-            _ => {
+        let now = Instant::now();
+        let generation = self.generation(now).await?;
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|v| v.generation == generation && now.duration_since(v.at) < VERIFIED_TTL)
+            .map(|v| v.principal.clone());
+        let principal = match remembered {
+            Some(principal) => principal,
+            None => {
                 let principal = match self.verify(value).await {
                     Ok(principal) => Arc::new(principal),
                     Err(refusal) => {
@@ -263,7 +292,20 @@ impl Gate {
                         return Err(refusal);
                     }
                 };
-                self.verified.insert(key, (principal.clone(), generation));
+                let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
+                if verified.len() >= MAX_VERIFIED {
+                    // Many distinct headers (a scan, or churn): start again
+                    // rather than track recency on the hot path.
+                    verified.clear();
+                }
+                verified.insert(
+                    key,
+                    Verified {
+                        principal: principal.clone(),
+                        generation,
+                        at: now,
+                    },
+                );
                 principal
             }
         };
@@ -300,33 +342,29 @@ impl Gate {
 
     /// The credentials generation, read from the database at most every
     /// [`GENERATION_RECHECK`].
-    async fn generation(&self) -> Result<i64, ApiError> {
-        let stale = {
-            let mut read = self
-                .generation_read
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let stale = read.is_none_or(|at| at.elapsed() >= GENERATION_RECHECK);
-            if stale {
-                // Claimed: requests meanwhile use the value there is.
-                *read = Some(Instant::now());
-            }
-            stale
-        };
-        if stale || self.generation.load(Ordering::Relaxed) == i64::MIN {
+    async fn generation(&self, now: Instant) -> Result<i64, ApiError> {
+        let now_ms =
+            u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX - 1);
+        let read_ms = self.generation_read_ms.load(Ordering::Acquire);
+        let stale = read_ms == u64::MAX
+            || now_ms.saturating_sub(read_ms) >= GENERATION_RECHECK.as_millis() as u64;
+        // One request claims the read; the others use the value there is
+        // (all of them wait for it only before the first read).
+        let claimed = stale
+            && self
+                .generation_read_ms
+                .compare_exchange(read_ms, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        if claimed || self.generation.load(Ordering::Acquire) == i64::MIN {
             match self.db.auth_generation(&self.registry).await {
-                Ok(generation) => self.generation.store(generation, Ordering::Relaxed),
+                Ok(generation) => self.generation.store(generation, Ordering::Release),
                 Err(e) => {
-                    // Read again on the next request.
-                    *self
-                        .generation_read
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = None;
+                    self.generation_read_ms.store(u64::MAX, Ordering::Release);
                     return Err(ApiError::internal(e.to_string()));
                 }
             }
         }
-        Ok(self.generation.load(Ordering::Relaxed))
+        Ok(self.generation.load(Ordering::Acquire))
     }
 
     /// Checks `value` against the database.

@@ -97,12 +97,12 @@ impl PolicyGate {
     }
 
     /// What cargo may see of `entry`, the index file at `path`, asked for by
-    /// `requester`.
+    /// `requester` (made only when something is held).
     pub async fn filter(
         &self,
         path: &IndexPath,
         entry: Arc<IndexEntry>,
-        requester: &str,
+        requester: impl FnOnce() -> String,
     ) -> Result<Lookup, ApiError> {
         let judged = match self.judged.get(path.as_str()) {
             Some(judged) if judged.source_tag == entry.tag => judged,
@@ -147,7 +147,7 @@ impl PolicyGate {
             }
         }
         if let Some(newest) = held.iter().max() {
-            self.record(name, &newest.to_string(), held.len(), requester)
+            self.record(name, &newest.to_string(), held.len(), &requester())
                 .await?;
         }
         if body.is_empty() {

@@ -197,7 +197,10 @@ async fn approvals_queue_requests_until_a_decision_covers_them(db: TestDb) {
         .iter()
         .find(|r| r.krate == "Foo_Bar")
         .expect("one row per crate");
-    assert_eq!((foo_bar.requests, foo_bar.requested_by.as_str()), (2, "alice"));
+    assert_eq!(
+        (foo_bar.requests, foo_bar.requested_by.as_str()),
+        (2, "alice")
+    );
 
     // A decision on another version does not cover the newest held one.
     approvals

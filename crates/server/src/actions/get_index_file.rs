@@ -43,8 +43,8 @@ pub async fn get_index_file(
     }
     let mut lookup = registry.index_file(&path).await?;
     if let (Lookup::Found(entry), Some(policy)) = (&lookup, &registry.access().policy) {
-        let requester = super::requester(principal.as_deref(), addr);
-        lookup = policy.filter(&path, entry.clone(), &requester).await?;
+        let requester = || super::requester(principal.as_deref(), addr);
+        lookup = policy.filter(&path, entry.clone(), requester).await?;
     }
     match lookup {
         Lookup::Found(entry) => Ok(respond(&entry, &headers, registry.is_private()).await),
