@@ -54,7 +54,8 @@ pub fn public_url(config: &Config, bound: SocketAddr) -> String {
 
 /// The `.cargo/config.toml` lines that make cargo use registry `name`. Caches
 /// and mirrors stand in for crates.io, so cargo is told to replace crates.io
-/// with them (Cargo.lock keeps naming crates.io).
+/// with them (Cargo.lock keeps naming crates.io); one that needs credentials
+/// is named as a registry, so cargo sends it its token.
 pub fn cargo_config_for(state: &AppState, name: &str) -> String {
     let url = state.index_url(name);
     if matches!(
@@ -65,6 +66,17 @@ pub fn cargo_config_for(state: &AppState, name: &str) -> String {
         // cargo sends its token only through a credential provider.
         return format!(
             "[registries.{name}]\nindex = \"{url}\"\ncredential-provider = \"cargo:token\"\n# then: cargo login --registry {name}; cargo publish --registry {name}\n"
+        );
+    }
+    if state
+        .registries
+        .get(name)
+        .is_some_and(|registry| registry.access().auth_required)
+    {
+        // Cargo sends credentials only to a registry it knows by name, so
+        // crates.io is replaced with one, and its token set for it.
+        return format!(
+            "[source.crates-io]\nreplace-with = \"{name}\"\n\n[registries.{name}]\nindex = \"{url}\"\ncredential-provider = \"cargo:token\"\n# then: cargo login --registry {name}, with the token from `wharf clients add NAME --registry {name}`\n"
         );
     }
     let source = if name == DEFAULT_REGISTRY {

@@ -96,6 +96,26 @@ impl PolicyGate {
         }
     }
 
+    /// The policy in a few words, for `/status.json`.
+    pub fn describe(&self) -> String {
+        let mode = match self.policy.mode {
+            PolicyMode::AllowList => "allow-list",
+            PolicyMode::DenyList => "deny-list",
+        };
+        format!(
+            "{mode}{}: {} allow, {} deny rules, {} licences allowed, {} denied",
+            if self.policy.approval {
+                " with approval"
+            } else {
+                ""
+            },
+            self.policy.allow.len(),
+            self.policy.deny.len(),
+            self.policy.licenses.len(),
+            self.policy.deny_licenses.len()
+        )
+    }
+
     /// What cargo may see of `entry`, the index file at `path`, asked for by
     /// `requester` (made only when something is held).
     pub async fn filter(

@@ -561,6 +561,7 @@ async fn an_auth_required_mirror_with_a_deny_rule() {
     );
     crate::mirror::sync_ok(&config);
     let token = add_client(&config, &["reader", "--registry", "m"]);
+    let brief = add_client(&config, &["brief", "--registry", "m", "--expires", "1s"]);
     let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
     let http = reqwest::Client::new();
     let get = |path: &str, auth: bool| {
@@ -592,6 +593,22 @@ async fn an_auth_required_mirror_with_a_deny_rule() {
     assert_eq!(denied.status(), 403);
     let body = denied.text().await.unwrap();
     assert!(body.contains("deny rule"), "{body}");
+
+    // Credentials with an expiry work until it, then are refused saying so.
+    let brief_get = |path: &str| {
+        http.get(wharf.url(path))
+            .header("Authorization", &brief)
+            .send()
+    };
+    assert_eq!(
+        brief_get("/m/index/config.json").await.unwrap().status(),
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let expired = brief_get("/m/index/config.json").await.unwrap();
+    assert_eq!(expired.status(), 403);
+    let body = expired.text().await.unwrap();
+    assert!(body.contains("expired"), "{body}");
 
     let mut project = CargoProject::new(
         &format!("sparse+{}", wharf.url("/m/index/")),

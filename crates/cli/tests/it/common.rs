@@ -222,7 +222,9 @@ impl WharfProcess {
             {
                 base_url = Some(url.to_owned());
             }
-            if line.starts_with("registry = ") {
+            // The last line of the printed cargo config: a source, or (for a
+            // registry that needs credentials) a named registry.
+            if line.starts_with("registry = ") || line.starts_with("index = ") {
                 break;
             }
         }

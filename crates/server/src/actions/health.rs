@@ -52,13 +52,26 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "database": format!("{:?}", hosted.db.backend()).to_lowercase(),
                 }),
             };
+            let mut value = value;
+            let access = registry.access();
+            value["auth_required"] = json!(access.auth_required);
+            if let Some(policy) = &access.policy {
+                value["policy"] = json!(policy.describe());
+            }
             (name.clone(), value)
         })
         .collect();
+    let auth = &state.throttle.metrics;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),
         "registries": registries,
+        "auth": {
+            "failures": auth.failures.get(),
+            "throttled": auth.throttled.get(),
+            "lockouts": auth.lockouts.get(),
+            "locked_addresses": state.throttle.locked_addresses(),
+        },
     }))
 }
 
