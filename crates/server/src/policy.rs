@@ -240,6 +240,11 @@ impl PolicyGate {
         }
     }
 
+    /// Whether crate files are judged by their licence.
+    pub fn checks_licences(&self) -> bool {
+        !(self.policy.licenses.is_empty() && self.policy.deny_licenses.is_empty())
+    }
+
     /// Refuses a fetched crate file whose licence the policy does not allow.
     pub fn check_license(
         &self,
@@ -247,7 +252,7 @@ impl PolicyGate {
         vers: &Version,
         crate_file: &[u8],
     ) -> Result<(), ApiError> {
-        if self.policy.licenses.is_empty() && self.policy.deny_licenses.is_empty() {
+        if !self.checks_licences() {
             return Ok(());
         }
         let key = format!("{krate}@{vers}");

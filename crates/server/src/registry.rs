@@ -145,23 +145,10 @@ impl Access {
                 "registry `{name}` needs credentials: ask its operator for a client (`wharf clients add NAME --registry {name}`) and give cargo the token it prints (`cargo login --registry {name}`)"
             ),
         };
-        let gate = match (config, db) {
-            (RegistryConfig::Hosted(_), Some(db)) => Some(Gate::new(
-                name,
-                login_url,
-                hint,
-                db.clone(),
-                throttle.clone(),
-            )),
-            (_, Some(db)) if config.auth_required() => Some(Gate::new(
-                name,
-                login_url,
-                hint,
-                db.clone(),
-                throttle.clone(),
-            )),
-            _ => None,
-        };
+        // Hosted registries always check credentials: writes need them.
+        let gate = db
+            .filter(|_| matches!(config, RegistryConfig::Hosted(_)) || config.auth_required())
+            .map(|db| Gate::new(name, login_url, hint, db.clone(), throttle.clone()));
         Self {
             gate,
             auth_required: config.auth_required(),

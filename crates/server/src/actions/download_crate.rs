@@ -42,7 +42,10 @@ pub async fn download_crate(
     } else {
         "public, max-age=31536000, immutable"
     });
-    if super::if_none_match(&headers, &tag) == Some(true) {
+    // A licence is judged on the file's bytes, so a policy with licence
+    // rules answers no 304 before it has looked at them.
+    let judges_licences = policy.is_some_and(|p| p.checks_licences());
+    if !judges_licences && super::if_none_match(&headers, &tag) == Some(true) {
         return Ok((
             StatusCode::NOT_MODIFIED,
             [(header::ETAG, etag), (header::CACHE_CONTROL, immutable)],
