@@ -240,6 +240,17 @@ impl PolicyGate {
         }
     }
 
+    /// How many crates wait for a decision; `None` without approval (or when
+    /// the database cannot say).
+    pub async fn pending_approvals(&self) -> Option<usize> {
+        let db = self.db.as_ref()?;
+        db.approvals(&self.registry)
+            .pending()
+            .await
+            .ok()
+            .map(|pending| pending.len())
+    }
+
     /// Whether crate files are judged by their licence.
     pub fn checks_licences(&self) -> bool {
         !(self.policy.licenses.is_empty() && self.policy.deny_licenses.is_empty())

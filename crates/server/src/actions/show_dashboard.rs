@@ -37,11 +37,27 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
                 )],
             ),
         };
+        let access = registry.access();
+        let mut notes = vec![if access.auth_required {
+            "credentials required".to_owned()
+        } else {
+            "open".to_owned()
+        }];
+        if let Some(policy) = &access.policy {
+            notes.push(escape(&policy.describe()));
+            if let Some(pending) = policy.pending_approvals().await {
+                notes.push(format!(
+                    "{pending} waiting for approval (<code>wharf approvals list --registry {}</code>)",
+                    escape(name)
+                ));
+            }
+        }
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{kind}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{kind}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
             escape(name),
             escape(&state.index_url(name)),
-            upstreams.join("<br>")
+            upstreams.join("<br>"),
+            notes.join("<br>")
         ));
         snippet.push_str(&escape(&crate::cargo_config_for(&state, name)));
     }
@@ -50,7 +66,7 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
          <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.3em .8em;text-align:left}}pre{{background:#f4f4f4;padding:1em}}</style></head>\
          <body><h1>wharf</h1><p>Registries served by this server (data in <code>{}</code>, up {} s). \
          Machine-readable: <a href=/status.json>status.json</a>, <a href=/metrics>metrics</a>.</p>\
-         <table><tr><th>registry</th><th>kind</th><th>index</th><th>upstreams</th></tr>{rows}</table>\
+         <table><tr><th>registry</th><th>kind</th><th>index</th><th>upstreams</th><th>access</th></tr>{rows}</table>\
          <h2>Use it from cargo</h2><p>Add to <code>.cargo/config.toml</code>:</p><pre>{snippet}</pre></body></html>",
         escape(&state.data_dir.display().to_string()),
         state.started.elapsed().as_secs(),
