@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use wharf_config::{Config, Registry};
 use wharf_db::{ClientCredential, Db, Decision, NewClient, User};
 
-use crate::{ApprovalsCommand, ClientsCommand};
+use crate::{ApprovalsCommand, ClientsCommand, DecisionArgs};
 
 /// Runs one `wharf clients` subcommand.
 pub async fn clients(config_path: Option<&Path>, command: ClientsCommand) -> anyhow::Result<()> {
@@ -160,9 +160,8 @@ pub async fn approvals(
 ) -> anyhow::Result<()> {
     let config = crate::load_config(config_path)?;
     let name = match &command {
-        ApprovalsCommand::List { registry, .. }
-        | ApprovalsCommand::Approve { registry, .. }
-        | ApprovalsCommand::Reject { registry, .. } => registry.clone(),
+        ApprovalsCommand::List { registry, .. } => registry.clone(),
+        ApprovalsCommand::Approve(args) | ApprovalsCommand::Reject(args) => args.registry.clone(),
     };
     let (name, registry) = pick_registry(&config, name.as_deref())?;
     if !registry.policy().is_some_and(|p| p.approval) {
@@ -232,12 +231,12 @@ pub async fn approvals(
                 }
             }
         }
-        ApprovalsCommand::Approve {
-            target, by, note, ..
-        } => decide(&approvals, &name, &target, Decision::Approved, by, note).await?,
-        ApprovalsCommand::Reject {
-            target, by, note, ..
-        } => decide(&approvals, &name, &target, Decision::Rejected, by, note).await?,
+        ApprovalsCommand::Approve(args) => {
+            decide(&approvals, &name, args, Decision::Approved).await?
+        }
+        ApprovalsCommand::Reject(args) => {
+            decide(&approvals, &name, args, Decision::Rejected).await?
+        }
     }
     db.close().await;
     Ok(())
@@ -247,11 +246,13 @@ pub async fn approvals(
 async fn decide(
     approvals: &wharf_db::Approvals<'_>,
     registry: &str,
-    target: &str,
+    args: DecisionArgs,
     decision: Decision,
-    by: Option<String>,
-    note: Option<String>,
 ) -> anyhow::Result<()> {
+    let DecisionArgs {
+        target, by, note, ..
+    } = args;
+    let target = target.as_str();
     let (krate, vers) = match target.split_once('@') {
         Some((krate, vers)) => (krate, Some(vers)),
         None => (target, None),

@@ -467,35 +467,26 @@ pub enum ApprovalsCommand {
         all: bool,
     },
     /// Let CRATE (every version) or CRATE@VERSION through.
-    Approve {
-        /// `serde` or `serde@1.0.210`.
-        #[arg(value_name = "CRATE[@VERSION]")]
-        target: String,
-        /// The registry.
-        #[arg(long, value_name = "NAME")]
-        registry: Option<String>,
-        /// Who decides (default: $USER).
-        #[arg(long, value_name = "NAME")]
-        by: Option<String>,
-        /// Why, shown with the decision.
-        #[arg(long, value_name = "TEXT")]
-        note: Option<String>,
-    },
+    Approve(DecisionArgs),
     /// Keep CRATE or CRATE@VERSION out; downloads say it was rejected.
-    Reject {
-        /// `left-pad` or `left-pad@1.0.0`.
-        #[arg(value_name = "CRATE[@VERSION]")]
-        target: String,
-        /// The registry.
-        #[arg(long, value_name = "NAME")]
-        registry: Option<String>,
-        /// Who decides (default: $USER).
-        #[arg(long, value_name = "NAME")]
-        by: Option<String>,
-        /// Why, shown to whoever downloads it.
-        #[arg(long, value_name = "TEXT")]
-        note: Option<String>,
-    },
+    Reject(DecisionArgs),
+}
+
+/// What `wharf approvals approve` and `reject` take.
+#[derive(Args)]
+pub struct DecisionArgs {
+    /// `serde` (every version) or `serde@1.0.210`.
+    #[arg(value_name = "CRATE[@VERSION]")]
+    target: String,
+    /// The registry.
+    #[arg(long, value_name = "NAME")]
+    registry: Option<String>,
+    /// Who decides (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+    /// Why, shown with the decision and to whoever downloads a rejected version.
+    #[arg(long, value_name = "TEXT")]
+    note: Option<String>,
 }
 
 /// Flags of `wharf sync`.

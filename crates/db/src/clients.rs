@@ -187,6 +187,24 @@ macro_rules! client_columns {
     };
 }
 
+/// The [`ClientInfo`] of a row selected with `client_columns!()`, on either
+/// backend's row type (a macro, as each arm of `on_backend!` has its own).
+macro_rules! client_info {
+    ($r:expr) => {
+        ClientInfo {
+            id: $r.try_get("id")?,
+            name: User::from_db($r.try_get("name")?),
+            password: $r.try_get("has_password")?,
+            grants: serde_json::from_str(&$r.try_get::<String, _>("grants")?).unwrap_or_default(),
+            publish: $r.try_get("publish")?,
+            created_at: from_ms($r.try_get("created_at")?),
+            expires_at: $r.try_get::<Option<i64>, _>("expires_at")?.map(from_ms),
+            last_used: $r.try_get::<Option<i64>, _>("last_used_at")?.map(from_ms),
+            revoked: $r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        }
+    };
+}
+
 /// The clients of one registry. Made by [`Db::clients`].
 pub struct Clients<'a> {
     db: &'a Db,
@@ -242,17 +260,7 @@ impl<'a> Clients<'a> {
         );
         on_backend!(pool self.db.pool(), conn => {
             let rows = sqlx::query(SQL).bind(self.registry).fetch_all(conn).await?;
-            rows.iter().map(|r| Ok(ClientInfo {
-                id: r.try_get("id")?,
-                name: User::from_db(r.try_get("name")?),
-                password: r.try_get("has_password")?,
-                grants: serde_json::from_str(&r.try_get::<String, _>("grants")?).unwrap_or_default(),
-                publish: r.try_get("publish")?,
-                created_at: from_ms(r.try_get("created_at")?),
-                expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(from_ms),
-                last_used: r.try_get::<Option<i64>, _>("last_used_at")?.map(from_ms),
-                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-            })).collect::<Result<Vec<_>, sqlx::Error>>()
+            rows.iter().map(|r| Ok(client_info!(r))).collect::<Result<Vec<_>, sqlx::Error>>()
         })
         .map_err(DbError::Query)
     }
@@ -440,17 +448,7 @@ impl<'a> Clients<'a> {
         on_backend!(pool self.db.pool(), conn => {
             let row = sqlx::query(sql).bind(self.registry).bind(key).fetch_optional(conn).await?;
             row.map(|r| Ok((
-                ClientInfo {
-                    id: r.try_get("id")?,
-                    name: User::from_db(r.try_get("name")?),
-                    password: r.try_get("has_password")?,
-                    grants: serde_json::from_str(&r.try_get::<String, _>("grants")?).unwrap_or_default(),
-                    publish: r.try_get("publish")?,
-                    created_at: from_ms(r.try_get("created_at")?),
-                    expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(from_ms),
-                    last_used: r.try_get::<Option<i64>, _>("last_used_at")?.map(from_ms),
-                    revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-                },
+                client_info!(r),
                 r.try_get::<Option<String>, _>("password_hash").ok().flatten(),
             ))).transpose()
         })

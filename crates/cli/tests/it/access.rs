@@ -337,7 +337,12 @@ async fn an_allow_list_cache_holds_what_is_not_allowed_until_approved() {
             .any(|l| l.starts_with("other") && l.contains("1.0.0") && l.contains("ci")),
         "{queue}"
     );
-    let dashboard = reqwest::get(wharf.url("/")).await.unwrap().text().await.unwrap();
+    let dashboard = reqwest::get(wharf.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(dashboard.contains("1 waiting for approval"), "{dashboard}");
     let held = reqwest::Client::new()
         .get(wharf.url("/company/crates/other/other-1.0.0.crate"))
