@@ -3,7 +3,7 @@
 use std::{io::Write, path::Path, sync::Arc};
 
 use anyhow::{Context, bail};
-use tracing::info;
+use tracing::{info, warn};
 use wharf_config::{Config, Registry};
 use wharf_server::AppState;
 
@@ -12,6 +12,14 @@ use crate::ServeArgs;
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let config = load(config_path, args)?;
+    // A public server holds a descriptor per client connection: the soft
+    // limit (often 1,024) would stop it long before `[connections] max`.
+    match wharf_server::raise_file_limit() {
+        Ok(limit) => info!(file_limit = limit, "open-file limit"),
+        Err(e) => {
+            warn!(error = %e, "cannot raise the open-file limit; connections are bounded by the current one")
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {

@@ -68,9 +68,78 @@ pub struct Config {
     /// `/.well-known/wharf-mirrors.toml`, for `wharf mirrors`.
     #[serde(default)]
     pub mirror_list: Option<PathBuf>,
+    /// Reverse proxies (addresses or CIDRs) whose `Forwarded` and
+    /// `X-Forwarded-For` headers are believed about who the client is.
+    /// Those headers are ignored from anyone else, since a client can write
+    /// them: failed-login lockouts and budgets key on the client's address.
+    #[serde(default, deserialize_with = "addresses_or_cidrs")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Bounds on client connections.
+    #[serde(default)]
+    pub connections: Connections,
     /// The registries served, each mounted at `/{name}/`.
     #[serde(default = "default_registries")]
     pub registries: BTreeMap<String, Registry>,
+}
+
+/// Bounds on client connections, so that idle, slow or too many connections
+/// cannot use up the process's file descriptors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connections {
+    /// Connections open at once; more are accepted and closed at once.
+    /// Also kept below the process's file limit (raised to its hard limit
+    /// at start), less a reserve for files, the database and upstreams.
+    #[serde(default = "default_max_connections")]
+    pub max: usize,
+    /// How long a connection may take to send a complete request head,
+    /// counted from when it opened or its previous response was sent: the
+    /// keep-alive idle timeout, and the bound on a slowly sent request.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The longest pause while a request body (a publish) arrives.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            max: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            body_timeout: default_body_timeout(),
+        }
+    }
+}
+
+/// A list of addresses (`127.0.0.1`, `::1`) and CIDRs (`10.0.0.0/8`).
+fn addresses_or_cidrs<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is neither an address (127.0.0.1) nor a CIDR (10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn default_max_connections() -> usize {
+    16_384
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One registry: what it is and where its content comes from.
@@ -367,6 +436,8 @@ impl Default for Config {
             memory_index_mb: default_memory_index_mb(),
             memory_crates_mb: default_memory_crates_mb(),
             mirror_list: None,
+            trusted_proxies: Vec::new(),
+            connections: Connections::default(),
             registries: default_registries(),
         }
     }
@@ -423,6 +494,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.registries.is_empty() {
             return Err(ConfigError::Invalid("no registries configured".into()));
+        }
+        let connections = &self.connections;
+        if connections.max == 0
+            || connections.idle_timeout.is_zero()
+            || connections.body_timeout.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "[connections]: max, idle_timeout and body_timeout must be above zero".into(),
+            ));
         }
         for (name, registry) in &self.registries {
             let name_ok = !name.is_empty()
@@ -581,6 +661,26 @@ mod tests {
         };
         assert_eq!(cache.index_ttl, Duration::from_secs(300));
         assert_eq!(cache.upstream_timeout, Duration::from_secs(3));
+        // The example shows the defaults.
+        let defaults = Connections::default();
+        assert_eq!(config.connections.max, defaults.max);
+        assert_eq!(config.connections.idle_timeout, defaults.idle_timeout);
+        assert_eq!(config.connections.body_timeout, defaults.body_timeout);
+        assert!(config.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_cidrs() {
+        let config = Config::from_toml(
+            "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 3);
+        let err = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`10.0.0.0/33` is neither an address"), "{err}");
     }
 
     /// The example config's uncommented part plus the commented section

@@ -12,10 +12,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::{
-    Argon2,
-    password_hash::{PasswordHasher, PasswordVerifier},
-};
+use argon2::{Argon2, password_hash::PasswordHasher};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -364,14 +361,7 @@ impl<'a> Clients<'a> {
             .as_ref()
             .and_then(|(_, hash)| hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), stored.as_str())
-                .is_ok()
-        })
-        .await
-        .map_err(|e| DbError::Random(format!("the password check did not finish: {e}")))?;
+        let matches = crate::password::verify(password.to_owned(), stored).await?;
         match found {
             Some((client, Some(_))) if matches => {
                 self.touch(&client).await?;
@@ -540,6 +530,7 @@ fn utc_day(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordVerifier;
 
     #[test]
     fn days() {

@@ -63,6 +63,10 @@ pub enum DbError {
     /// The operating system could not supply random bytes for a token.
     #[error("cannot generate a token secret: {0}")]
     Random(String),
+    /// Too much work of one kind is waiting (password checks); the caller
+    /// should answer 503 and the client retry.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A user acted on a crate they do not own.

@@ -6,6 +6,7 @@ mod crates;
 mod db;
 mod error;
 mod owners;
+mod password;
 mod sql;
 mod tokens;
 mod user;
@@ -16,5 +17,6 @@ pub use crates::{Crates, IndexFile, MAX_PER_PAGE, NewVersion, Published, SearchH
 pub use db::{Backend, Db};
 pub use error::{DbError, ErrorKind, NotAnOwner, OwnersError, PublishError, TokenError, YankError};
 pub use owners::Owners;
+pub use password::max_in_flight as max_password_checks_in_flight;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenId, TokenInfo, TokenSecret, Tokens};
 pub use user::{MAX_USER_LEN, User, UserError};

@@ -18,7 +18,7 @@ pub struct ApiError {
     /// For a 401: where cargo's login flow sends the user
     /// (`WWW-Authenticate: Cargo login_url="..."`).
     pub login_url: Option<String>,
-    /// For a 429: seconds until trying again makes sense (`Retry-After`).
+    /// For a 429 or 503: seconds until trying again makes sense (`Retry-After`).
     pub retry_after_secs: Option<u64>,
 }
 
@@ -51,6 +51,15 @@ impl ApiError {
         Self {
             retry_after_secs: Some(retry_after_secs),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, detail)
+        }
+    }
+
+    /// 503: the server cannot take this now; worth retrying after
+    /// `retry_after_secs`.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
         }
     }
 

@@ -3,10 +3,12 @@
 mod actions;
 mod auth;
 mod cache;
+mod client_addr;
 mod encoding;
 mod error;
 mod flight;
 mod hosted;
+mod listen;
 mod metrics;
 mod mirror;
 mod policy;
@@ -21,22 +23,21 @@ use tracing::warn;
 use wharf_config::{Config, DEFAULT_REGISTRY};
 
 pub use error::ApiError;
+pub use listen::{ConnectionStats, raise_file_limit};
 pub use registry::{AppState, Registry, USER_AGENT};
 pub use router::router;
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests
 /// under way finish. The caller binds the listener, so tests can bind port 0.
+/// Connections are bounded by the configuration's `[connections]`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = state.connection_limits.clone();
+    let stats = state.connections.clone();
+    listen::serve_connections(listener, router(state), &limits, stats, shutdown).await
 }
 
 /// The URL clients reach the server at: `public_url` when configured, else

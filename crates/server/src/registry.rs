@@ -177,6 +177,12 @@ pub struct AppState {
     pub mirror_list: Option<Bytes>,
     /// Failed logins per client address, across registries.
     pub throttle: Arc<Throttle>,
+    /// Reverse proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Bounds on client connections.
+    pub connection_limits: wharf_config::Connections,
+    /// Connections open, refused and timed out.
+    pub connections: Arc<crate::listen::ConnectionStats>,
 }
 
 impl AppState {
@@ -324,6 +330,9 @@ impl AppState {
             started: Instant::now(),
             mirror_list,
             throttle,
+            trusted_proxies: config.trusted_proxies.clone(),
+            connection_limits: config.connections.clone(),
+            connections: Arc::default(),
         })
     }
 

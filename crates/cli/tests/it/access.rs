@@ -27,7 +27,7 @@ fn wharf_ok(config: &Path, args: &[&str]) -> String {
 
 /// `wharf clients add` with `args`; returns the token cargo must send, as
 /// the printed credentials.toml has it.
-fn add_client(config: &Path, args: &[&str]) -> String {
+pub(crate) fn add_client(config: &Path, args: &[&str]) -> String {
     let mut all = vec!["clients", "add"];
     all.extend(args);
     let stdout = wharf_ok(config, &all);
@@ -39,7 +39,7 @@ fn add_client(config: &Path, args: &[&str]) -> String {
         .to_owned()
 }
 
-fn write_config(dir: &Path, registries: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, registries: &str) -> PathBuf {
     let config = dir.join("wharf.toml");
     std::fs::write(
         &config,
@@ -485,20 +485,24 @@ async fn brute_force_is_throttled_per_address() {
     let right = add_client(&config, &["acme", "--registry", "crates-io", "--password"]);
     let log = dir.path().join("wharf.log");
     let server = WharfProcess::spawn_logging_to(&config, &log);
-    let wrong = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("acme:guess")
-    );
+    // Each guess differs: the same wrong header sent again is refused from
+    // memory and is not another guess (see hardening.rs).
+    let wrong = |i: usize| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("acme:guess{i}"))
+        )
+    };
     let attacker = reqwest::Client::builder()
         .local_address("127.0.0.1".parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap();
     let url = format!("{}/crates-io/index/config.json", server.base_url);
     let (mut forbidden, mut throttled) = (0, 0);
-    for _ in 0..1000 {
+    for i in 0..1000 {
         let status = attacker
             .get(&url)
-            .header("Authorization", &wrong)
+            .header("Authorization", wrong(i))
             .send()
             .await
             .unwrap()

@@ -32,7 +32,7 @@ fn hosted_config(dir: &Path, upstream: &FakeUpstream, database_url: Option<&str>
 }
 
 /// `wharf token create` for `user`; returns the token it printed.
-fn create_token(config: &Path, user: &str) -> String {
+pub(crate) fn create_token(config: &Path, user: &str) -> String {
     let out = wharf_cli(&[
         "token",
         "create",

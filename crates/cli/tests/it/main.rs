@@ -9,6 +9,7 @@ mod cache_faults;
 mod cache_http;
 mod common;
 mod crash;
+mod hardening;
 mod hosted;
 mod mirror;
 mod mirror_git;

@@ -1,6 +1,9 @@
 //! `/healthz`, `/readyz`, `/status.json` and `/metrics`.
 
-use std::{fmt::Write, sync::Arc};
+use std::{
+    fmt::Write,
+    sync::{Arc, atomic::Ordering},
+};
 
 use axum::{
     Json,
@@ -62,6 +65,7 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
         })
         .collect();
     let auth = &state.throttle.metrics;
+    let connections = &state.connections;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),
@@ -71,6 +75,12 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
             "throttled": auth.throttled.get(),
             "lockouts": auth.lockouts.get(),
             "locked_addresses": state.throttle.locked_addresses(),
+        },
+        "connections": {
+            "open": connections.open.load(Ordering::Relaxed),
+            "max": connections.max.load(Ordering::Relaxed),
+            "refused": connections.refused.get(),
+            "timed_out": connections.timed_out.get(),
         },
     }))
 }
@@ -128,8 +138,18 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
         ),
         (
             "wharf_auth_lockouts_total",
-            "Addresses locked out after too many failed logins.",
+            "Lockouts of a user name from an address after too many failed logins.",
             auth.lockouts.get(),
+        ),
+        (
+            "wharf_connections_refused_total",
+            "Connections closed at once because [connections] max were open.",
+            state.connections.refused.get(),
+        ),
+        (
+            "wharf_connections_timed_out_total",
+            "Connections closed because a request head or body did not arrive in time.",
+            state.connections.timed_out.get(),
         ),
     ] {
         let _ = writeln!(
@@ -139,8 +159,13 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     let _ = writeln!(
         out,
-        "# HELP wharf_auth_locked_addresses Addresses locked out now.\n# TYPE wharf_auth_locked_addresses gauge\nwharf_auth_locked_addresses {}",
+        "# HELP wharf_auth_locked_addresses (Address, user name) pairs locked out now.\n# TYPE wharf_auth_locked_addresses gauge\nwharf_auth_locked_addresses {}",
         state.throttle.locked_addresses()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wharf_connections_open Client connections open now.\n# TYPE wharf_connections_open gauge\nwharf_connections_open {}",
+        state.connections.open.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         out,

@@ -13,32 +13,11 @@ pub mod show_dashboard;
 pub mod show_me;
 pub mod yank_version;
 
-use std::{convert::Infallible, net::IpAddr, net::SocketAddr};
-
-use axum::{
-    extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, header, request::Parts},
-};
+use axum::http::{HeaderMap, header};
 
 use crate::auth::Principal;
 
-/// The address a request came from, when the server was started with
-/// connection info (it always is by [`crate::serve`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
-    }
-}
+pub(crate) use crate::client_addr::ClientAddr;
 
 /// Who a policy's approval queue says asked: the principal, else the address.
 pub(crate) fn requester(principal: Option<&Principal>, addr: ClientAddr) -> String {
