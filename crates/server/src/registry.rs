@@ -183,6 +183,8 @@ pub struct AppState {
     pub connection_limits: wharf_config::Connections,
     /// Connections open, refused and timed out.
     pub connections: Arc<crate::listen::ConnectionStats>,
+    /// Compressed forms of index files, by content.
+    pub compressed: crate::encoding::Compressed,
 }
 
 impl AppState {
@@ -333,6 +335,8 @@ impl AppState {
             trusted_proxies: config.trusted_proxies.clone(),
             connection_limits: config.connections.clone(),
             connections: Arc::default(),
+            // Beside the files themselves: each form is a fraction of its file.
+            compressed: crate::encoding::Compressed::new((config.memory_index_mb << 20) / 4),
         })
     }
 

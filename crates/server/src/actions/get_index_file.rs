@@ -47,21 +47,32 @@ pub async fn get_index_file(
         lookup = policy.filter(&path, entry.clone(), requester).await?;
     }
     match lookup {
-        Lookup::Found(entry) => Ok(respond(&entry, &headers, registry.is_private()).await),
+        Lookup::Found(entry) => Ok(respond(&state, &entry, &headers, registry.is_private()).await),
         Lookup::NotFound => Err(not_found()),
     }
 }
 
-async fn respond(entry: &IndexEntry, headers: &HeaderMap, private: bool) -> Response {
+async fn respond(
+    state: &AppState,
+    entry: &IndexEntry,
+    headers: &HeaderMap,
+    private: bool,
+) -> Response {
     let not_modified = match super::if_none_match(headers, &entry.tag) {
         Some(matched) => matched,
         None => super::not_modified_since(headers, entry.modified),
     };
-    let wanted = Encoding::negotiate(headers.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()));
+    let wanted = Encoding::negotiate(
+        headers.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()),
+        entry.body.len(),
+    );
     let (body, encoding) = if not_modified {
         (bytes::Bytes::new(), wanted)
     } else {
-        entry.variant(wanted).await
+        state
+            .compressed
+            .variant(entry.sha256, &entry.body, wanted)
+            .await
     };
     let etag = match encoding {
         Encoding::Identity => format!("\"{}\"", entry.tag),

@@ -142,6 +142,11 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
             auth.lockouts.get(),
         ),
         (
+            "wharf_index_compressions_total",
+            "Index file bodies compressed (each content once per encoding while it is kept).",
+            crate::encoding::compressions(),
+        ),
+        (
             "wharf_connections_refused_total",
             "Connections closed at once because [connections] max were open.",
             state.connections.refused.get(),

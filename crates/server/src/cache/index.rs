@@ -15,13 +15,12 @@ use axum::http::HeaderValue;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 use tracing::{info, warn};
 use wharf_index::{IndexPath, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore};
 use wharf_upstream::{IndexFetch, UpstreamSet, Validators};
 
-use crate::{encoding::Encoding, error::ApiError, flight::Flights, metrics::Metrics};
+use crate::{error::ApiError, flight::Flights, metrics::Metrics};
 
 /// After every upstream failed, a stale copy is served without asking again
 /// for this long, so an outage costs one attempt per file per interval.
@@ -43,15 +42,8 @@ pub struct IndexEntry {
     checked: SystemTime,
     /// The upstream's validators, for the next conditional request.
     validators: Option<Validators>,
-    /// Compressed forms, each made once on first demand.
-    variants: Arc<Variants>,
-}
-
-#[derive(Default)]
-struct Variants {
-    gzip: OnceCell<Option<Bytes>>,
-    zstd: OnceCell<Option<Bytes>>,
-    brotli: OnceCell<Option<Bytes>>,
+    /// The sha256 of `body`, which its compressed forms are kept by.
+    pub sha256: [u8; 32],
 }
 
 impl IndexEntry {
@@ -62,16 +54,16 @@ impl IndexEntry {
         fresh_until: Instant,
         validators: Option<Validators>,
     ) -> Self {
-        let digest = Sha256::digest(&body);
+        let digest: [u8; 32] = Sha256::digest(&body).into();
         Self {
             tag: hex::encode(&digest[..16]),
+            sha256: digest,
             last_modified: http_date(modified),
             body,
             modified,
             fresh_until,
             checked,
             validators,
-            variants: Arc::default(),
         }
     }
 
@@ -85,37 +77,13 @@ impl IndexEntry {
             fresh_until,
             checked: SystemTime::now(),
             validators,
-            variants: self.variants.clone(),
+            sha256: self.sha256,
         }
     }
 
     /// Whether it may be served without asking upstream.
     pub fn is_fresh(&self) -> bool {
         Instant::now() < self.fresh_until
-    }
-
-    /// The body in `encoding`, compressing it on first demand. Falls back to
-    /// identity when compression does not make it smaller.
-    pub async fn variant(&self, encoding: Encoding) -> (Bytes, Encoding) {
-        let cell = match encoding {
-            Encoding::Identity => return (self.body.clone(), Encoding::Identity),
-            Encoding::Gzip => &self.variants.gzip,
-            Encoding::Zstd => &self.variants.zstd,
-            Encoding::Brotli => &self.variants.brotli,
-        };
-        let body = self.body.clone();
-        let compressed = cell
-            .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || encoding.compress(&body))
-                    .await
-                    .ok()
-                    .flatten()
-            })
-            .await;
-        match compressed {
-            Some(bytes) => (bytes.clone(), encoding),
-            None => (self.body.clone(), Encoding::Identity),
-        }
     }
 
     /// A memory cache of entries by path, bounded by their weight in bytes.
@@ -127,8 +95,8 @@ impl IndexEntry {
     }
 
     fn weight(&self) -> u32 {
-        // The body plus room for its compressed forms (about a fifth of it).
-        let bytes = self.body.len() + self.body.len() / 2 + 256;
+        // Its compressed forms are weighed where they are kept (`Compressed`).
+        let bytes = self.body.len() + 256;
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 }
