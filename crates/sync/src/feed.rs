@@ -228,7 +228,11 @@ fn field(start: &BytesStart<'_>, crates_ns: bool) -> Option<Field> {
     } else if is_plain(start, "guid") {
         Some(Field::Guid)
     } else if start.local_name().as_ref() == "name"
-        && (crates_ns || start.name().prefix().is_some_and(|p| p.as_ref() == "crates"))
+        && (crates_ns
+            || start
+                .name()
+                .prefix()
+                .is_some_and(|p| p.as_ref() == "crates"))
     {
         Some(Field::Name)
     } else {
@@ -338,12 +342,14 @@ mod tests {
 
     #[test]
     fn comments_hide_what_they_contain() {
-        let xml = rss(r#"<!-- <item><link>https://crates.io/crates/ghost/1.0.0</link></item> -->
+        let xml = rss(
+            r#"<!-- <item><link>https://crates.io/crates/ghost/1.0.0</link></item> -->
             <item>
               <link>https://crates.io/crates/<!-- ignored -->rand/0.8.5</link>
               <!-- </item> <crates:name>wrong</crates:name> -->
               <guid>rand-0.8.5</guid>
-            </item>"#);
+            </item>"#,
+        );
         assert_eq!(parse(&xml).unwrap(), [item("rand-0.8.5", "rand")]);
     }
 
@@ -415,13 +421,15 @@ mod tests {
 
     #[test]
     fn only_item_and_its_own_children_count() {
-        let xml = rss(r#"<items><link>https://crates.io/crates/nope/1</link></items>
+        let xml = rss(
+            r#"<items><link>https://crates.io/crates/nope/1</link></items>
             <item>
               <linkage>https://crates.io/crates/nope/1</linkage>
               <source><link>https://crates.io/crates/nested/1</link></source>
               <link>https://crates.io/crates/yes/1</link>
               <guid></guid>
-            </item>"#);
+            </item>"#,
+        );
         assert_eq!(
             parse(&xml).unwrap(),
             [item("https://crates.io/crates/yes/1", "yes")]
@@ -430,8 +438,10 @@ mod tests {
 
     #[test]
     fn a_truncated_feed_is_an_error() {
-        let whole = rss(r#"<item><link>https://crates.io/crates/serde/1.0.0</link></item>
-            <item><link>https://crates.io/crates/rand/0.8.5</link></item>"#);
+        let whole = rss(
+            r#"<item><link>https://crates.io/crates/serde/1.0.0</link></item>
+            <item><link>https://crates.io/crates/rand/0.8.5</link></item>"#,
+        );
         assert_eq!(parse(&whole).unwrap().len(), 2);
         let cut = &whole[..whole.find("rand").unwrap()];
         let err = parse(cut).unwrap_err();
@@ -458,7 +468,11 @@ mod tests {
         assert!(parse("<item><link>https://x/crates/").is_err());
         let err = parse("<rss><channel><item></link></item></channel></rss>").unwrap_err();
         assert!(matches!(err, FeedError::Malformed { .. }), "{err:?}");
-        assert!(err.to_string().starts_with("the feed is not well-formed XML (at byte "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the feed is not well-formed XML (at byte "),
+            "{err}"
+        );
         assert!(parse("<rss>\u{0}\u{1}<<>>&#0;</rss>").is_err());
     }
 }
