@@ -476,3 +476,181 @@ mod tests {
         assert!(parse("<rss>\u{0}\u{1}<<>>&#0;</rss>").is_err());
     }
 }
+
+/// Property tests: generated feeds read back exactly, and damaged or random
+/// bodies are refused or read, never a panic. `PROPTEST_CASES=N` raises the
+/// count for a longer local run.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config as ProptestConfig;
+
+    fn config(cases: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Text as XML character data.
+    fn escape(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    }
+
+    /// How one item spells its fields.
+    #[derive(Debug, Clone)]
+    struct GenItem {
+        name: String,
+        vers: String,
+        /// `<guid>` text, if any.
+        guid: Option<String>,
+        /// Whether `<crates:name>` is there (else the name comes from `<link>`).
+        with_name: bool,
+        /// 0: plain text, 1: CDATA, 2: character references.
+        style: u8,
+        title: String,
+        comment: Option<String>,
+        attributes_first: bool,
+    }
+
+    impl GenItem {
+        fn spell(&self, text: &str) -> String {
+            match self.style {
+                0 => escape(text),
+                1 => format!("<![CDATA[{text}]]>"),
+                _ => text.chars().map(|c| format!("&#{};", c as u32)).collect(),
+            }
+        }
+
+        fn xml(&self) -> String {
+            let link = format!("https://crates.io/crates/{}/{}", self.name, self.vers);
+            let mut out = String::from("<item>");
+            if let Some(comment) = &self.comment {
+                out.push_str(&format!("<!--{comment}-->"));
+            }
+            out.push_str(&format!("<title>{}</title>", escape(&self.title)));
+            out.push_str(&format!("<link>{}</link>", self.spell(&link)));
+            if let Some(guid) = &self.guid {
+                let attrs = if self.attributes_first {
+                    r#" isPermaLink="false" data-x="a&gt;b""#
+                } else {
+                    r#" data-x='"' isPermaLink="false""#
+                };
+                out.push_str(&format!("<guid{attrs}>{}</guid>", self.spell(guid)));
+            }
+            if self.with_name {
+                out.push_str(&format!(
+                    "<crates:name>{}</crates:name>",
+                    self.spell(&self.name)
+                ));
+            }
+            out.push_str("</item>\n");
+            out
+        }
+
+        fn expected(&self) -> FeedItem {
+            let link = format!("https://crates.io/crates/{}/{}", self.name, self.vers);
+            FeedItem {
+                id: self.guid.clone().unwrap_or(link),
+                name: self.name.clone(),
+            }
+        }
+    }
+
+    fn gen_item() -> impl Strategy<Value = GenItem> {
+        (
+            "[a-zA-Z][a-zA-Z0-9_-]{0,20}",
+            "[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}",
+            // Anything printable but `]`, which could close a CDATA section.
+            proptest::option::of("[!-\\\\^-~][ -\\\\^-~]{0,30}[!-\\\\^-~]"),
+            any::<bool>(),
+            0u8..3,
+            "\\PC{0,30}",
+            proptest::option::of("[a-z <>&]{0,20}"),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(name, vers, guid, with_name, style, title, comment, attributes_first)| GenItem {
+                    name,
+                    vers,
+                    guid,
+                    with_name,
+                    style,
+                    title,
+                    comment,
+                    attributes_first,
+                },
+            )
+    }
+
+    fn feed(items: &[GenItem]) -> String {
+        let body: String = items.iter().map(GenItem::xml).collect();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\" xmlns:crates=\"https://crates.io/\"><channel><title>t</title>\n{body}</channel></rss>"
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        /// A generated feed reads back as exactly its items, whatever the
+        /// spelling of their text.
+        #[test]
+        fn generated_feeds_read_back_exactly(items in prop::collection::vec(gen_item(), 0..8)) {
+            let xml = feed(&items);
+            let expected: Vec<FeedItem> = items.iter().map(GenItem::expected).collect();
+            prop_assert_eq!(parse(&xml).map_err(|e| e.to_string()), Ok(expected));
+        }
+
+        /// Every cut of a feed short of its end is an error, never a panic
+        /// nor a partial list of items.
+        #[test]
+        fn truncated_feeds_are_errors(
+            items in prop::collection::vec(gen_item(), 1..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let xml = feed(&items);
+            let mut end = cut.index(xml.len());
+            while !xml.is_char_boundary(end) {
+                end -= 1;
+            }
+            prop_assert!(parse(&xml[..end]).is_err());
+        }
+
+        /// A feed with characters replaced, removed or inserted, and noise,
+        /// are read or refused without a panic.
+        #[test]
+        fn damaged_feeds_and_noise_never_panic(
+            items in prop::collection::vec(gen_item(), 1..4),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), prop_oneof![
+                prop::sample::select(vec!['<', '>', '&', '/', '"', '\'', ';', '#', '!', '[', ']', ':', '-', '?', '=']),
+                any::<char>(),
+            ], 0..3u8), 1..6),
+            noise in "\\PC{0,200}",
+        ) {
+            let mut chars: Vec<char> = feed(&items).chars().collect();
+            for (at, c, how) in edits {
+                let at = at.index(chars.len());
+                match how {
+                    0 => chars[at] = c,
+                    1 => {
+                        chars.remove(at);
+                    }
+                    _ => chars.insert(at, c),
+                }
+            }
+            let damaged: String = chars.into_iter().collect();
+            let _ = parse(&damaged);
+            let _ = parse(&noise);
+            let _ = parse(&format!("<rss>{noise}</rss>"));
+        }
+    }
+}
