@@ -9,6 +9,7 @@ mod cache_faults;
 mod cache_http;
 mod common;
 mod crash;
+mod help;
 mod hosted;
 mod mirror;
 mod mirror_git;
