@@ -384,6 +384,16 @@ mod tests {
         );
     }
 
+    /// A feed's own DTD is never used: its entities stay as written, so a
+    /// hostile feed cannot expand a few bytes into gigabytes (or read files).
+    #[test]
+    fn doctype_entities_are_not_expanded() {
+        let xml = r#"<?xml version="1.0"?>
+<!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY f SYSTEM "file:///etc/passwd">]>
+<rss><channel><item><guid>&b;&f;</guid><link>https://crates.io/crates/x/1</link></item></channel></rss>"#;
+        assert_eq!(parse(xml).unwrap(), [item("&b;&f;", "x")]);
+    }
+
     #[test]
     fn namespaces_are_resolved_not_matched_by_prefix() {
         let xml = r#"<rss version="2.0" xmlns:c="https://crates.io/" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:atom="http://www.w3.org/2005/Atom"><channel>
