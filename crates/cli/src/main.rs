@@ -28,7 +28,15 @@ use clap::{Args, Parser, Subcommand};
 /// then paste the lines it prints into .cargo/config.toml and build as usual.
 /// Logs go to stderr; set WHARF_LOG (e.g. `warn`, `wharf=debug`) to change them.
 #[derive(Parser)]
-#[command(name = "wharf", version, about, long_about, propagate_version = true)]
+// Verbatim: the quick start's command keeps its own line and indentation.
+#[command(
+    name = "wharf",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    propagate_version = true
+)]
 struct Cli {
     /// Read settings from this TOML file (see wharf.example.toml).
     #[arg(
@@ -44,6 +52,75 @@ struct Cli {
     command: Command,
 }
 
+// Examples live in `after_help`, not in the doc comments: clap re-wraps a doc
+// comment into paragraphs, which ran the examples together on one line. Each
+// is a raw string so that every example keeps its own line.
+
+/// `wharf serve --help`: examples, one per line.
+const SERVE_EXAMPLES: &str = r#"Examples:
+  wharf serve                                     # cache crates.io on 127.0.0.1:8080
+  wharf serve --config wharf.toml                 # the registries of a config file
+  wharf serve --listen 0.0.0.0:8080 --public-url https://crates.example.org
+  wharf serve --upstream sparse+https://mirror.example.org/crates-io/index/ --index-ttl 10m"#;
+
+/// `wharf sync --help`: examples, one per line.
+const SYNC_EXAMPLES: &str = r#"Examples:
+  wharf sync --config wharf.toml                  # a full pass of every mirror
+  wharf sync --config wharf.toml --registry m --feed
+  wharf sync --config wharf.toml --reconcile      # revalidate everything"#;
+
+/// `wharf token --help`: examples, one per line.
+const TOKEN_EXAMPLES: &str = r#"Examples:
+  wharf token create --registry private --user alice
+  wharf token list --registry private
+  wharf token revoke --registry private 3"#;
+
+/// `wharf clients --help`: examples, one per line.
+const CLIENTS_EXAMPLES: &str = r#"Examples:
+  wharf clients add acme --registry paid --crate 'acme-*' --expires 365d
+  wharf clients add ci --registry company --password
+  wharf clients list --registry paid
+  wharf clients downloads --registry paid acme --days 7
+  wharf clients rotate acme --registry paid
+  wharf clients revoke acme --registry paid"#;
+
+/// `wharf approvals --help`: examples, one per line.
+const APPROVALS_EXAMPLES: &str = r#"Examples:
+  wharf approvals list --registry company
+  wharf approvals approve serde --registry company
+  wharf approvals approve openssl@0.10.70 --registry company --note 'CVE fixed'
+  wharf approvals reject left-pad --registry company"#;
+
+/// `wharf run --help`: examples, one per line.
+const RUN_EXAMPLES: &str = r#"Examples:
+  wharf run -- cargo build
+  wharf run --mirror https://mirror.example.org/crates-io/index/ -- cargo fetch --locked
+
+client.toml:
+  mirrors = ["https://mirror.example.org/crates-io/index/"]
+  upstream_timeout = "2s""#;
+
+/// `wharf verify --help`: examples, one per line.
+const VERIFY_EXAMPLES: &str = r#"Examples:
+  wharf verify --mirror https://mirror.example.org/crates-io/index/ --lockfile Cargo.lock
+  wharf verify --mirror https://mirror.example.org/crates-io/index/ --crate serde --crate tokio"#;
+
+/// `wharf setup --help`: examples, one per line.
+const SETUP_EXAMPLES: &str = r#"Examples:
+  wharf setup --mirror https://mirror.example.org/crates-io/index/
+  wharf setup --project
+  wharf setup --undo"#;
+
+/// `wharf keys --help`: examples, one per line.
+const KEYS_EXAMPLES: &str = r#"Examples:
+  wharf keys generate --out /etc/wharf/mirror.key
+  wharf keys show --key /etc/wharf/mirror.key"#;
+
+/// `wharf mirrors --help`: examples, one per line.
+const MIRRORS_EXAMPLES: &str = r#"Examples:
+  wharf mirrors list --from https://mirror.example.org/.well-known/wharf-mirrors.toml
+  wharf mirrors probe --from mirrors.toml --crate serde"#;
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the configured registries over HTTP.
@@ -55,6 +132,7 @@ enum Command {
     ///
     /// Precedence: defaults, then --config FILE, then WHARF_LISTEN /
     /// WHARF_DATA_DIR / WHARF_PUBLIC_URL, then these flags.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
 
     /// Bring mirror registries up to date with their upstream, once.
@@ -69,11 +147,7 @@ enum Command {
     /// on the next pass). Safe to interrupt at any moment. Upstream limits
     /// (concurrency, requests/s, bytes/s) come from the registry's
     /// configuration.
-    ///
-    /// Examples:
-    ///   wharf sync --config wharf.toml                  # a full pass of every mirror
-    ///   wharf sync --config wharf.toml --registry m --feed
-    ///   wharf sync --config wharf.toml --reconcile      # revalidate everything
+    #[command(after_help = SYNC_EXAMPLES)]
     Sync(SyncArgs),
 
     /// Create, list and revoke the tokens cargo uses for a hosted registry.
@@ -82,12 +156,7 @@ enum Command {
     /// Give it to its user, who runs `cargo login --registry R` and pastes
     /// it. Publishing a new crate makes its publisher an owner; only owners
     /// publish new versions, yank, or change owners.
-    ///
-    /// Examples:
-    ///   wharf token create --registry private --user alice
-    ///   wharf token list --registry private
-    ///   wharf token revoke --registry private 3
-    #[command(subcommand)]
+    #[command(subcommand, after_help = TOKEN_EXAMPLES)]
     Token(TokenCommand),
 
     /// Give clients their own credentials to a registry, and take them back.
@@ -100,15 +169,7 @@ enum Command {
     /// effect on the client's next request, even with `wharf serve` running.
     /// `downloads` shows what each client fetched, per crate, version and day.
     /// Reads need credentials only on registries with auth_required = true.
-    ///
-    /// Examples:
-    ///   wharf clients add acme --registry paid --crate 'acme-*' --expires 365d
-    ///   wharf clients add ci --registry company --password
-    ///   wharf clients list --registry paid
-    ///   wharf clients downloads --registry paid acme --days 7
-    ///   wharf clients rotate acme --registry paid
-    ///   wharf clients revoke acme --registry paid
-    #[command(subcommand)]
+    #[command(subcommand, after_help = CLIENTS_EXAMPLES)]
     Clients(ClientsCommand),
 
     /// Decide on crate versions a registry's policy holds for approval.
@@ -119,13 +180,7 @@ enum Command {
     /// for what, and when); `approve` lets a crate (every version) or one
     /// version through at once; `reject` keeps it out and tells whoever
     /// downloads it why. Deny rules and licences are never overridden.
-    ///
-    /// Examples:
-    ///   wharf approvals list --registry company
-    ///   wharf approvals approve serde --registry company
-    ///   wharf approvals approve openssl@0.10.70 --registry company --note 'CVE fixed'
-    ///   wharf approvals reject left-pad --registry company
-    #[command(subcommand)]
+    #[command(subcommand, after_help = APPROVALS_EXAMPLES)]
     Approvals(ApprovalsCommand),
 
     /// Run a command with cargo going through your mirrors, with fallback.
@@ -138,14 +193,7 @@ enum Command {
     /// source replacement as `--config` arguments, through a `cargo` shim
     /// first on PATH. The cache is kept in ~/.cache/wharf/run, so a second
     /// run is warm and works offline for what it has seen.
-    ///
-    /// Examples:
-    ///   wharf run -- cargo build
-    ///   wharf run --mirror https://mirror.example.org/crates-io/index/ -- cargo fetch --locked
-    ///
-    /// client.toml:
-    ///   mirrors = ["https://mirror.example.org/crates-io/index/"]
-    ///   upstream_timeout = "2s"
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
 
     /// Check that a mirror serves exactly what the reference serves.
@@ -158,10 +206,7 @@ enum Command {
     /// Cargo.lock's checksums, which works while the reference is down.
     /// Prints a table; exits non-zero on any failure. Requests are limited
     /// (4 at once, 20/s) like a sync.
-    ///
-    /// Examples:
-    ///   wharf verify --mirror https://mirror.example.org/crates-io/index/ --lockfile Cargo.lock
-    ///   wharf verify --mirror https://mirror.example.org/crates-io/index/ --crate serde --crate tokio
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
 
     /// Point cargo at a mirror (or a local `wharf serve`) for good.
@@ -171,11 +216,7 @@ enum Command {
     /// file as it was is kept next to it; `wharf setup --undo` puts it back
     /// byte for byte. With no --mirror, cargo is pointed at a `wharf serve`
     /// on 127.0.0.1:8080, and a systemd user unit to run one is printed.
-    ///
-    /// Examples:
-    ///   wharf setup --mirror https://mirror.example.org/crates-io/index/
-    ///   wharf setup --project
-    ///   wharf setup --undo
+    #[command(after_help = SETUP_EXAMPLES)]
     Setup(SetupArgs),
 
     /// Make and show the ed25519 key a mirror signs its manifest with.
@@ -184,11 +225,7 @@ enum Command {
     /// writes `{R}/manifest.json` (every index file and its sha256, the
     /// cursor, the time) and `{R}/manifest.json.sig`. Publish the public key
     /// (in your mirror list entry); `wharf verify --key PUBLIC` checks it.
-    ///
-    /// Examples:
-    ///   wharf keys generate --out /etc/wharf/mirror.key
-    ///   wharf keys show --key /etc/wharf/mirror.key
-    #[command(subcommand)]
+    #[command(subcommand, after_help = KEYS_EXAMPLES)]
     Keys(KeysCommand),
 
     /// Community mirror lists: see them, and rank their mirrors.
@@ -197,11 +234,7 @@ enum Command {
     /// operator, contact, region, kind, public_key) that a community keeps
     /// in a repository, and that a wharf with `mirror_list` set publishes at
     /// /.well-known/wharf-mirrors.toml.
-    ///
-    /// Examples:
-    ///   wharf mirrors list --from https://mirror.example.org/.well-known/wharf-mirrors.toml
-    ///   wharf mirrors probe --from mirrors.toml --crate serde
-    #[command(subcommand)]
+    #[command(subcommand, after_help = MIRRORS_EXAMPLES)]
     Mirrors(MirrorsCommand),
 }
 

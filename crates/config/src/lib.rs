@@ -543,6 +543,16 @@ impl Config {
                             "mirror `{name}`: max_concurrency and max_requests_per_sec must be more than 0"
                         )));
                     }
+                    validate_durations(
+                        name,
+                        &[
+                            ("upstream_timeout", Some(mirror.upstream_timeout), true),
+                            ("probe_interval", Some(mirror.probe_interval), false),
+                            ("sync_interval", mirror.sync_interval, false),
+                            ("feed_interval", mirror.feed_interval, false),
+                            ("reconcile_interval", mirror.reconcile_interval, false),
+                        ],
+                    )?;
                     if mirror.keep_versions == Some(0) {
                         return Err(ConfigError::Invalid(format!(
                             "mirror `{name}`: keep_versions must be at least 1 (leave it out to keep all)"
@@ -558,6 +568,16 @@ impl Config {
                 }
                 Registry::Cache(cache) => {
                     validate_upstreams(name, &cache.upstreams, cache.upstream_timeout)?;
+                    validate_durations(
+                        name,
+                        &[
+                            ("upstream_timeout", Some(cache.upstream_timeout), true),
+                            ("index_ttl", Some(cache.index_ttl), true),
+                            ("negative_ttl", Some(cache.negative_ttl), true),
+                            ("probe_interval", Some(cache.probe_interval), false),
+                            ("hedge_after", cache.hedge_after, true),
+                        ],
+                    )?;
                 }
             }
             let database_url = match registry {
@@ -608,6 +628,38 @@ fn validate_upstreams(
         return Err(ConfigError::Invalid(format!(
             "registry `{name}`: upstream_timeout must be more than 0s"
         )));
+    }
+    Ok(())
+}
+
+/// The longest duration any setting may have. Durations are added to the
+/// current time and handed to caches, which refuse more than 1,000 years: a
+/// longer one would panic when first used instead of being refused here. A
+/// century already means "never" for every setting. (A year is 365.25 days,
+/// as humantime counts it, so that `"100years"` is allowed.)
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Checks registry `name`'s durations: (setting, value, whether 0 is allowed).
+/// An interval of 0 would make its loop spin.
+fn validate_durations(
+    name: &str,
+    durations: &[(&str, Option<Duration>, bool)],
+) -> Result<(), ConfigError> {
+    for &(field, duration, may_be_zero) in durations {
+        let Some(duration) = duration else {
+            continue;
+        };
+        if duration > MAX_DURATION {
+            return Err(ConfigError::Invalid(format!(
+                "registry `{name}`: {field} must be at most 100 years (got {})",
+                humantime::format_duration(duration)
+            )));
+        }
+        if duration.is_zero() && !may_be_zero {
+            return Err(ConfigError::Invalid(format!(
+                "registry `{name}`: {field} must be more than 0s"
+            )));
+        }
     }
     Ok(())
 }

@@ -28,13 +28,23 @@ pub enum PathError {
 
 /// The directory part of a name's sparse path (`1`, `2`, `3/a`, `se/rd`), in the
 /// name's own case. Cargo's `{prefix}` marker; lowercase it for `{lowerprefix}`.
+///
+/// Crate names are ASCII, where a character is a byte. The layout counts
+/// characters, so that a string that is not a crate name (an upstream's `name`
+/// field, rendered into a `dl` template) is never split inside a character.
 pub fn prefix(name: &str) -> String {
-    match name.len() {
+    // The first `n` characters of `name` (all of it if shorter).
+    let head = |n: usize| {
+        name.char_indices()
+            .nth(n)
+            .map_or(name, |(at, _)| &name[..at])
+    };
+    match name.chars().count() {
         0 => String::new(),
         1 => "1".to_owned(),
         2 => "2".to_owned(),
-        3 => format!("3/{}", &name[..1]),
-        _ => format!("{}/{}", &name[..2], &name[2..4]),
+        3 => format!("3/{}", head(1)),
+        _ => format!("{}/{}", head(2), &head(4)[head(2).len()..]),
     }
 }
 
@@ -99,6 +109,17 @@ mod tests {
         assert_eq!(path_of("serde"), "se/rd/serde");
         assert_eq!(path_of("Inflector"), "in/fl/inflector");
         assert_eq!(prefix("Inflector"), "In/fl");
+    }
+
+    /// `prefix` sliced bytes, and panicked on a name whose first characters are
+    /// not ASCII; such a name reaches it from an upstream's index line.
+    #[test]
+    fn prefix_of_a_non_ascii_name_does_not_panic() {
+        assert_eq!(prefix("ꪹ"), "1");
+        assert_eq!(prefix("éa"), "2");
+        assert_eq!(prefix("éab"), "3/é");
+        assert_eq!(prefix("𑤑ꪹMx"), "𑤑ꪹ/Mx");
+        assert_eq!(prefix("ab𑤑ꪹMx"), "ab/𑤑ꪹ");
     }
 
     #[test]

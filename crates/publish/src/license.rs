@@ -19,6 +19,15 @@ const MAX_SCAN_BYTES: u64 = 256 << 20;
 /// The largest `Cargo.toml` read.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
+/// The deepest nesting of parentheses accepted. The parser recurses once per
+/// level, and a manifest can hold a megabyte of `(`; real expressions nest one
+/// or two levels.
+const MAX_DEPTH: usize = 64;
+
+/// How much of a refused expression an error quotes: enough to recognise it,
+/// never a megabyte in a log line.
+const MAX_QUOTED_BYTES: usize = 64;
+
 /// Why a crate's licence could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LicenseError {
@@ -83,13 +92,17 @@ impl LicenseExpr {
     pub fn parse(text: &str) -> Result<Self, LicenseError> {
         let tokens = tokenize(text);
         let syntax = |reason: &str| LicenseError::Syntax {
-            expr: text.to_owned(),
+            expr: quoted(text),
             reason: reason.to_owned(),
         };
         if tokens.is_empty() {
             return Err(syntax("it is empty"));
         }
-        let mut parser = Parser { tokens, at: 0 };
+        let mut parser = Parser {
+            tokens,
+            at: 0,
+            depth: 0,
+        };
         let expr = parser.or().map_err(|reason| syntax(&reason))?;
         if parser.at != parser.tokens.len() {
             return Err(syntax(&format!(
@@ -134,9 +147,20 @@ fn tokenize(text: &str) -> Vec<String> {
     tokens
 }
 
+/// `text`, cut to [`MAX_QUOTED_BYTES`] (at a character boundary) with `…`.
+fn quoted(text: &str) -> String {
+    if text.len() <= MAX_QUOTED_BYTES {
+        return text.to_owned();
+    }
+    let end = text.floor_char_boundary(MAX_QUOTED_BYTES);
+    format!("{}…", &text[..end])
+}
+
 struct Parser {
     tokens: Vec<String>,
     at: usize,
+    /// The parentheses open at `at`.
+    depth: usize,
 }
 
 impl Parser {
@@ -190,7 +214,12 @@ impl Parser {
         };
         self.at += 1;
         if token == "(" {
+            if self.depth == MAX_DEPTH {
+                return Err(format!("it nests parentheses deeper than {MAX_DEPTH}"));
+            }
+            self.depth += 1;
             let inner = self.or()?;
+            self.depth -= 1;
             if self.tokens.get(self.at).map(String::as_str) != Some(")") {
                 return Err("a `(` is not closed".to_owned());
             }
@@ -246,6 +275,25 @@ mod tests {
         for bad in ["", "MIT OR", "(MIT", "AND MIT", "MIT WITH", "M!T"] {
             assert!(LicenseExpr::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A crate's `Cargo.toml` may hold a megabyte of `(`: the parser recurses per
+    /// parenthesis, so without a bound one crate file could overflow the stack and
+    /// abort the server that judges it.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}MIT{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert_eq!(
+            LicenseExpr::parse(&deep).unwrap_err().to_string(),
+            format!(
+                "`{}…` is not an SPDX licence expression: it nests parentheses deeper than {MAX_DEPTH}",
+                &deep[..MAX_QUOTED_BYTES]
+            )
+        );
+        let ok = format!("{}MIT{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(allows(&ok, &["MIT"]));
+        let over = format!("({ok})");
+        assert!(LicenseExpr::parse(&over).is_err());
     }
 
     #[test]

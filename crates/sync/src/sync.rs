@@ -676,7 +676,20 @@ impl Mirror {
                 return Ok(Delta::default());
             }
         };
-        let items = feed::parse(&String::from_utf8_lossy(&body));
+        // An unchanged feed has no body to read; a body that is not a feed
+        // fails the poll (its validators are not kept, so the next poll asks
+        // again in full).
+        let items = if body.is_empty() {
+            Vec::new()
+        } else {
+            match feed::parse(&String::from_utf8_lossy(&body)) {
+                Ok(items) => items,
+                Err(e) => {
+                    summary.failures.push(format!("feed {url}: {e}"));
+                    return Ok(Delta::default());
+                }
+            }
+        };
         let fresh: Vec<&feed::FeedItem> = items
             .iter()
             .filter(|item| !state.feed_seen.contains(&item.id))

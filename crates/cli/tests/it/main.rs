@@ -10,6 +10,7 @@ mod cache_http;
 mod common;
 mod crash;
 mod hardening;
+mod help;
 mod hosted;
 mod mirror;
 mod mirror_git;

@@ -1,6 +1,8 @@
 //! End to end through the public API: a publish body as cargo builds it, with a real
 //! gzip'd tar, to the index line.
 
+mod fuzz;
+
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,4 @@
+//! wharf-config through its public API.
+
+mod durations;
+mod fuzz;

@@ -1,0 +1,4 @@
+//! wharf-index through its public API, with inputs an upstream or a client
+//! controls.
+
+mod fuzz;
