@@ -1,0 +1,306 @@
+//! Issue 13: what a restricted client may learn from search, who may own a
+//! hosted crate, and what a policy's deny rule leaves out; with real cargo,
+//! on SQLite and on PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use wharf_config::Config;
+use wharf_test_support::{
+    cargo::CargoProject, fixture::CrateBuilder, postgres::TempPostgres, upstream::FakeUpstream,
+};
+
+use crate::common::{Wharf, wharf_cli};
+
+/// Runs `wharf ARGS --config CONFIG`, expecting success; returns stdout.
+fn wharf_ok(config: &Path, args: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    let out = wharf_cli(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "wharf {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `wharf clients add` with `args`; returns the `Authorization` value cargo
+/// sends for it.
+fn add_client(config: &Path, args: &[&str]) -> String {
+    let mut all = vec!["clients", "add"];
+    all.extend(args);
+    let stdout = wharf_ok(config, &all);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no token line in:\n{stdout}"))
+        .to_owned()
+}
+
+/// `wharf token create` for `user` in registry `private`.
+fn create_token(config: &Path, user: &str) -> String {
+    let stdout = wharf_ok(
+        config,
+        &["token", "create", "--registry", "private", "--user", user],
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap_or_else(|| panic!("no `token: ` line in:\n{stdout}"))
+        .to_owned()
+}
+
+/// A config with a `crates-io` cache of `upstream` and a hosted registry
+/// `private` (`extra` added to its table), its metadata at `database_url`.
+fn hosted_config(
+    dir: &Path,
+    upstream: &FakeUpstream,
+    database_url: Option<&str>,
+    extra: &str,
+) -> PathBuf {
+    let config = dir.join("wharf.toml");
+    let database = database_url
+        .map(|url| format!("database_url = \"{url}\"\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.private]\nkind = \"hosted\"\n{extra}{database}",
+            dir.join("data").display(),
+            upstream.index_url()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Publishes `name` 1.0.0 with `description` over HTTP, as cargo frames it.
+async fn publish(wharf: &Wharf, token: &str, name: &str, description: &str) {
+    let krate = CrateBuilder::new(name, "1.0.0").build();
+    let meta = serde_json::json!({
+        "name": name, "vers": "1.0.0", "deps": [], "features": {}, "authors": [],
+        "description": description, "license": "MIT", "keywords": [],
+        "categories": [], "badges": {}, "links": null,
+    });
+    let json = serde_json::to_vec(&meta).unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    body.extend_from_slice(&json);
+    body.extend_from_slice(&(krate.bytes.len() as u32).to_le_bytes());
+    body.extend_from_slice(&krate.bytes);
+    let response = reqwest::Client::new()
+        .put(wharf.url("/private/api/v1/crates/new"))
+        .header("Authorization", token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// A cargo project that knows registry `private` of `wharf` and sends `token`.
+fn private_project(wharf: &Wharf, token: &str) -> CargoProject {
+    let mut project = CargoProject::new(&wharf.index_url(), &[]);
+    project.add_registry(
+        "private",
+        &format!("sparse+http://{}/private/index/", wharf.addr),
+    );
+    project.set_token("private", token);
+    project
+}
+
+/// `GET /private/api/v1/crates?{query}` as `token`: the names and the total.
+async fn search(wharf: &Wharf, token: &str, query: &str) -> (Vec<String>, u64) {
+    let response = reqwest::Client::new()
+        .get(wharf.url(&format!("/private/api/v1/crates?{query}")))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let names = body["crates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    (names, body["meta"]["total"].as_u64().unwrap())
+}
+
+/// Issue 13.3: a client granted `acme-*` searching learns nothing of the
+/// crates it may not see: not from the pages, not from `meta.total`, not
+/// from cargo's "… and N crates more".
+async fn search_counts_only_what_a_client_may_see(database_url: Option<&str>) {
+    let upstream = FakeUpstream::start([]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = hosted_config(
+        dir.path(),
+        &upstream,
+        database_url,
+        "auth_required = true\n",
+    );
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let author = add_client(&config, &["author", "--registry", "private", "--publish"]);
+    for name in ["acme-a", "acme-b", "acme", "secret-sauce"] {
+        publish(&wharf, &author, name, &format!("{name}, made by acme")).await;
+    }
+    let reader = add_client(
+        &config,
+        &["reader", "--registry", "private", "--crate", "acme-*"],
+    );
+
+    assert_eq!(search(&wharf, &reader, "q=secret-sauce").await, (vec![], 0));
+    assert_eq!(
+        search(&wharf, &reader, "q=acme").await,
+        (vec!["acme-a".to_owned(), "acme-b".to_owned()], 2)
+    );
+    assert_eq!(
+        search(&wharf, &reader, "q=acme&per_page=1&page=2").await,
+        (vec!["acme-b".to_owned()], 2)
+    );
+    assert_eq!(
+        search(&wharf, &reader, "q=&per_page=1&page=3").await,
+        (vec![], 2),
+        "no page past the visible crates"
+    );
+    assert_eq!(search(&wharf, &author, "q=acme").await.1, 4);
+
+    let found = private_project(&wharf, &reader)
+        .run_async(&["search", "--registry", "private", "acme", "--limit", "1"])
+        .await
+        .assert_success();
+    assert!(found.stdout.contains("acme-a"), "{}", found.stdout);
+    assert!(
+        found.stdout.contains("and 1 crate"),
+        "cargo counts the visible crates only:\n{}",
+        found.stdout
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_counts_only_what_a_client_may_see_on_sqlite() {
+    search_counts_only_what_a_client_may_see(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_counts_only_what_a_client_may_see_on_postgres() {
+    let Some(postgres) = TempPostgres::shared() else {
+        return;
+    };
+    let url = postgres.create_database();
+    search_counts_only_what_a_client_may_see(Some(&url)).await;
+}
+
+/// Issue 13.5: `cargo owner` adds only users the registry knows, never leaves
+/// a crate without an owner who can publish, and a change names at most 100
+/// users in a bounded body; every refusal is an error cargo shows.
+async fn owners_are_known_users_and_one_can_always_act(database_url: Option<&str>) {
+    let upstream = FakeUpstream::start([]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = hosted_config(dir.path(), &upstream, database_url, "");
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let alice = create_token(&config, "alice");
+    publish(&wharf, &alice, "own-me", "a crate with owners").await;
+    let cargo = private_project(&wharf, &alice);
+    let owner = |args: &[&str]| {
+        let mut all = vec!["owner", "--registry", "private"];
+        all.extend(args);
+        all.push("own-me");
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let cargo = &cargo;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cargo.run_async(&args).await
+        }
+    };
+
+    // A user who never existed.
+    let refused = run(owner(&["--add", "nobody"])).await.assert_failure();
+    assert!(
+        refused
+            .stderr
+            .contains("user `nobody` is unknown to registry `private`"),
+        "{}",
+        refused.stderr
+    );
+    // alice cannot leave: she is the only owner who can publish, and a
+    // client that may only read does not count.
+    add_client(&config, &["reader", "--registry", "private"]);
+    run(owner(&["--add", "reader"])).await.assert_success();
+    let refused = run(owner(&["--remove", "alice"])).await.assert_failure();
+    assert!(
+        refused
+            .stderr
+            .contains("must keep at least one owner who can publish"),
+        "{}",
+        refused.stderr
+    );
+    // With bob (a token), she can.
+    create_token(&config, "bob");
+    run(owner(&["--add", "bob"])).await.assert_success();
+    run(owner(&["--remove", "alice"])).await.assert_success();
+    let bob_token = create_token(&config, "bob");
+    let listed = private_project(&wharf, &bob_token)
+        .run_async(&["owner", "--registry", "private", "--list", "own-me"])
+        .await
+        .assert_success();
+    assert!(
+        listed.stdout.contains("bob") && !listed.stdout.contains("alice"),
+        "{}",
+        listed.stdout
+    );
+
+    // 101 names in one request: refused before any is looked at.
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    let bob_cargo = private_project(&wharf, &bob_token);
+    let mut args = vec!["owner", "--registry", "private"];
+    for name in &many {
+        args.extend(["--add", name.as_str()]);
+    }
+    args.push("own-me");
+    let refused = bob_cargo.run_async(&args).await.assert_failure();
+    assert!(
+        refused.stderr.contains("send at most 100 at a time"),
+        "{}",
+        refused.stderr
+    );
+    // A body far larger than 100 names need: 413, cargo-shaped.
+    let huge = serde_json::json!({ "users": vec!["x"; 100_000] }).to_string();
+    let response = reqwest::Client::new()
+        .put(wharf.url("/private/api/v1/crates/own-me/owners"))
+        .header("Authorization", &bob_token)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100 users"),
+        "{body}"
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_are_known_users_and_one_can_always_act_on_sqlite() {
+    owners_are_known_users_and_one_can_always_act(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_are_known_users_and_one_can_always_act_on_postgres() {
+    let Some(postgres) = TempPostgres::shared() else {
+        return;
+    };
+    let url = postgres.create_database();
+    owners_are_known_users_and_one_can_always_act(Some(&url)).await;
+}
