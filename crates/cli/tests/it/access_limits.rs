@@ -304,3 +304,59 @@ async fn owners_are_known_users_and_one_can_always_act_on_postgres() {
     let url = postgres.create_database();
     owners_are_known_users_and_one_can_always_act(Some(&url)).await;
 }
+
+/// Issue 13.11: with `deny = { serde = "<1.0.100" }`, a cache served
+/// `0.8.0-rc1` … `0.9.0-rc4`, because a requirement matches only the
+/// pre-releases that opt in. Now the served file has none of the
+/// pre-releases inside the range, and cargo cannot lock one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_rule_leaves_out_the_pre_releases_of_its_range() {
+    let versions = [
+        "0.8.0-rc1",
+        "0.9.0-rc4",
+        "1.0.0-alpha.1",
+        "1.0.99",
+        "1.0.100-rc1",
+        "1.0.100",
+        "1.0.101",
+    ];
+    let upstream =
+        FakeUpstream::start(versions.map(|vers| CrateBuilder::new("serde", vers).build())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n[registries.crates-io.policy]\ndeny = {{ serde = \"<1.0.100\" }}\n",
+            dir.path().join("data").display(),
+            upstream.index_url()
+        ),
+    )
+    .unwrap();
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let served = reqwest::get(wharf.url("/crates-io/index/se/rd/serde"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served_versions: Vec<&str> = served
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            versions
+                .into_iter()
+                .find(|vers| v["vers"] == *vers)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(served_versions, ["1.0.100-rc1", "1.0.100", "1.0.101"]);
+
+    let project = CargoProject::new(&wharf.index_url(), &[("serde", "=0.9.0-rc4")]);
+    let refused = project
+        .run_async(&["generate-lockfile"])
+        .await
+        .assert_failure();
+    assert!(refused.stderr.contains("serde"), "{}", refused.stderr);
+    wharf.stop().await;
+}
