@@ -360,3 +360,132 @@ async fn a_deny_rule_leaves_out_the_pre_releases_of_its_range() {
     assert!(refused.stderr.contains("serde"), "{}", refused.stderr);
     wharf.stop().await;
 }
+
+/// Runs `wharf ARGS` under umask 000, so that any mode it leaves to the umask
+/// shows as world-writable.
+fn wharf_under_umask_000(args: &[&str]) -> std::process::Output {
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 000 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .env("WHARF_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run wharf")
+    });
+    assert!(
+        out.status.success(),
+        "wharf {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// This process's umask, from `/proc/self/status` (Linux).
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// Issue 13.6: `wharf.db` (token and password hashes) was created 644 in a
+/// 755 data dir. The database and its WAL and shared-memory files are 0600,
+/// key files 0600, and the working directories never served (`.tmp`,
+/// `.sync`, `.cache-meta`) 0700, whatever the umask; the served tree
+/// (`index/`, `crates/`, `status.json`) keeps the operator's umask, so a web
+/// server can still read a mirror.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_working_state_are_private_and_the_served_tree_is_not() {
+    let upstream = FakeUpstream::start([
+        CrateBuilder::new("mirrored", "1.0.0").build(),
+        CrateBuilder::new("cached", "1.0.0").build(),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{url}\"]\n\n[registries.m]\nkind = \"mirror\"\nupstreams = [\"{url}\"]\ninclude = [\"mirrored\"]\n\n[registries.private]\nkind = \"hosted\"\n",
+            data.display(),
+            url = upstream.index_url()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    // A sync and a token, under umask 000.
+    wharf_under_umask_000(&["sync", "--config", config_arg]);
+    let out = wharf_under_umask_000(&[
+        "token",
+        "create",
+        "--registry",
+        "private",
+        "--user",
+        "alice",
+        "--config",
+        config_arg,
+    ]);
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_owned))
+        .unwrap();
+    let key = dir.path().join("mirror.key");
+    wharf_under_umask_000(&["keys", "generate", "--out", key.to_str().unwrap()]);
+    assert_eq!(mode(&key), 0o600, "key file");
+    assert_eq!(mode(&data.join("wharf.db")), 0o600, "wharf.db");
+    assert_eq!(mode(&data.join(".tmp")), 0o700, ".tmp");
+    assert_eq!(mode(&data.join("m/.sync")), 0o700, ".sync");
+    // The served tree follows the umask (000 here).
+    assert_eq!(mode(&data.join("m/index/mi/rr/mirrored")), 0o666);
+    assert_eq!(mode(&data.join("m/index")), 0o777);
+    assert_eq!(
+        mode(&data.join("m/crates/mirrored/mirrored-1.0.0.crate")),
+        0o666
+    );
+    assert_eq!(mode(&data.join("m/status.json")), 0o666);
+
+    // A server: a publish, a cache miss; the database's WAL files exist
+    // while it runs.
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    publish(&wharf, &token, "hosted-one", "a private crate").await;
+    let cached = reqwest::get(wharf.url("/crates-io/index/ca/ch/cached"))
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 200);
+    for file in ["wharf.db", "wharf.db-wal", "wharf.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(
+        mode(&data.join("crates-io/.cache-meta")),
+        0o700,
+        ".cache-meta"
+    );
+    if let Some(umask) = umask() {
+        assert_eq!(
+            mode(&data.join("crates-io/index/ca/ch/cached")),
+            0o666 & !umask,
+            "a cached index file"
+        );
+        assert_eq!(
+            mode(&data.join("private/crates/hosted-one/hosted-one-1.0.0.crate")),
+            0o666 & !umask,
+            "a hosted crate file"
+        );
+    }
+    wharf.stop().await;
+}
