@@ -351,6 +351,11 @@ async fn a_deny_rule_leaves_out_the_pre_releases_of_its_range() {
         })
         .collect();
     assert_eq!(served_versions, ["1.0.100-rc1", "1.0.100", "1.0.101"]);
+    // Nor is the crate file of one of them downloaded.
+    let denied = reqwest::get(wharf.url("/crates-io/crates/serde/serde-0.9.0-rc4.crate"))
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
 
     let project = CargoProject::new(&wharf.index_url(), &[("serde", "=0.9.0-rc4")]);
     let refused = project
