@@ -50,6 +50,30 @@ pub enum PolicyMode {
 
 /// The versions a rule covers: a semver requirement as in `Cargo.toml`, or
 /// `*` for every version, pre-releases included.
+///
+/// # Pre-releases
+///
+/// Cargo's requirements match a pre-release only when a comparator names a
+/// pre-release of the same `major.minor.patch` (`<1.0.100` does not match
+/// `0.9.0-rc4`). A policy cannot rely on that: a deny rule would let the
+/// pre-releases of the versions it denies through. So a policy judges a
+/// pre-release as **the release it leads to** (its `major.minor.patch`):
+///
+/// - A **deny** rule covers a version when the requirement matches it or its
+///   `major.minor.patch`. `<1.0.100` covers `0.9.0-rc4` and `1.0.99-beta`
+///   but not `1.0.100-rc1`; `>=1.0.100`, `^1.0.100`, `~1.0.100` and
+///   `=1.0.100` cover `1.0.100-rc1` (a pre-release of a denied release is
+///   denied); `<1.0.0` does not cover `1.0.0-rc1` (a pre-release of 1.0.0).
+/// - An **allow** rule covers a version when the requirement matches it, or
+///   when its `major.minor.patch` is inside every upper bound (`<`, `<=`, and
+///   those `^`, `~` and `1.*` imply) and strictly above every lower bound
+///   (`>=`, `=`, and those `^`, `~` and `1.*` imply): `<1.0.200` allows
+///   `0.9.0-rc4` but not `1.0.200-rc1`; `^1.2.3` allows `1.5.0-rc1` but
+///   neither `1.2.3-rc1` (which comes before 1.2.3) nor `2.0.0-alpha`.
+/// - `*` covers every version, pre-releases included.
+///
+/// A requirement that names a pre-release (`<1.0.0-rc.3`) judges the
+/// pre-releases of that release as cargo does. Build metadata never matters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRule {
     /// The text as written, for messages.
@@ -77,9 +101,66 @@ impl VersionRule {
         })
     }
 
-    /// Whether `vers` is covered.
-    pub fn matches(&self, vers: &semver::Version) -> bool {
-        self.req.as_ref().is_none_or(|req| req.matches(vers))
+    /// Whether a deny rule with this requirement covers `vers` (see the type's
+    /// documentation for pre-releases).
+    pub fn denies(&self, vers: &semver::Version) -> bool {
+        let Some(req) = &self.req else {
+            return true;
+        };
+        let release = release_of(vers);
+        req.matches(vers) || (!names_pre_release_of(req, &release) && req.matches(&release))
+    }
+
+    /// Whether an allow rule with this requirement covers `vers` (see the
+    /// type's documentation for pre-releases).
+    pub fn allows(&self, vers: &semver::Version) -> bool {
+        let Some(req) = &self.req else {
+            return true;
+        };
+        if req.matches(vers) {
+            return true;
+        }
+        let release = release_of(vers);
+        if vers.pre.is_empty() || names_pre_release_of(req, &release) {
+            return false;
+        }
+        // A pre-release comes just before its release: it is inside the upper
+        // bounds its release is inside, and above a lower bound only if its
+        // release is strictly above it.
+        req.matches(&release)
+            && !req
+                .comparators
+                .iter()
+                .any(|c| lower_bound(c).is_some_and(|low| low == release))
+    }
+}
+
+/// `vers` without pre-release and build metadata.
+fn release_of(vers: &semver::Version) -> semver::Version {
+    semver::Version::new(vers.major, vers.minor, vers.patch)
+}
+
+/// Whether a comparator of `req` names a pre-release of `release`: then the
+/// pre-releases of `release` are judged as cargo judges them, by precedence.
+fn names_pre_release_of(req: &semver::VersionReq, release: &semver::Version) -> bool {
+    req.comparators.iter().any(|c| {
+        !c.pre.is_empty()
+            && c.major == release.major
+            && c.minor == Some(release.minor)
+            && c.patch == Some(release.patch)
+    })
+}
+
+/// The least `major.minor.patch` an inclusive lower bound admits (`>=1.2`,
+/// `=1.2.3`, `^1.2.3`, `~1.2`, `1.*` all have one); `None` for `<`, `<=` and
+/// `>`, whose releases' pre-releases are judged by the release alone.
+fn lower_bound(c: &semver::Comparator) -> Option<semver::Version> {
+    use semver::Op;
+    match c.op {
+        Op::Exact | Op::GreaterEq | Op::Tilde | Op::Caret | Op::Wildcard => Some(
+            semver::Version::new(c.major, c.minor.unwrap_or(0), c.patch.unwrap_or(0)),
+        ),
+        _ => None,
     }
 }
 
@@ -124,10 +205,62 @@ mod tests {
     #[test]
     fn version_rules() {
         let star = VersionRule::parse("*").unwrap();
-        assert!(star.matches(&semver::Version::parse("1.0.0-alpha.1").unwrap()));
+        assert!(star.denies(&v("1.0.0-alpha.1")) && star.allows(&v("1.0.0-alpha.1")));
         let below = VersionRule::parse("<1.0.200").unwrap();
-        assert!(below.matches(&semver::Version::parse("1.0.199").unwrap()));
-        assert!(!below.matches(&semver::Version::parse("1.0.200").unwrap()));
+        assert!(below.denies(&v("1.0.199")) && below.allows(&v("1.0.199")));
+        assert!(!below.denies(&v("1.0.200")) && !below.allows(&v("1.0.200")));
         assert!(VersionRule::parse("not a req").is_err());
+    }
+
+    fn v(s: &str) -> semver::Version {
+        semver::Version::parse(s).unwrap()
+    }
+
+    /// `(requirement, version, denied, allowed)`.
+    const PRE_RELEASES: &[(&str, &str, bool, bool)] = &[
+        // Issue 13.11: the pre-releases below a deny bound are denied.
+        ("<1.0.100", "0.8.0-rc1", true, true),
+        ("<1.0.100", "0.9.0-rc4", true, true),
+        ("<1.0.100", "1.0.99-beta.2+build", true, true),
+        ("<1.0.100", "1.0.100-rc1", false, false),
+        ("<=1.0.100", "1.0.100-rc1", true, true),
+        ("<=1.0.100", "1.0.101-rc1", false, false),
+        ("<1.0.0", "1.0.0-rc1", false, false),
+        // A pre-release of a release inside a lower bound is denied, but an
+        // allow rule's lower bound keeps out what comes before it.
+        (">=1.0.100", "1.0.100-rc1", true, false),
+        (">=1.0.100", "1.0.101-rc1", true, true),
+        (">=1.0.100", "1.0.99-rc1", false, false),
+        (">1.0.100", "1.0.100-rc1", false, false),
+        (">1.0.100", "1.0.101-rc1", true, true),
+        ("^1.2.3", "1.2.3-rc1", true, false),
+        ("^1.2.3", "1.5.0-rc1", true, true),
+        ("^1.2.3", "2.0.0-alpha", false, false),
+        ("^0.2", "0.2.0-rc1", true, false),
+        ("^0.2", "0.3.0-rc1", false, false),
+        ("~1.2.3", "1.2.9-rc1", true, true),
+        ("~1.2.3", "1.3.0-rc1", false, false),
+        ("=1.2.3", "1.2.3-rc1", true, false),
+        ("1.*", "1.0.0-rc1", true, false),
+        ("1.*", "1.4.0-rc1", true, true),
+        (">=1.0.0, <2.0.0", "2.0.0-rc1", false, false),
+        // A requirement that names pre-releases is read as cargo reads it.
+        ("<1.0.0-rc.3", "1.0.0-rc.1", true, true),
+        ("<1.0.0-rc.3", "1.0.0-rc.5", false, false),
+        (">=1.2.3-rc.2", "1.2.3-rc.1", false, false),
+        (">=1.2.3-rc.2", "1.2.3-rc.3", true, true),
+        // Releases are judged as cargo judges them.
+        ("<1.0.100", "1.0.99", true, true),
+        ("^1.2.3", "1.2.3", true, true),
+        ("^1.2.3", "2.0.0", false, false),
+    ];
+
+    #[test]
+    fn pre_releases_are_judged_as_the_release_they_lead_to() {
+        for (req, vers, denied, allowed) in PRE_RELEASES {
+            let rule = VersionRule::parse(req).unwrap();
+            assert_eq!(rule.denies(&v(vers)), *denied, "deny {req} covers {vers}");
+            assert_eq!(rule.allows(&v(vers)), *allowed, "allow {req} covers {vers}");
+        }
     }
 }

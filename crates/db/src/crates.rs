@@ -270,10 +270,26 @@ impl<'a> Crates<'a> {
         per_page: u32,
         page: u32,
     ) -> Result<(Vec<SearchHit>, u64), DbError> {
+        self.search_within(query, None, per_page, page).await
+    }
+
+    /// [`Crates::search`] among the crates whose names match one of `grants`
+    /// (crate-name globs, as `wharf_config::glob` reads them; `None` for every
+    /// crate). The database filters, so the count and the pages hold only
+    /// crates the caller may see: a client learns nothing of the others.
+    pub async fn search_within(
+        &self,
+        query: &str,
+        grants: Option<&[String]>,
+        per_page: u32,
+        page: u32,
+    ) -> Result<(Vec<SearchHit>, u64), DbError> {
         let per_page = per_page.clamp(1, MAX_PER_PAGE);
         let offset = u64::from(page.max(1) - 1) * u64::from(per_page);
         let description_query = query.trim().to_lowercase();
         let name_query = description_query.replace('-', "_");
+        let grant_patterns: Option<Vec<String>> =
+            grants.map(|globs| globs.iter().map(|g| like_glob(g)).collect());
         let mut tx = self.db.read().await?;
         let (rows, total) = tx
             .search(
@@ -281,6 +297,7 @@ impl<'a> Crates<'a> {
                 &name_query,
                 &like_contains(&name_query),
                 &like_contains(&description_query),
+                grant_patterns.as_deref(),
                 i64::from(per_page),
                 i64::try_from(offset).unwrap_or(i64::MAX),
             )
@@ -440,6 +457,28 @@ fn flip_yanked(line: &str, yanked: bool) -> Option<String> {
     (parse_line(flipped.as_bytes())?.yanked == yanked).then_some(flipped)
 }
 
+/// The `LIKE` pattern (`\` escaping) that matches the canonical names a
+/// crate-name glob matches: the glob folded as canonical names are (ASCII
+/// lowercase, `-` as `_`), `*` as `%`, `?` as `_`, every other character
+/// literal. Canonical names are ASCII, so `_` (one character) is `?` (one
+/// byte).
+fn like_glob(glob: &str) -> String {
+    let mut pattern = String::with_capacity(glob.len() + 4);
+    for c in glob.chars() {
+        match c {
+            '*' => pattern.push('%'),
+            '?' => pattern.push('_'),
+            '-' | '_' => pattern.push_str("\\_"),
+            '%' | '\\' => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            c => pattern.push(c.to_ascii_lowercase()),
+        }
+    }
+    pattern
+}
+
 /// A `LIKE` pattern for "contains `text`", `\` being the escape character.
 fn like_contains(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
@@ -483,6 +522,14 @@ mod tests {
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_contains("a_b%c\\"), "%a\\_b\\%c\\\\%");
         assert_eq!(like_contains(""), "%%");
+    }
+
+    #[test]
+    fn grant_globs_become_like_patterns_over_canonical_names() {
+        assert_eq!(like_glob("acme-*"), "acme\\_%");
+        assert_eq!(like_glob("Acme_?x"), "acme\\__x");
+        assert_eq!(like_glob("*"), "%");
+        assert_eq!(like_glob("50%\\"), "50\\%\\\\");
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl Db {
         {
             std::fs::create_dir_all(dir).map_err(|e| open_error(sqlx::Error::Io(e)))?;
         }
+        make_private(options.get_filename()).map_err(|e| open_error(sqlx::Error::Io(e)))?;
 
         // WAL is a property of the file, set once. Switching to it takes a lock
         // that the busy timeout cannot wait for, so it is done here, on one
@@ -310,6 +311,41 @@ impl Db {
             ),
         })
     }
+}
+
+/// Creates the SQLite file at `path` readable by its owner only (0600,
+/// whatever the umask) before SQLite opens it, and tightens an existing one
+/// and its `-wal` and `-shm` files: they hold token and password hashes.
+/// SQLite gives the `-wal` and `-shm` files it creates the mode of the main
+/// file, so they follow. An in-memory database has no file.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Tx {

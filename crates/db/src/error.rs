@@ -199,13 +199,32 @@ pub enum OwnersError {
         /// The user who is not an owner.
         user: User,
     },
-    /// The removal would leave the crate without owners.
+    /// The removal would leave the crate without an owner who can act.
     #[error(
-        "crate `{krate}` must keep at least one owner; add the new owner before removing the last one"
+        "crate `{krate}` must keep at least one owner who can publish (a live token, or a client allowed to publish); add such an owner before removing the last one"
     )]
     LastOwner {
         /// The crate, spelled as stored.
         krate: String,
+    },
+    /// A user to add has no live token and no client in the registry.
+    #[error(
+        "user `{user}` is unknown to registry `{registry}`: only users with a token or a client can own crates; create one first (`wharf token create --registry {registry} --user {user}`)"
+    )]
+    UnknownUser {
+        /// The user asked for.
+        user: User,
+        /// The registry.
+        registry: String,
+    },
+    /// Too many users in one change.
+    #[error(
+        "{count} users in one owners change; send at most {max} at a time",
+        max = crate::owners::MAX_OWNERS_PER_CHANGE
+    )]
+    TooMany {
+        /// How many were sent.
+        count: usize,
     },
     /// The database failed.
     #[error(transparent)]
@@ -219,6 +238,7 @@ impl OwnersError {
             Self::CrateNotFound { .. } => ErrorKind::NotFound,
             Self::NotAnOwner(_) => ErrorKind::Forbidden,
             Self::NotListed { .. } | Self::LastOwner { .. } => ErrorKind::Conflict,
+            Self::UnknownUser { .. } | Self::TooMany { .. } => ErrorKind::Invalid,
             Self::Db(_) => ErrorKind::Internal,
         }
     }

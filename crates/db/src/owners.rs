@@ -1,6 +1,11 @@
 //! Who owns a crate. Owners publish new versions, yank, and change the owners;
 //! the first publisher of a crate is its first owner, and a crate never loses
-//! its last owner.
+//! its last owner who can act.
+//!
+//! Only users the registry knows (a live token or a client) can be made
+//! owners, at most [`MAX_OWNERS_PER_CHANGE`] in one call, and a removal must
+//! leave at least one owner who can act (a live token, or a client allowed to
+//! publish that has not expired): otherwise a crate could be handed to nobody.
 
 use wharf_index::CrateName;
 
@@ -8,6 +13,9 @@ use crate::db::{Db, Tx, now_ms};
 use crate::error::{DbError, NotAnOwner, OwnersError, PublishError, YankError};
 use crate::sql::CrateRow;
 use crate::user::User;
+
+/// The most users one call may add or remove (`cargo owner` sends a handful).
+pub const MAX_OWNERS_PER_CHANGE: usize = 100;
 
 /// The owners of the crates of one registry. Made by [`Db::owners`].
 ///
@@ -36,7 +44,9 @@ impl<'a> Owners<'a> {
         Ok(owners)
     }
 
-    /// Makes `users` owners of the crate, as `by`, who must own it. Returns those
+    /// Makes `users` owners of the crate, as `by`, who must own it. Each must be
+    /// a user the registry knows (a live token or a client), and there may be at
+    /// most [`MAX_OWNERS_PER_CHANGE`]; otherwise nothing changes. Returns those
     /// who were not owners already.
     pub async fn add(
         &self,
@@ -44,10 +54,19 @@ impl<'a> Owners<'a> {
         users: &[User],
         by: &User,
     ) -> Result<Vec<User>, OwnersError> {
+        check_count(users)?;
         let canonical = canonical(krate)?;
         let mut tx = self.db.write().await?;
         let row = lock(&mut tx, self.registry, &canonical, krate).await?;
         require_owner(&mut tx, &row, by).await?;
+        for user in users {
+            if !tx.is_known_user(self.registry, user).await? {
+                return Err(OwnersError::UnknownUser {
+                    user: user.clone(),
+                    registry: self.registry.to_owned(),
+                });
+            }
+        }
         let now = now_ms();
         let mut added = Vec::new();
         for user in users {
@@ -60,9 +79,11 @@ impl<'a> Owners<'a> {
     }
 
     /// Removes `users` from the crate's owners, as `by`, who must own it. Every
-    /// one of them must be an owner, and at least one owner must remain;
-    /// otherwise nothing changes.
+    /// one of them must be an owner, there may be at most
+    /// [`MAX_OWNERS_PER_CHANGE`], and at least one owner who can act must
+    /// remain; otherwise nothing changes.
     pub async fn remove(&self, krate: &str, users: &[User], by: &User) -> Result<(), OwnersError> {
+        check_count(users)?;
         let canonical = canonical(krate)?;
         let mut tx = self.db.write().await?;
         let row = lock(&mut tx, self.registry, &canonical, krate).await?;
@@ -73,7 +94,15 @@ impl<'a> Owners<'a> {
                 user: user.clone(),
             });
         }
-        if owners.iter().all(|owner| users.contains(owner)) {
+        let now = now_ms();
+        let mut active_left = false;
+        for owner in owners.iter().filter(|owner| !users.contains(owner)) {
+            if tx.is_active_user(self.registry, owner, now).await? {
+                active_left = true;
+                break;
+            }
+        }
+        if !active_left {
             return Err(OwnersError::LastOwner { krate: row.name });
         }
         for user in users {
@@ -82,6 +111,14 @@ impl<'a> Owners<'a> {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Refuses a change of more than [`MAX_OWNERS_PER_CHANGE`] users.
+fn check_count(users: &[User]) -> Result<(), OwnersError> {
+    if users.len() > MAX_OWNERS_PER_CHANGE {
+        return Err(OwnersError::TooMany { count: users.len() });
+    }
+    Ok(())
 }
 
 fn not_found(krate: &str) -> OwnersError {

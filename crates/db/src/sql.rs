@@ -90,6 +90,20 @@ const OWNERS: &str = "SELECT login FROM crate_owners WHERE crate_id = $1 ORDER B
 const ADD_OWNER: &str = "INSERT INTO crate_owners (crate_id, login, added_by, added_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (crate_id, login) DO NOTHING";
 
+// A user the registry knows: one with a live token, or a client not revoked.
+const KNOWN_USER: &str = "SELECT 1 FROM tokens \
+     WHERE registry = $1 AND login = $2 AND revoked_at IS NULL \
+     UNION ALL SELECT 1 FROM clients \
+     WHERE registry = $1 AND name = $2 AND revoked_at IS NULL";
+
+// A user who can act on a crate today: a live token, or a client allowed to
+// publish that is neither revoked nor expired.
+const ACTIVE_USER: &str = "SELECT 1 FROM tokens \
+     WHERE registry = $1 AND login = $2 AND revoked_at IS NULL \
+     UNION ALL SELECT 1 FROM clients \
+     WHERE registry = $1 AND name = $2 AND revoked_at IS NULL AND publish \
+       AND (expires_at IS NULL OR expires_at > $3)";
+
 const REMOVE_OWNER: &str = "DELETE FROM crate_owners WHERE crate_id = $1 AND login = $2";
 
 const VERSIONS: &str = "SELECT id, vers, yanked, index_line FROM versions \
@@ -110,18 +124,36 @@ const INDEX_CRATE: &str = "SELECT id, name, index_revision, updated_at FROM crat
 const INDEX_LINES: &str = "SELECT index_line FROM versions WHERE crate_id = $1 ORDER BY id";
 
 // Rank 0: the name is the query; 1: the name contains it; 2: only the description
-// does. Ties in name order.
+// does. Ties in name order. `{grants}` is `search_grants`' condition.
 const SEARCH: &str = "SELECT name, max_version, description, \
        CASE WHEN canonical_name = $2 THEN 0 \
             WHEN canonical_name LIKE $3 ESCAPE '\\' THEN 1 ELSE 2 END AS relevance \
      FROM crates \
      WHERE registry = $1 \
        AND (canonical_name LIKE $3 ESCAPE '\\' OR description_lower LIKE $4 ESCAPE '\\') \
+       {grants} \
      ORDER BY relevance, canonical_name LIMIT $5 OFFSET $6";
 
 const SEARCH_COUNT: &str = "SELECT COUNT(*) FROM crates \
      WHERE registry = $1 \
-       AND (canonical_name LIKE $2 ESCAPE '\\' OR description_lower LIKE $3 ESCAPE '\\')";
+       AND (canonical_name LIKE $2 ESCAPE '\\' OR description_lower LIKE $3 ESCAPE '\\') \
+       {grants}";
+
+/// The condition that keeps only crates whose canonical name is `LIKE` one of
+/// `count` patterns bound from `$first` on; nothing at all when `count` is
+/// `None` (every crate may be seen). `Some(0)` keeps no crate.
+fn search_grants(count: Option<usize>, first: usize) -> String {
+    match count {
+        None => String::new(),
+        Some(0) => "AND 1 = 0".to_owned(),
+        Some(n) => {
+            let likes: Vec<String> = (first..first + n)
+                .map(|i| format!("canonical_name LIKE ${i} ESCAPE '\\'"))
+                .collect();
+            format!("AND ({})", likes.join(" OR "))
+        }
+    }
+}
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens (registry, login, secret_sha256, created_at) \
      VALUES ($1, $2, $3, $4) RETURNING id";
@@ -262,6 +294,41 @@ impl Tx {
         })
     }
 
+    /// Whether `user` has a live token or a client (not revoked) in `registry`.
+    pub(crate) async fn is_known_user(
+        &mut self,
+        registry: &str,
+        user: &User,
+    ) -> Result<bool, sqlx::Error> {
+        on_backend!(self, conn => {
+            let row = sqlx::query(KNOWN_USER)
+                .bind(registry)
+                .bind(user.as_str())
+                .fetch_optional(conn)
+                .await?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Whether `user` can publish, yank and change owners in `registry` now:
+    /// a live token, or a client allowed to publish, neither revoked nor expired.
+    pub(crate) async fn is_active_user(
+        &mut self,
+        registry: &str,
+        user: &User,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_backend!(self, conn => {
+            let row = sqlx::query(ACTIVE_USER)
+                .bind(registry)
+                .bind(user.as_str())
+                .bind(now_ms)
+                .fetch_optional(conn)
+                .await?;
+            Ok(row.is_some())
+        })
+    }
+
     /// Removes an owner; `false` when they were not one.
     pub(crate) async fn remove_owner(
         &mut self,
@@ -365,33 +432,45 @@ impl Tx {
 
     /// One page of the crates whose folded name contains `name_pattern` or whose
     /// lowercased description contains `description_pattern`, and how many there
-    /// are in all.
+    /// are in all; with `grant_patterns`, only crates whose canonical name is
+    /// `LIKE` one of them count and are listed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn search(
         &mut self,
         registry: &str,
         folded_query: &str,
         name_pattern: &str,
         description_pattern: &str,
+        grant_patterns: Option<&[String]>,
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<SearchRow>, i64), sqlx::Error> {
+        let grants = grant_patterns.map(<[String]>::len);
+        // The statements are fixed text but for the number of grant
+        // placeholders; every value is bound, none is spliced in.
+        let count_sql = SEARCH_COUNT.replace("{grants}", &search_grants(grants, 4));
+        let page_sql = SEARCH.replace("{grants}", &search_grants(grants, 7));
+        let patterns = grant_patterns.unwrap_or_default();
         on_backend!(self, conn => {
-            let total: i64 = sqlx::query(SEARCH_COUNT)
+            let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql))
                 .bind(registry)
                 .bind(name_pattern)
-                .bind(description_pattern)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get(0)?;
-            let rows = sqlx::query(SEARCH)
+                .bind(description_pattern);
+            for pattern in patterns {
+                count = count.bind(pattern.as_str());
+            }
+            let total: i64 = count.fetch_one(&mut *conn).await?.try_get(0)?;
+            let mut page = sqlx::query(sqlx::AssertSqlSafe(page_sql))
                 .bind(registry)
                 .bind(folded_query)
                 .bind(name_pattern)
                 .bind(description_pattern)
                 .bind(limit)
-                .bind(offset)
-                .fetch_all(conn)
-                .await?;
+                .bind(offset);
+            for pattern in patterns {
+                page = page.bind(pattern.as_str());
+            }
+            let rows = page.fetch_all(conn).await?;
             let hits = rows
                 .iter()
                 .map(|r| {

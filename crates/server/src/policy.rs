@@ -378,10 +378,14 @@ impl PolicyGate {
     /// What the rules say of version `vers` of crate `name` (`None`: a line
     /// whose version could not be read, which only `*` rules cover).
     fn rule_verdict(&self, name: &str, vers: Option<&semver::Version>) -> RuleVerdict {
+        // Pre-releases count as the release they lead to, so that a deny rule
+        // leaves out the pre-releases of what it denies (see `VersionRule`).
+        let denies =
+            |rule: &wharf_config::VersionRule| vers.map_or(rule.req.is_none(), |v| rule.denies(v));
         let covers =
-            |rule: &wharf_config::VersionRule| vers.map_or(rule.req.is_none(), |v| rule.matches(v));
+            |rule: &wharf_config::VersionRule| vers.map_or(rule.req.is_none(), |v| rule.allows(v));
         for (pattern, rule) in &self.policy.deny {
-            if glob::matches(pattern, name) && covers(rule) {
+            if glob::matches(pattern, name) && denies(rule) {
                 return RuleVerdict::Denied(format!("{pattern} = \"{}\"", rule.text));
             }
         }
@@ -529,6 +533,42 @@ mod tests {
         ));
         assert_eq!(
             deny_list.rule_verdict("time", Some(&v("0.3.0"))),
+            RuleVerdict::Allowed
+        );
+    }
+
+    #[test]
+    fn a_deny_rule_covers_the_pre_releases_of_its_range() {
+        let gate = policy(r#"deny = { serde = "<1.0.100" }"#);
+        for vers in ["0.8.0-rc1", "0.9.0-rc4", "1.0.0-alpha.1", "1.0.99"] {
+            assert!(
+                matches!(
+                    gate.rule_verdict("serde", Some(&v(vers))),
+                    RuleVerdict::Denied(_)
+                ),
+                "{vers}"
+            );
+        }
+        for vers in ["1.0.100-rc1", "1.0.100", "2.0.0-alpha"] {
+            assert_eq!(
+                gate.rule_verdict("serde", Some(&v(vers))),
+                RuleVerdict::Allowed,
+                "{vers}"
+            );
+        }
+        // An allow rule's upper bound keeps out the pre-releases of its bound.
+        let gate = policy(
+            r#"
+            mode = "allow-list"
+            allow = { serde = "<1.0.100" }
+            "#,
+        );
+        assert_eq!(
+            gate.rule_verdict("serde", Some(&v("1.0.100-rc1"))),
+            RuleVerdict::NotAllowed
+        );
+        assert_eq!(
+            gate.rule_verdict("serde", Some(&v("0.9.0-rc4"))),
             RuleVerdict::Allowed
         );
     }

@@ -12,6 +12,12 @@
 //! whose data never reached the disk) is caught by the readers: crate files
 //! are checked against the index checksum when read back from storage, and
 //! index files against the sha256 in their sidecar.
+//!
+//! Directories whose names start with `.` (`.tmp`, and a registry's
+//! `.cache-meta` and `.sync`) hold working state that is never served: they
+//! are created 0700, whatever the umask, and tightened to 0700 on open if an
+//! older wharf made them readable. Everything else (the served tree) is left
+//! to the operator's umask, so that a web server can read a mirror's files.
 
 use std::{
     path::{Path, PathBuf},
@@ -42,9 +48,16 @@ impl FsStore {
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         let tmp = root.join(".tmp");
-        tokio::fs::create_dir_all(&tmp)
-            .await
-            .map_err(|source| io_err("create", &tmp.display().to_string(), source))?;
+        let (private, shown) = (tmp.clone(), tmp.display().to_string());
+        let made_root = root.clone();
+        tokio::task::spawn_blocking(move || {
+            create_private_dir(&private)?;
+            tighten_private_dirs(&made_root);
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err("create", &shown, std::io::Error::other(e)))?
+        .map_err(|source| io_err("create", &shown, source))?;
         let store = Self {
             root,
             tmp,
@@ -140,8 +153,9 @@ impl BlobStore for FsStore {
 
     async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
         let (temp, dest) = (self.temp_path(), self.path_of(key));
+        let root = self.root.clone();
         // One trip to the blocking pool for the whole write, not one per step.
-        tokio::task::spawn_blocking(move || write_atomic(&temp, &dest, &bytes, None))
+        tokio::task::spawn_blocking(move || write_atomic(&root, &temp, &dest, &bytes, None))
             .await
             .map_err(|e| io_err("write", key.as_str(), std::io::Error::other(e)))?
             .map_err(|e| io_err("write", key.as_str(), e))
@@ -149,6 +163,7 @@ impl BlobStore for FsStore {
 
     async fn stage(&self, key: &BlobKey) -> Result<Box<dyn StagedBlob>, StoreError> {
         Ok(Box::new(FsStage {
+            root: self.root.clone(),
             buffer: Vec::new(),
             file: None,
             temp: self.temp_path(),
@@ -186,9 +201,93 @@ impl BlobStore for FsStore {
     }
 }
 
+/// Creates directory `path` (and its missing parents, which keep the umask's
+/// mode) readable by its owner only: 0700 whatever the umask, and an existing
+/// directory is tightened to 0700. For working state that is never served.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+        Err(e) => return Err(e),
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes the private directories an older wharf created readable
+/// (`{root}/.tmp`, `{root}/{R}/.cache-meta`, `{root}/{R}/.sync`) 0700. Best
+/// effort: a directory that cannot be changed is left as it is.
+fn tighten_private_dirs(root: &Path) {
+    let Ok(registries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        if !registry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(children) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for child in children.flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) && is_private(&child.file_name()) {
+                let _ = create_private_dir(&child.path());
+            }
+        }
+    }
+}
+
+/// Whether a directory name is one of working state (it starts with `.`;
+/// no crate name, sparse path segment or registry name does).
+fn is_private(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+/// Creates the missing directories of `dest` under `root`; those whose names
+/// start with `.` private (see [`create_private_dir`]).
+fn create_parents(root: &Path, dest: &Path) -> std::io::Result<()> {
+    let Some(parent) = dest.parent() else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    let Ok(below_root) = parent.strip_prefix(root) else {
+        return std::fs::create_dir_all(parent);
+    };
+    std::fs::create_dir_all(root)?;
+    let mut dir = root.to_path_buf();
+    for part in below_root.components() {
+        dir.push(part);
+        if is_private(part.as_os_str()) {
+            create_private_dir(&dir)?;
+        } else {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `tail` (after whatever `file` already holds) to `temp`, then
-/// renames it to `dest`. On failure the temporary file is removed.
+/// renames it to `dest` (under `root`). On failure the temporary file is
+/// removed.
 fn write_atomic(
+    root: &Path,
     temp: &Path,
     dest: &Path,
     tail: &[u8],
@@ -201,9 +300,7 @@ fn write_atomic(
         };
         file.write_all(tail)?;
         drop(file);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+        create_parents(root, dest)?;
         std::fs::rename(temp, dest)
     })();
     if result.is_err() {
@@ -218,6 +315,7 @@ const SPILL_BYTES: usize = 8 << 20;
 
 /// A write in progress: in memory, or spilled to a temporary file.
 struct FsStage {
+    root: PathBuf,
     buffer: Vec<u8>,
     file: Option<std::fs::File>,
     temp: PathBuf,
@@ -255,8 +353,9 @@ impl StagedBlob for FsStage {
         let buffer = std::mem::take(&mut self.buffer);
         let file = self.file.take();
         let (temp, dest) = (self.temp.clone(), self.dest.clone());
+        let root = self.root.clone();
         self.finished = true;
-        tokio::task::spawn_blocking(move || write_atomic(&temp, &dest, &buffer, file))
+        tokio::task::spawn_blocking(move || write_atomic(&root, &temp, &dest, &buffer, file))
             .await
             .map_err(|e| io_err("write", self.key.as_str(), std::io::Error::other(e)))?
             .map_err(|e| io_err("rename", self.key.as_str(), e))
@@ -278,6 +377,44 @@ mod tests {
 
     fn key(k: &str) -> BlobKey {
         BlobKey::new(k).unwrap()
+    }
+
+    /// Issue 13.6: working state is private whatever the umask; the served
+    /// tree is not touched.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn dot_directories_are_private_and_tightened_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // What an older wharf left: readable working directories.
+        for old in [".tmp", "r/.cache-meta", "r/.sync"] {
+            let old = dir.path().join(old);
+            std::fs::create_dir_all(&old).unwrap();
+            std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let store = FsStore::open(dir.path()).await.unwrap();
+        for private in [".tmp", "r/.cache-meta", "r/.sync"] {
+            assert_eq!(mode(&dir.path().join(private)), 0o700, "{private}");
+        }
+        store
+            .put(
+                &key("s/.cache-meta/index/se/rd/serde.json"),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+        store
+            .put(&key("s/index/se/rd/serde"), Bytes::from_static(b"line"))
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir.path().join("s/.cache-meta")), 0o700);
+        assert_ne!(
+            mode(&dir.path().join("s/index")),
+            0o700,
+            "served: the umask's"
+        );
+        assert_ne!(mode(&dir.path().join("s")), 0o700, "served: the umask's");
     }
 
     #[tokio::test]

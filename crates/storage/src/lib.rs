@@ -6,7 +6,7 @@ mod key;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use fs::FsStore;
+pub use fs::{FsStore, create_private_dir};
 pub use key::{BlobKey, KeyError};
 
 /// A storage failure. A missing blob is not an error: reads return `Ok(None)`.

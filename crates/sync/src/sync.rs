@@ -791,7 +791,9 @@ impl Mirror {
     fn lock_file(&self) -> Result<std::fs::File, SyncError> {
         let path = self.work_dir.join("lock");
         let open = || {
-            std::fs::create_dir_all(&self.work_dir)?;
+            // The work dir (cursors, the git clone, the lock) is never served:
+            // private, whatever the umask.
+            wharf_storage::create_private_dir(&self.work_dir)?;
             std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)

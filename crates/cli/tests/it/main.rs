@@ -3,6 +3,7 @@
 //! `cargo` as the client.
 
 mod access;
+mod access_limits;
 mod bad_requests;
 mod cache_build;
 mod cache_faults;

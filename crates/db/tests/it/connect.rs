@@ -26,6 +26,42 @@ async fn the_sqlite_file_is_created_in_wal_mode_and_reopened_with_its_data() {
     assert_eq!(test_db.query_strings("PRAGMA journal_mode").await, ["wal"]);
 }
 
+/// Issue 13.6: the file holds token and password hashes. A database made by
+/// an older wharf (0644, with its WAL files) is tightened on connect.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_file_and_its_wal_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.db");
+    let db = Db::connect_sqlite_file(&path).await.unwrap();
+    publish(&db, "foo", "1.0.0", "alice").await;
+    for file in ["wharf.db", "wharf.db-wal", "wharf.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+    }
+    db.close().await;
+
+    for file in ["wharf.db", "wharf.db-wal", "wharf.db-shm"] {
+        let file = dir.path().join(file);
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let db = Db::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    publish(&db, "foo", "1.0.1", "alice").await;
+    for file in ["wharf.db", "wharf.db-wal", "wharf.db-shm"] {
+        assert_eq!(
+            mode(&dir.path().join(file)),
+            0o600,
+            "{file} after reopening"
+        );
+    }
+    db.close().await;
+}
+
 #[tokio::test]
 async fn reconnecting_to_postgres_keeps_the_data() {
     let Some(db) = TestDb::postgres().await else {

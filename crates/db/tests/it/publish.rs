@@ -136,6 +136,7 @@ async fn build_metadata_does_not_make_a_new_version(db: TestDb) {
 
 async fn only_owners_publish_new_versions(db: TestDb) {
     publish(&db, "foo", "1.0.0", "alice").await;
+    crate::support::known_users(&db, &["carol", "bob"]).await;
     db.owners(REGISTRY)
         .add("foo", &[user("carol")], &user("alice"))
         .await

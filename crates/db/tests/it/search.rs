@@ -11,6 +11,7 @@ on_both_backends!(
     max_version_is_the_newest_unyanked_by_semver,
     the_description_is_that_of_the_highest_version,
     registries_do_not_see_each_other,
+    a_search_within_grants_counts_only_what_they_let_see,
 );
 
 async fn publish_described(db: &TestDb, name: &str, description: &str) {
@@ -168,4 +169,70 @@ async fn registries_do_not_see_each_other(db: TestDb) {
         db.owners(REGISTRY).list("shared-name").await.unwrap(),
         [user("alice")]
     );
+}
+
+/// Issue 13.3: a client with grants learns nothing of the other crates, not
+/// from a page and not from the total.
+async fn a_search_within_grants_counts_only_what_they_let_see(db: TestDb) {
+    for name in [
+        "acme-a",
+        "Acme_B",
+        "acme",
+        "acmex",
+        "secret-sauce",
+        "axb",
+        "a-b",
+    ] {
+        publish_described(&db, name, "made by acme").await;
+    }
+    let crates = db.crates(REGISTRY);
+    let within = |grants: &[&str]| grants.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+    let acme = within(&["acme-*"]);
+
+    let found = crates
+        .search_within("secret-sauce", Some(&acme), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(found, (vec![], 0), "a hidden crate is not even counted");
+    let found = crates
+        .search_within("acme", Some(&acme), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(names(&found), ["acme-a", "Acme_B"]);
+    assert_eq!(found.1, 2);
+    // Pages are cut from the visible crates only.
+    let page2 = crates
+        .search_within("acme", Some(&acme), 1, 2)
+        .await
+        .unwrap();
+    assert_eq!((names(&page2), page2.1), (vec!["Acme_B"], 2));
+    assert!(
+        crates
+            .search_within("", Some(&acme), 10, 2)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+
+    // Globs fold case and `-`/`_`, and `?` is one character; `%` and `_` are
+    // literal in a grant.
+    let found = crates
+        .search_within("", Some(&within(&["ACME_?", "a%b", "a_b"])), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (names(&found), found.1),
+        (vec!["a-b", "acme-a", "Acme_B"], 3)
+    );
+    let found = crates
+        .search_within("", Some(&within(&["acme", "secret_sauce"])), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(names(&found), ["acme", "secret-sauce"]);
+    assert_eq!(
+        crates.search_within("", Some(&[]), 10, 1).await.unwrap(),
+        (vec![], 0)
+    );
+    assert_eq!(crates.search_within("", None, 10, 1).await.unwrap().1, 7);
 }

@@ -112,6 +112,14 @@ pub fn user(name: &str) -> User {
     User::new(name).unwrap()
 }
 
+/// Gives each of `names` a token in [`REGISTRY`], so the registry knows them
+/// (only known users can be made owners).
+pub async fn known_users(db: &Db, names: &[&str]) {
+    for name in names {
+        db.tokens(REGISTRY).create(&user(name)).await.unwrap();
+    }
+}
+
 /// The publish time written into every line, so lines are predictable.
 pub fn pubtime() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_767_225_600)

@@ -1,17 +1,26 @@
 //! `GET`, `PUT` and `DELETE /{R}/api/v1/crates/{name}/owners`: `cargo owner`.
+//!
+//! A change names at most [`MAX_OWNERS_PER_CHANGE`] users in a body of at
+//! most [`MAX_OWNERS_BODY_BYTES`]: both bounds are checked before any name
+//! is looked at, so a huge list costs a refusal, not a transaction.
 
 use std::sync::Arc;
 
 use axum::{
     Json,
+    body::Body,
     extract::{Path, State},
     http::HeaderMap,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_db::User;
+use wharf_db::{MAX_OWNERS_PER_CHANGE, MAX_USER_LEN, User};
 
 use crate::{error::ApiError, registry::AppState};
+
+/// The largest owners body read: room for [`MAX_OWNERS_PER_CHANGE`] names of
+/// the longest length, quoted and separated, and some white space.
+pub const MAX_OWNERS_BODY_BYTES: usize = 1024 + MAX_OWNERS_PER_CHANGE * (MAX_USER_LEN + 4);
 
 /// The body of `cargo owner --add/--remove`.
 #[derive(Deserialize)]
@@ -54,7 +63,7 @@ pub async fn add_owners(
     Path((registry, name)): Path<(String, String)>,
     headers: HeaderMap,
     addr: super::ClientAddr,
-    body: Result<Json<OwnersBody>, axum::extract::rejection::JsonRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let hosted = state.hosted(&registry)?;
     let user = hosted
@@ -62,7 +71,7 @@ pub async fn add_owners(
         .await?
         .user
         .clone();
-    let users = users_of(body)?;
+    let users = users_of(body).await?;
     hosted
         .db
         .owners(&registry)
@@ -82,7 +91,7 @@ pub async fn remove_owners(
     Path((registry, name)): Path<(String, String)>,
     headers: HeaderMap,
     addr: super::ClientAddr,
-    body: Result<Json<OwnersBody>, axum::extract::rejection::JsonRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let hosted = state.hosted(&registry)?;
     let user = hosted
@@ -90,7 +99,7 @@ pub async fn remove_owners(
         .await?
         .user
         .clone();
-    let users = users_of(body)?;
+    let users = users_of(body).await?;
     hosted
         .db
         .owners(&registry)
@@ -102,15 +111,24 @@ pub async fn remove_owners(
     ))
 }
 
-fn users_of(
-    body: Result<Json<OwnersBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Vec<User>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "expected {{\"users\": [\"name\", ...]}}: {}",
-            e.body_text()
-        ))
+/// The users a body names, bounded in bytes and in number.
+async fn users_of(body: Body) -> Result<Vec<User>, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_OWNERS_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "the owners request is larger than {MAX_OWNERS_BODY_BYTES} bytes; name at most {MAX_OWNERS_PER_CHANGE} users at a time"
+            ))
+        })?;
+    let body: OwnersBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("expected {{\"users\": [\"name\", ...]}}: {e}"))
     })?;
+    if body.users.len() > MAX_OWNERS_PER_CHANGE {
+        return Err(ApiError::bad_request(format!(
+            "{} users in one owners change; send at most {MAX_OWNERS_PER_CHANGE} at a time",
+            body.users.len()
+        )));
+    }
     body.users
         .iter()
         .map(|u| User::new(u).map_err(|e| ApiError::bad_request(e.to_string())))

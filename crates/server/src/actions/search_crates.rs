@@ -20,7 +20,8 @@ pub struct SearchQuery {
     page: Option<u32>,
 }
 
-/// Finds crates whose name or description holds the query, names first.
+/// Finds crates whose name or description holds the query, names first;
+/// for a client with grants, only among the crates it may see.
 pub async fn search_crates(
     State(state): State<Arc<AppState>>,
     Path(registry): Path<String>,
@@ -36,12 +37,22 @@ pub async fn search_crates(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let per_page = query.per_page.unwrap_or(10).clamp(1, 100);
     let page = query.page.unwrap_or(1).max(1);
+    // A client with grants searches only what it may see: the database
+    // counts and pages among those crates, so neither `total` nor the pages
+    // tell it that others exist.
+    let grants = principal
+        .as_ref()
+        .filter(|p| !p.grants.is_empty())
+        .map(|p| p.grants.as_slice());
     let (hits, total) = hosted
         .db
         .crates(&registry)
-        .search(&query.q, per_page, page)
+        .search_within(&query.q, grants, per_page, page)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    // The database's filter and the glob matcher agree (both fold case and
+    // `-`/`_`); this check only makes sure a disagreement could hide a crate,
+    // never show one.
     let crates: Vec<Value> = hits
         .into_iter()
         .filter(|hit| principal.as_ref().is_none_or(|p| p.may_see(&hit.name)))
