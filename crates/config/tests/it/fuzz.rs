@@ -339,10 +339,12 @@ proptest! {
     fn version_rules_parse_or_fail(text in version_req_text(), major in 0u64..3, minor in 0u64..200) {
         if let Ok(rule) = VersionRule::parse(&text) {
             let v = semver::Version::new(major, minor, 0);
-            let _ = rule.matches(&v);
+            let (denies, allows) = (rule.denies(&v), rule.allows(&v));
             if text.trim() == "*" || text.trim().is_empty() {
-                prop_assert!(rule.matches(&v));
+                prop_assert!(denies && allows);
             }
+            // A release is judged the same by deny and allow rules.
+            prop_assert_eq!(denies, allows);
         }
     }
 
