@@ -273,6 +273,7 @@ impl Mirror {
                 max_concurrency: config.max_concurrency,
                 requests_per_sec: config.max_requests_per_sec,
                 bytes_per_sec: config.max_bytes_per_sec,
+                max_wait: None,
             }),
             // One upstream after another: a sync never doubles its requests.
             hedge_after: None,

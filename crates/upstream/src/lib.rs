@@ -5,5 +5,5 @@ mod limits;
 mod set;
 
 pub use health::HealthReport;
-pub use limits::Limits;
+pub use limits::{ClientBudget, Limits};
 pub use set::{Downloaded, FetchError, IndexFetch, UpstreamSet, UpstreamSettings, Validators};
