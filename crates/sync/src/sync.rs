@@ -31,7 +31,9 @@ use tracing::{info, warn};
 use wharf_config::{MirrorRegistry, sparse_base};
 use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, same_registry_deps};
 use wharf_storage::{BlobKey, BlobStore, StoreError};
-use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators};
+use wharf_upstream::{
+    FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators, redact, redact_in,
+};
 
 use crate::{
     feed,
@@ -516,8 +518,8 @@ impl Mirror {
     /// and the tree upstream's `HEAD` points at.
     async fn fetch_git(&self, remote: &GitRemote) -> Result<(Arc<GitIndex>, ObjectId), SyncError> {
         let git_error = |e: GitError| SyncError::Git {
-            url: remote.url.clone(),
-            message: e.to_string(),
+            url: redact(&remote.url),
+            message: redact_in(&e.to_string(), &remote.url),
         };
         let mut clone = remote.clone.lock().await;
         let index = match clone.as_ref() {
@@ -536,7 +538,7 @@ impl Mirror {
             let index = Arc::clone(&index);
             blocking(move || index.fetch()).await.map_err(git_error)?
         };
-        info!(registry = %self.name, git.url = %remote.url, tree = %tree, duration_ms = started.elapsed().as_millis() as u64, "git index fetched");
+        info!(registry = %self.name, git.url = %redact(&remote.url), tree = %tree, duration_ms = started.elapsed().as_millis() as u64, "git index fetched");
         Ok((index, tree))
     }
 
@@ -560,9 +562,12 @@ impl Mirror {
             let index = Arc::clone(index);
             blocking(move || index.changes(old, new))
                 .await
-                .map_err(|e| SyncError::Git {
-                    url: self.git.as_ref().map_or(String::new(), |g| g.url.clone()),
-                    message: e.to_string(),
+                .map_err(|e| {
+                    let url = self.git.as_ref().map_or("", |g| g.url.as_str());
+                    SyncError::Git {
+                        url: redact(url),
+                        message: redact_in(&e.to_string(), url),
+                    }
                 })?
         };
         let mut delta = Delta::default();
@@ -652,15 +657,17 @@ impl Mirror {
         progress: &dyn Progress,
         summary: &mut Summary,
     ) -> Result<Delta, SyncError> {
-        let Some(url) = &self.feed_url else {
+        let Some(feed_url) = &self.feed_url else {
             return Err(SyncError::Unsupported(format!(
                 "mirror `{}` has no feed_url to poll",
                 self.name
             )));
         };
+        // Shown and logged without credentials.
+        let url = &redact(feed_url);
         let (body, validators) = match self
             .upstreams
-            .fetch_document(url, state.feed_validators.as_ref())
+            .fetch_document(feed_url, state.feed_validators.as_ref())
             .await
         {
             Ok(IndexFetch::Modified { body, validators }) => (body, validators),
@@ -1183,8 +1190,8 @@ impl Mirror {
             crates: summary.total_crates,
             versions: summary.total_versions,
             failures: summary.failures.len(),
-            upstreams: self.upstream_urls.clone(),
-            index_git: self.git.as_ref().map(|g| g.url.clone()),
+            upstreams: self.upstream_urls.iter().map(|u| redact(u)).collect(),
+            index_git: self.git.as_ref().map(|g| redact(&g.url)),
             cursor,
             generator: format!("wharf {}", env!("CARGO_PKG_VERSION")),
         };

@@ -42,7 +42,7 @@ enum State {
 /// A snapshot of one upstream's state, for `/status.json`.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
-    /// The upstream's index base URL.
+    /// The upstream's index base URL, credentials hidden ([`crate::redact`]).
     pub url: String,
     /// Whether it is being tried.
     pub up: bool,

@@ -20,6 +20,7 @@ use wharf_storage::{BlobKey, BlobStore, StoreError};
 use crate::{
     health::{Health, HealthReport},
     limits::{Gate, Limits},
+    redact,
 };
 
 /// How an [`UpstreamSet`] behaves.
@@ -53,7 +54,8 @@ pub struct UpstreamSettings {
 /// back to the upstream that issued them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validators {
-    /// The base URL of the upstream that answered.
+    /// The base URL of the upstream that answered, as shown ([`redact`]ed:
+    /// validators are stored, and secrets must not be).
     pub upstream: String,
     /// Its `ETag`, if any.
     pub etag: Option<String>,
@@ -87,7 +89,7 @@ pub struct Downloaded {
     pub size_bytes: u64,
     /// Its bytes, when its size was known and small enough to hold in memory.
     pub bytes: Option<Bytes>,
-    /// The base URL of the upstream it came from.
+    /// The base URL of the upstream it came from, as shown ([`redact`]ed).
     pub upstream: String,
 }
 
@@ -128,6 +130,9 @@ struct Inner {
 
 struct Upstream {
     base: String,
+    /// `base` as it may be shown and logged: without credentials. Every
+    /// message and report uses this, never `base`.
+    display: String,
     health: Health,
     /// The `dl` template from the upstream's `config.json`, learned once.
     dl: OnceCell<DlTemplate>,
@@ -206,6 +211,7 @@ impl UpstreamSet {
             .iter()
             .map(|base| Upstream {
                 base: base.clone(),
+                display: redact(base),
                 health: Health::new(),
                 dl: OnceCell::new(),
             })
@@ -232,7 +238,7 @@ impl UpstreamSet {
         self.inner
             .upstreams
             .iter()
-            .map(|u| u.health.report(&u.base))
+            .map(|u| u.health.report(&u.display))
             .collect()
     }
 
@@ -255,7 +261,7 @@ impl UpstreamSet {
             return self.fetch_in_turn(&up, path, validators, failures).await;
         }
         // The first upstream alone for `hedge_after`; then the others too.
-        let own = |i: usize| validators.filter(|v| v.upstream == self.inner.upstreams[i].base);
+        let own = |i: usize| validators.filter(|v| v.upstream == self.inner.upstreams[i].display);
         let first_try =
             self.inner
                 .fetch_index_once(&self.inner.upstreams[*first], path, own(*first));
@@ -318,7 +324,7 @@ impl UpstreamSet {
             if !up.health.is_up() {
                 continue;
             }
-            let own = validators.filter(|v| v.upstream == up.base);
+            let own = validators.filter(|v| v.upstream == up.display);
             match self.inner.fetch_index_once(up, path, own).await {
                 Ok(fetch) => return Ok(fetch),
                 // The limits are the set's: the next upstream would wait as long.
@@ -341,9 +347,11 @@ impl UpstreamSet {
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, FetchError> {
         self.inner
-            .conditional_get(url, url, validators, None)
+            .conditional_get(url, &redact(url), validators, None)
             .await
-            .map_err(|failure| FetchError::Unavailable(format!("{url}: {}", failure.reason)))
+            .map_err(|failure| {
+                FetchError::Unavailable(format!("{}: {}", redact(url), failure.reason))
+            })
     }
 
     /// Downloads a crate file into `store` under `key`, verified against
@@ -371,7 +379,7 @@ impl UpstreamSet {
             {
                 Ok(Ok(done)) => return Ok(done),
                 Ok(Err(Outcome::Corrupt(message))) => {
-                    warn!(krate.name = name, krate.vers = vers, upstream.url = %up.base, "{message}");
+                    warn!(krate.name = name, krate.vers = vers, upstream.url = %up.display, "{message}");
                     corrupt = Some(message);
                 }
                 Ok(Err(Outcome::Missing(message))) => missing = Some(message),
@@ -420,10 +428,10 @@ impl Inner {
                 .health
                 .mark_down(failure.reason.clone(), failure.retry_after)
         {
-            warn!(upstream.url = %up.base, reason = %failure.reason, "upstream marked down; skipping it until a probe succeeds");
+            warn!(upstream.url = %up.display, reason = %failure.reason, "upstream marked down; skipping it until a probe succeeds");
             tokio::spawn(probe(Arc::downgrade(self), index));
         }
-        format!("{}: {}", up.base, failure.reason)
+        format!("{}: {}", up.display, failure.reason)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
@@ -450,7 +458,7 @@ impl Inner {
     ) -> Result<IndexFetch, Failure> {
         let url = format!("{}{}", up.base, path);
         let fetch = self
-            .conditional_get(&url, &up.base, validators, Some(path))
+            .conditional_get(&url, &up.display, validators, Some(path))
             .await?;
         if let IndexFetch::Modified { body, .. } = &fetch
             && !body.is_empty()
@@ -462,7 +470,10 @@ impl Inner {
             // the upstream down.
             return Err(Failure::bad_file(
                 path,
-                format!("{url} is not an index file (not lines of JSON objects)"),
+                format!(
+                    "{} is not an index file (not lines of JSON objects)",
+                    redact(&url)
+                ),
             ));
         }
         Ok(fetch)
@@ -530,6 +541,8 @@ impl Inner {
         let url = dl.render(name, vers, cksum);
         let response = self.send(self.client.get(&url)).await?;
         let file = format!("{name}-{vers}.crate");
+        // The template comes from upstream and may hold a signed URL.
+        let url = redact(&url);
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => {
@@ -624,7 +637,7 @@ impl Inner {
         Ok(Ok(Downloaded {
             size_bytes: size,
             bytes,
-            upstream: up.base.clone(),
+            upstream: up.display.clone(),
         }))
     }
 
@@ -682,11 +695,13 @@ impl Inner {
                 }
                 let body = self.read_limited(response, 1 << 20).await?;
                 let config: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|e| Failure::down(format!("{url} is not JSON: {e}")))?;
+                    .map_err(|e| Failure::down(format!("{} is not JSON: {e}", redact(&url))))?;
                 let dl = config
                     .get("dl")
                     .and_then(|v| v.as_str())
-                    .ok_or_else(|| Failure::down(format!("{url} has no `dl` field")))?;
+                    .ok_or_else(|| {
+                        Failure::down(format!("{} has no `dl` field", redact(&url)))
+                    })?;
                 Ok(DlTemplate::new(dl))
             })
             .await
@@ -720,7 +735,7 @@ async fn probe(inner: Weak<Inner>, index: usize) {
         );
         if ok {
             if up.health.mark_up() {
-                info!(upstream.url = %up.base, probe_ms = started.elapsed().as_millis() as u64, "upstream answers again; trying it first once more");
+                info!(upstream.url = %up.display, probe_ms = started.elapsed().as_millis() as u64, "upstream answers again; trying it first once more");
             }
             return;
         }
