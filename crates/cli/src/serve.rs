@@ -152,5 +152,8 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 
 /// URLs as they may be printed: without credentials.
 fn shown(urls: &[String]) -> String {
-    urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ")
+    urls.iter()
+        .map(|u| redact(u))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -627,8 +627,14 @@ mod tests {
         let defaults = CacheRegistry::default();
         assert_eq!(cache.client_miss_burst, defaults.client_miss_burst);
         assert_eq!(cache.client_misses_per_sec, defaults.client_misses_per_sec);
-        assert_eq!(cache.upstream_requests_per_sec, defaults.upstream_requests_per_sec);
-        assert_eq!(cache.upstream_max_concurrency, defaults.upstream_max_concurrency);
+        assert_eq!(
+            cache.upstream_requests_per_sec,
+            defaults.upstream_requests_per_sec
+        );
+        assert_eq!(
+            cache.upstream_max_concurrency,
+            defaults.upstream_max_concurrency
+        );
     }
 
     /// The example config's uncommented part plus the commented section

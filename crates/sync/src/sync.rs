@@ -37,7 +37,7 @@ use wharf_upstream::{
 
 use crate::{
     feed,
-    git::{GitError, GitIndex},
+    git::{GitError, GitHttp, GitIndex},
     selection::Selection,
 };
 
@@ -208,7 +208,6 @@ pub struct Mirror {
     feed_url: Option<String>,
     work_dir: PathBuf,
     signing_key: Option<PathBuf>,
-    user_agent: String,
     config_json: Bytes,
     concurrency: usize,
     /// One pass at a time in this process (the lock file covers others).
@@ -219,6 +218,8 @@ pub struct Mirror {
 struct GitRemote {
     url: String,
     dir: PathBuf,
+    /// Its requests' agent, timeout and limits.
+    http: GitHttp,
     clone: tokio::sync::Mutex<Option<Arc<GitIndex>>>,
 }
 
@@ -288,18 +289,25 @@ impl Mirror {
         Ok(Self {
             name: name.to_owned(),
             store,
-            upstreams,
+            upstreams: upstreams.clone(),
             selection: Selection::from_config(config)?,
             upstream_urls: config.upstreams.clone(),
             git: config.index_git.as_ref().map(|url| GitRemote {
                 url: url.clone(),
                 dir: work_dir.join("git"),
+                http: GitHttp {
+                    user_agent,
+                    timeout: config.upstream_timeout,
+                    before_request: {
+                        let upstreams = upstreams.clone();
+                        Arc::new(move || upstreams.before_own_request())
+                    },
+                },
                 clone: tokio::sync::Mutex::new(None),
             }),
             feed_url: config.feed_url.clone(),
             work_dir: work_dir.to_owned(),
             signing_key: config.signing_key.clone(),
-            user_agent,
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
             running: tokio::sync::Mutex::new(()),
@@ -519,15 +527,22 @@ impl Mirror {
     async fn fetch_git(&self, remote: &GitRemote) -> Result<(Arc<GitIndex>, ObjectId), SyncError> {
         let git_error = |e: GitError| SyncError::Git {
             url: redact(&remote.url),
-            message: redact_in(&e.to_string(), &remote.url),
+            message: redact_in(&describe_git(&*e), &remote.url),
         };
+        // The fetch holds one of the upstreams' concurrency slots while it
+        // runs; each of its requests takes its turn under the request rate.
+        let _slot = self
+            .upstreams
+            .own_slot()
+            .await
+            .map_err(|e| git_error(e.to_string().into()))?;
         let mut clone = remote.clone.lock().await;
         let index = match clone.as_ref() {
             Some(index) => Arc::clone(index),
             None => {
                 let (url, dir) = (remote.url.clone(), remote.dir.clone());
-                let agent = self.user_agent.clone();
-                let index = blocking(move || GitIndex::open_or_clone(&url, &dir, &agent))
+                let http = remote.http.clone();
+                let index = blocking(move || GitIndex::open_or_clone(&url, &dir, http))
                     .await
                     .map_err(git_error)?;
                 Arc::clone(clone.insert(Arc::new(index)))
@@ -1256,6 +1271,22 @@ fn count_lines(file: &[u8]) -> usize {
 }
 
 /// Runs blocking git work off the async threads.
+/// A gix error with its causes, each once (gix's own message is often just
+/// the outermost step, such as "Transport handshake failed").
+fn describe_git(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
 ) -> Result<T, GitError> {

@@ -8,4 +8,6 @@ mod set;
 pub use health::HealthReport;
 pub use limits::{ClientBudget, Limits};
 pub use redact::{redact, redact_in};
-pub use set::{Downloaded, FetchError, IndexFetch, UpstreamSet, UpstreamSettings, Validators};
+pub use set::{
+    Downloaded, FetchError, IndexFetch, Slot, UpstreamSet, UpstreamSettings, Validators,
+};

@@ -61,12 +61,9 @@ impl Gate {
     pub(crate) fn new(limits: &Limits) -> Self {
         let bytes = limits.bytes_per_sec.map(|rate| {
             // One second's worth of bytes may come at once.
-            let burst = NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX))
-                .unwrap_or(NonZeroU32::MIN);
-            (
-                RateLimiter::direct(quota(rate as f64, burst.get())),
-                burst,
-            )
+            let burst =
+                NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            (RateLimiter::direct(quota(rate as f64, burst.get())), burst)
         });
         Self {
             slots: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
@@ -97,15 +94,22 @@ impl Gate {
         loop {
             let wait = match self.requests.check() {
                 Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    not_until.wait_time_from(self.requests.clock().now())
-                }
+                Err(not_until) => not_until.wait_time_from(self.requests.clock().now()),
             };
             if self.max_wait.is_some_and(|max| wait > max) {
                 return Err(wait);
             }
             // Another request may take the cell first; then wait again.
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// [`Gate::request`] for a caller on a thread of its own (gix's HTTP
+    /// transport): blocks the thread until one more request may start.
+    pub(crate) fn request_blocking(&self) {
+        while let Err(not_until) = self.requests.check() {
+            let wait = not_until.wait_time_from(self.requests.clock().now());
+            std::thread::sleep(wait.max(Duration::from_millis(1)));
         }
     }
 
@@ -158,9 +162,9 @@ impl ClientBudget {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
-        self.limiter.check_key(&addr).map_err(|not_until| {
-            not_until.wait_time_from(self.limiter.clock().now())
-        })
+        self.limiter
+            .check_key(&addr)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 }
 

@@ -127,7 +127,9 @@ mod tests {
             "postgres://wharf:***@db/wharf?sslmode=require"
         );
         assert_eq!(
-            redact("https://h/f?token=secret&a=1&X-Amz-Signature=secret&Sig=secret&access_token=secret"),
+            redact(
+                "https://h/f?token=secret&a=1&X-Amz-Signature=secret&Sig=secret&access_token=secret"
+            ),
             "https://h/f?token=***&a=1&X-Amz-Signature=***&Sig=***&access_token=***"
         );
         assert_eq!(redact("https://h/a@b/c"), "https://h/a@b/c");
@@ -143,9 +145,7 @@ mod tests {
     fn a_url_inside_a_message_is_hidden_too() {
         use super::redact_in;
         let url = "https://u:secret@git.example/index?token=secret";
-        let message = format!(
-            "cannot fetch {url}: connection to u:secret@git.example refused"
-        );
+        let message = format!("cannot fetch {url}: connection to u:secret@git.example refused");
         let shown = redact_in(&message, url);
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("u:***@git.example"), "{shown}");

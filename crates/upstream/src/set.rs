@@ -114,6 +114,12 @@ pub enum FetchError {
     Busy(Duration),
 }
 
+/// One of the set's concurrency slots, taken by work that makes its own
+/// HTTP requests; given back when dropped.
+pub struct Slot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// The ordered upstreams of one registry. Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamSet {
@@ -228,9 +234,31 @@ impl UpstreamSet {
         })
     }
 
-    /// How many HTTP requests this set has sent (probes included).
+    /// How many HTTP requests this set has sent (probes included, and those
+    /// of work that makes its own, reported with [`Self::before_own_request`]).
     pub fn requests_made(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// A concurrency slot for work that makes its own HTTP requests (a git
+    /// fetch through gix), held for as long as the work runs.
+    pub async fn own_slot(&self) -> Result<Slot, FetchError> {
+        let permit = self
+            .inner
+            .slot()
+            .await
+            .map_err(|failure| FetchError::Busy(failure.busy.unwrap_or_default()))?;
+        Ok(Slot { _permit: permit })
+    }
+
+    /// Called by work that makes its own HTTP requests, before each one:
+    /// blocks the calling thread until the request rate lets it start, and
+    /// counts it. Not for async tasks: call it on a thread of its own.
+    pub fn before_own_request(&self) {
+        if let Some(gate) = &self.inner.gate {
+            gate.request_blocking();
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The state of every upstream, in order.
@@ -699,9 +727,7 @@ impl Inner {
                 let dl = config
                     .get("dl")
                     .and_then(|v| v.as_str())
-                    .ok_or_else(|| {
-                        Failure::down(format!("{} has no `dl` field", redact(&url)))
-                    })?;
+                    .ok_or_else(|| Failure::down(format!("{} has no `dl` field", redact(&url))))?;
                 Ok(DlTemplate::new(dl))
             })
             .await

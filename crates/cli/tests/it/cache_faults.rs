@@ -264,9 +264,16 @@ async fn random_missing_names_cannot_make_the_cache_hammer_its_upstream() {
     let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
     let not_found = statuses.iter().filter(|(s, _)| *s == 404).count();
     assert_eq!(refused.len() + not_found, 10_000, "only 404 or 429");
-    assert!(refused.len() >= 10_000 - allowed, "{} refused", refused.len());
     assert!(
-        refused.iter().all(|(_, r)| r.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|s| s >= 1)),
+        refused.len() >= 10_000 - allowed,
+        "{} refused",
+        refused.len()
+    );
+    assert!(
+        refused.iter().all(|(_, r)| r
+            .as_deref()
+            .and_then(|r| r.parse::<u64>().ok())
+            .is_some_and(|s| s >= 1)),
         "every 429 says when to come back"
     );
 
@@ -294,14 +301,15 @@ async fn random_missing_names_cannot_make_the_cache_hammer_its_upstream() {
         .unwrap();
     let counted = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("wharf_upstream_budget_refused_total{registry=\"crates-io\"} "))
+        .find_map(|l| {
+            l.strip_prefix("wharf_upstream_budget_refused_total{registry=\"crates-io\"} ")
+        })
         .and_then(|v| v.parse::<usize>().ok())
         .expect("the refusals are counted in /metrics");
     assert_eq!(counted, refused.len() + 1);
     let status = wharf.get_json("/status.json").await;
     assert_eq!(
-        status["registries"]["crates-io"]["counters"]["upstream_budget_refused"],
-        counted,
+        status["registries"]["crates-io"]["counters"]["upstream_budget_refused"], counted,
         "{status}"
     );
     wharf.stop().await;

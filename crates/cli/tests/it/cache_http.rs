@@ -247,7 +247,10 @@ async fn upstream_credentials_are_never_shown() {
         {
             break url.to_owned();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "wharf did not start: {text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "wharf did not start: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let client = reqwest::Client::new();
@@ -267,20 +270,35 @@ async fn upstream_credentials_are_never_shown() {
     upstream.set_fault(Target::Index, Fault::Status(429));
     let (status, error) = get(&format!("/crates-io/index/{}", sparse_path("other"))).await;
     assert_eq!(status, 502, "{error}");
-    assert!(error.contains("user:***@"), "the upstream is named: {error}");
+    assert!(
+        error.contains("user:***@"),
+        "the upstream is named: {error}"
+    );
 
     for path in ["/", "/status.json", "/metrics"] {
         let (status, body) = get(path).await;
         assert_eq!(status, 200, "{path}");
-        assert!(body.contains("user:***@"), "{path} shows the upstream: {body}");
-        assert!(!body.contains("secret"), "{path} shows the password: {body}");
+        assert!(
+            body.contains("user:***@"),
+            "{path} shows the upstream: {body}"
+        );
+        assert!(
+            !body.contains("secret"),
+            "{path} shows the password: {body}"
+        );
     }
     assert!(!error.contains("secret"), "{error}");
 
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("marked down"), "the failure is logged: {text}");
+    assert!(
+        text.contains("marked down"),
+        "the failure is logged: {text}"
+    );
     assert!(text.contains("user:***@"), "{text}");
-    assert!(!text.contains("secret"), "the output shows the password: {text}");
+    assert!(
+        !text.contains("secret"),
+        "the output shows the password: {text}"
+    );
 }
