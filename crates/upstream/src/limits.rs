@@ -209,7 +209,7 @@ mod tests {
         let gate = Gate::new(&limits(1.0, Some(Duration::from_millis(100))));
         gate.request().await.unwrap();
         let wait = gate.request().await.unwrap_err();
-        assert!(wait > Duration::from_millis(800), "{wait:?}");
+        assert!(wait > Duration::from_millis(100), "{wait:?}");
     }
 
     #[tokio::test]
@@ -232,7 +232,7 @@ mod tests {
             budget.take(a).unwrap();
         }
         let wait = budget.take(a).unwrap_err();
-        assert!(wait > Duration::from_millis(1500), "{wait:?}");
+        assert!(wait > Duration::from_millis(1000), "{wait:?}");
         budget.take(b).unwrap();
     }
 }

@@ -314,3 +314,52 @@ async fn random_missing_names_cannot_make_the_cache_hammer_its_upstream() {
     );
     wharf.stop().await;
 }
+
+/// Issue 13 (8): whatever the clients, a cache asks its upstreams no more
+/// than `upstream_requests_per_sec`: misses from many requests at once are
+/// spaced at the rate (and still answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_toward_the_upstream_are_spaced_at_the_registry_rate() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("known", "1.0.0").build()]).await;
+    let mut registry = cache(&[upstream.index_url()]);
+    registry.client_miss_burst = 0;
+    registry.upstream_requests_per_sec = 40.0;
+    let wharf = Wharf::start(registry).await;
+    let client = reqwest::Client::new();
+    let statuses: Vec<u16> = futures::stream::iter(0..80)
+        .map(|i| {
+            let client = client.clone();
+            let url = wharf.url(&format!(
+                "/crates-io/index/{}",
+                sparse_path(&format!("n-{i}"))
+            ));
+            async move { client.get(url).send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 404), "{statuses:?}");
+    let mut at: Vec<Instant> = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.kind == RequestKind::Index)
+        .map(|r| r.at)
+        .collect();
+    at.sort();
+    assert_eq!(at.len(), 80);
+    // Evenly spaced: 80 requests at 40/s span about two seconds, and no
+    // half second holds more than its share (plus one for the edges).
+    let span = *at.last().unwrap() - at[0];
+    assert!(
+        span >= Duration::from_millis(1800),
+        "80 requests in {span:?}"
+    );
+    for (i, first) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| **t - *first < Duration::from_millis(500))
+            .count();
+        assert!(within <= 21, "{within} requests within 500 ms");
+    }
+    wharf.stop().await;
+}
