@@ -448,3 +448,39 @@ async fn a_blackholed_git_index_fails_the_pass_within_the_timeout() {
         "{stderr}"
     );
 }
+
+/// Issue 13: the git index's requests are under the mirror's limits like
+/// every other request: at `max_requests_per_sec`, never in a burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_index_requests_are_spaced_at_the_request_rate() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("gr", "1.0.0").build()]).await;
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nmax_requests_per_sec = 4",
+            upstream.git_url()
+        ),
+    );
+    sync_ok(&config);
+    let mut at: Vec<std::time::Instant> = upstream.requests().iter().map(|r| r.at).collect();
+    at.sort();
+    let git = upstream.count(RequestKind::Git);
+    assert!(
+        git >= 2,
+        "a clone is a few requests: {:?}",
+        upstream.requests()
+    );
+    // 4 a second with a burst of one: 250 ms apart (a little less for
+    // the time a request takes to be logged).
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= std::time::Duration::from_millis(200),
+            "two requests {gap:?} apart: {:?}",
+            upstream.requests()
+        );
+    }
+}
