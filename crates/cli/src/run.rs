@@ -81,6 +81,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     .or(client.upstream_timeout)
                     .unwrap_or(Duration::from_secs(2)),
                 hedge_after: Some(Duration::from_millis(300)),
+                // The only client is this one command: a cold build of a
+                // large project must not meet a public cache's budget.
+                client_miss_burst: 0,
                 ..CacheRegistry::default()
             }),
         )]

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use tracing::{info, warn};
 use wharf_config::{Config, Registry};
 use wharf_server::AppState;
+use wharf_upstream::redact;
 
 use crate::ServeArgs;
 
@@ -48,7 +49,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
             Registry::Cache(cache) => writeln!(
                 out,
                 "  registry `{name}`: cache of {}, index revalidated after {}",
-                cache.upstreams.join(", "),
+                shown(&cache.upstreams),
                 humantime::format_duration(cache.index_ttl)
             ),
             Registry::Hosted(hosted) => writeln!(
@@ -59,7 +60,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
             Registry::Mirror(mirror) => writeln!(
                 out,
                 "  registry `{name}`: mirror of {}, {}",
-                mirror.upstreams.join(", "),
+                shown(&mirror.upstreams),
                 match mirror.sync_interval {
                     Some(interval) =>
                         format!("synced every {}", humantime::format_duration(interval)),
@@ -157,14 +158,10 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
     }
 }
 
-/// A database URL without its password, for printing.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
+/// URLs as they may be printed: without credentials.
+fn shown(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| redact(u))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

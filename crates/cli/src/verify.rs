@@ -372,6 +372,7 @@ pub(crate) fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
             max_concurrency: 4,
             requests_per_sec: 20.0,
             bytes_per_sec: None,
+            max_wait: None,
         }),
         hedge_after: None,
     })

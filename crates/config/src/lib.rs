@@ -375,6 +375,36 @@ pub struct CacheRegistry {
     /// What gets through to cargo: allow and deny rules, licences, approval.
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// At most this many requests to the upstreams at once; more wait.
+    #[serde(default = "default_upstream_max_concurrency")]
+    pub upstream_max_concurrency: usize,
+    /// At most this many requests to the upstreams per second; a request
+    /// that would wait more than a few seconds for its turn is answered 429.
+    #[serde(default = "default_upstream_requests_per_sec")]
+    pub upstream_requests_per_sec: f64,
+    /// How many fetches from upstream one client address may cause at once
+    /// by asking for what is not cached (index files and crate files not in
+    /// memory or storage, names not remembered as missing). Over it, the
+    /// answer is 429 with `Retry-After`. Hits and remembered 404s are never
+    /// counted. 0 turns the budget off.
+    #[serde(default = "default_client_miss_burst")]
+    pub client_miss_burst: u32,
+    /// How fast a client address's budget of misses refills, per second.
+    #[serde(default = "default_client_misses_per_sec")]
+    pub client_misses_per_sec: f64,
+}
+
+fn default_upstream_max_concurrency() -> usize {
+    32
+}
+fn default_upstream_requests_per_sec() -> f64 {
+    100.0
+}
+fn default_client_miss_burst() -> u32 {
+    1000
+}
+fn default_client_misses_per_sec() -> f64 {
+    10.0
 }
 
 impl Default for CacheRegistry {
@@ -389,6 +419,10 @@ impl Default for CacheRegistry {
             auth_required: false,
             database_url: None,
             policy: None,
+            upstream_max_concurrency: default_upstream_max_concurrency(),
+            upstream_requests_per_sec: default_upstream_requests_per_sec(),
+            client_miss_burst: default_client_miss_burst(),
+            client_misses_per_sec: default_client_misses_per_sec(),
         }
     }
 }
@@ -578,6 +612,15 @@ impl Config {
                             ("hedge_after", cache.hedge_after, true),
                         ],
                     )?;
+                    let positive = |x: f64| x.is_finite() && x > 0.0;
+                    if cache.upstream_max_concurrency == 0
+                        || !positive(cache.upstream_requests_per_sec)
+                        || (cache.client_miss_burst > 0 && !positive(cache.client_misses_per_sec))
+                    {
+                        return Err(ConfigError::Invalid(format!(
+                            "cache `{name}`: upstream_max_concurrency, upstream_requests_per_sec and client_misses_per_sec must be more than 0 (client_miss_burst = 0 turns the per-client budget off)"
+                        )));
+                    }
                 }
             }
             let database_url = match registry {
@@ -719,6 +762,17 @@ mod tests {
         assert_eq!(config.connections.idle_timeout, defaults.idle_timeout);
         assert_eq!(config.connections.body_timeout, defaults.body_timeout);
         assert!(config.trusted_proxies.is_empty());
+        let defaults = CacheRegistry::default();
+        assert_eq!(cache.client_miss_burst, defaults.client_miss_burst);
+        assert_eq!(cache.client_misses_per_sec, defaults.client_misses_per_sec);
+        assert_eq!(
+            cache.upstream_requests_per_sec,
+            defaults.upstream_requests_per_sec
+        );
+        assert_eq!(
+            cache.upstream_max_concurrency,
+            defaults.upstream_max_concurrency
+        );
     }
 
     #[test]

@@ -41,11 +41,14 @@ pub struct Metrics {
     pub crate_corrupt: Counter,
     /// Requests that failed because no upstream could serve them.
     pub upstream_failures: Counter,
+    /// Misses answered 429 instead of going upstream: the client address's
+    /// budget was spent, or the registry's limit toward its upstreams.
+    pub upstream_budget_refused: Counter,
 }
 
 impl Metrics {
     /// Every counter with its Prometheus name and help text.
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 10] {
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 11] {
         [
             (
                 "wharf_index_memory_hits_total",
@@ -96,6 +99,11 @@ impl Metrics {
                 "wharf_upstream_failures_total",
                 "Requests no upstream could serve.",
                 self.upstream_failures.get(),
+            ),
+            (
+                "wharf_upstream_budget_refused_total",
+                "Misses answered 429 instead of going upstream (a client's budget or the registry's limit).",
+                self.upstream_budget_refused.get(),
             ),
         ]
     }

@@ -7,20 +7,24 @@ use bytes::Bytes;
 use wharf_config::{Config, Registry as RegistryConfig, sparse_base};
 use wharf_index::RegistryConfig as ConfigJson;
 use wharf_storage::{BlobStore, FsStore};
-use wharf_upstream::{UpstreamSet, UpstreamSettings};
+use wharf_upstream::{Limits, UpstreamSet, UpstreamSettings};
 
 use wharf_index::{CrateName, IndexPath, Version};
 use wharf_sync::Mirror;
 
 use crate::{
     auth::{Gate, Principal, Throttle},
-    cache::{CrateFiles, IndexCache, Lookup},
+    cache::{CrateFiles, IndexCache, Lookup, MissBudget},
     error::ApiError,
     hosted::HostedRegistry,
     metrics::Metrics,
     mirror::MirrorRegistry,
     policy::PolicyGate,
 };
+
+/// The longest a cache's miss waits for its turn under the registry's limits
+/// toward its upstreams before it is answered 429 instead.
+const UPSTREAM_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `User-Agent` wharf sends upstream.
 pub const USER_AGENT: &str = concat!("wharf/", env!("CARGO_PKG_VERSION"));
@@ -45,10 +49,14 @@ impl Registry {
         }
     }
 
-    /// An index file.
-    pub async fn index_file(&self, path: &IndexPath) -> Result<Lookup, ApiError> {
+    /// An index file; what a cache must fetch for it is charged to `client`.
+    pub async fn index_file(
+        &self,
+        path: &IndexPath,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Lookup, ApiError> {
         match self {
-            Self::Cache(cache) => cache.index.get(path).await,
+            Self::Cache(cache) => cache.index.get(path, client).await,
             Self::Mirror(mirror) => mirror.index_file(path).await,
             Self::Hosted(hosted) => hosted.index_file(path).await,
         }
@@ -88,10 +96,15 @@ impl Registry {
         }
     }
 
-    /// A crate file.
-    pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
+    /// A crate file; what a cache must fetch for it is charged to `client`.
+    pub async fn crate_file(
+        &self,
+        krate: &CrateName,
+        vers: &Version,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Bytes, ApiError> {
         match self {
-            Self::Cache(cache) => cache.crates.get(krate, vers).await,
+            Self::Cache(cache) => cache.crates.get(krate, vers, client).await,
             Self::Mirror(mirror) => mirror.crate_file(krate, vers).await,
             Self::Hosted(hosted) => hosted.crate_file(krate, vers).await,
         }
@@ -254,11 +267,21 @@ impl AppState {
                         max_index_bytes: 64 << 20,
                         max_crate_bytes: 1 << 30,
                         keep_in_memory_bytes: 16 << 20,
-                        limits: None,
+                        limits: Some(Limits {
+                            max_concurrency: cache.upstream_max_concurrency,
+                            requests_per_sec: cache.upstream_requests_per_sec,
+                            bytes_per_sec: None,
+                            max_wait: Some(UPSTREAM_QUEUE_WAIT),
+                        }),
                         hedge_after: cache.hedge_after,
                     })
                     .map_err(anyhow::Error::msg)?;
                     let metrics = Arc::new(Metrics::default());
+                    let budget = Arc::new(MissBudget::new(
+                        cache.client_miss_burst,
+                        cache.client_misses_per_sec,
+                        metrics.clone(),
+                    ));
                     let index = Arc::new(IndexCache::new(
                         name,
                         store.clone(),
@@ -267,6 +290,7 @@ impl AppState {
                         cache.negative_ttl,
                         (config.memory_index_mb << 20) / share,
                         metrics.clone(),
+                        budget.clone(),
                     ));
                     let crates = Arc::new(CrateFiles::new(
                         name,
@@ -275,6 +299,7 @@ impl AppState {
                         index.clone(),
                         (config.memory_crates_mb << 20) / share,
                         metrics.clone(),
+                        budget,
                     ));
                     let mut config_json = ConfigJson::for_base(&format!("{public_url}/{name}"));
                     config_json.auth_required = cache.auth_required;

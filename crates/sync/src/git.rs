@@ -10,7 +10,11 @@
 //!
 //! Every function here blocks; the sync runs them in `spawn_blocking`.
 
-use std::{path::Path, sync::atomic::AtomicBool};
+use std::{
+    path::Path,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use gix::{ObjectId, remote::Direction};
 
@@ -31,16 +35,31 @@ pub struct Changed {
     pub blob: Option<ObjectId>,
 }
 
+/// How a clone talks HTTP to its remote: as politely, and with the same
+/// bounds, as every other request to the mirror's upstreams.
+#[derive(Clone)]
+pub struct GitHttp {
+    /// Sent with every request, naming the operator's contact.
+    pub user_agent: String,
+    /// Bound on connecting, on the wait for each response and on each read
+    /// of its body (reqwest's blocking client applies its timeout per read),
+    /// so a remote that stops answering fails the fetch instead of hanging it.
+    pub timeout: Duration,
+    /// Called before each HTTP request, on gix's own thread: counts it and
+    /// waits for its turn under the mirror's request rate.
+    pub before_request: Arc<dyn Fn() + Send + Sync>,
+}
+
 /// A bare clone of a git index.
 pub struct GitIndex {
     repo: gix::ThreadSafeRepository,
-    user_agent: String,
+    http: GitHttp,
 }
 
 impl GitIndex {
     /// Opens the clone in `dir`, or clones `url` there (bare, no checkout).
-    /// Every request to the remote says `user_agent`.
-    pub fn open_or_clone(url: &str, dir: &Path, user_agent: &str) -> Result<Self, GitError> {
+    /// Every request to the remote goes as `http` says.
+    pub fn open_or_clone(url: &str, dir: &Path, http: GitHttp) -> Result<Self, GitError> {
         if dir.join("HEAD").is_file() {
             // A pass killed mid-fetch leaves lock files that would fail every
             // later fetch. The sync's own lock file makes this process the
@@ -55,7 +74,7 @@ impl GitIndex {
             if same_url {
                 return Ok(Self {
                     repo: repo.into_sync(),
-                    user_agent: user_agent.to_owned(),
+                    http,
                 });
             }
             // The operator changed `index_git`: start a clone of the new one.
@@ -69,16 +88,16 @@ impl GitIndex {
         }
         std::fs::create_dir_all(dir)?;
         let interrupt = AtomicBool::new(false);
-        let agent = user_agent.to_owned();
+        let options = http.clone();
         let (repo, _) = gix::prepare_clone_bare(url, dir)?
             .configure_connection(move |connection| {
-                connection.set_transport_options(http_options(&agent, None));
+                connection.set_transport_options(http_options(&options, None));
                 Ok(())
             })
             .fetch_only(gix::progress::Discard, &interrupt)?;
         Ok(Self {
             repo: repo.into_sync(),
-            user_agent: user_agent.to_owned(),
+            http,
         })
     }
 
@@ -98,7 +117,7 @@ impl GitIndex {
                 .ok()
                 .flatten()
         });
-        connection.set_transport_options(http_options(&self.user_agent, configured));
+        connection.set_transport_options(http_options(&self.http, configured));
         let outcome = connection
             .prepare_fetch(gix::progress::Discard, Default::default())?
             .receive(gix::progress::Discard, &interrupt)?;
@@ -217,23 +236,31 @@ fn remove_stale_locks(dir: &Path) -> std::io::Result<()> {
 
 /// HTTP options for the transport: those the repository's configuration
 /// gives (`base`), with every request's `User-Agent` replaced by wharf's,
-/// which names the operator's contact. (gix's HTTP transport sends its own
-/// agent otherwise, whatever `http.userAgent` says.)
-fn http_options(user_agent: &str, base: Option<Box<dyn std::any::Any>>) -> Box<dyn std::any::Any> {
+/// which names the operator's contact (gix's HTTP transport sends its own
+/// agent otherwise, whatever `http.userAgent` says), every request counted
+/// under the mirror's limits, and the client's timeouts set to
+/// `upstream_timeout` (gix's own are a 20 s connect and reqwest's default).
+fn http_options(http: &GitHttp, base: Option<Box<dyn std::any::Any>>) -> Box<dyn std::any::Any> {
     use gix::protocol::transport::client::blocking_io::http;
     let mut options = base
         .and_then(|b| b.downcast::<http::Options>().ok())
         .map(|b| *b)
         .unwrap_or_default();
-    let agent = user_agent.to_owned();
+    options.connect_timeout = Some(http.timeout);
+    let agent = http.user_agent.clone();
+    let before_request = Arc::clone(&http.before_request);
+    let timeout = http.timeout;
     let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(builder.connect_timeout(timeout).timeout(timeout))
+        })),
         configure_request: Some(Box::new(move |request| {
+            before_request();
             if let Ok(value) = agent.parse() {
                 request.headers_mut().insert("user-agent", value);
             }
             Ok(())
         })),
-        ..Default::default()
     };
     options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
     Box::new(options)

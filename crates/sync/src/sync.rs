@@ -31,11 +31,13 @@ use tracing::{info, warn};
 use wharf_config::{MirrorRegistry, sparse_base};
 use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, same_registry_deps};
 use wharf_storage::{BlobKey, BlobStore, StoreError};
-use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators};
+use wharf_upstream::{
+    FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators, redact, redact_in,
+};
 
 use crate::{
     feed,
-    git::{GitError, GitIndex},
+    git::{GitError, GitHttp, GitIndex},
     selection::Selection,
 };
 
@@ -206,7 +208,6 @@ pub struct Mirror {
     feed_url: Option<String>,
     work_dir: PathBuf,
     signing_key: Option<PathBuf>,
-    user_agent: String,
     config_json: Bytes,
     concurrency: usize,
     /// One pass at a time in this process (the lock file covers others).
@@ -217,6 +218,8 @@ pub struct Mirror {
 struct GitRemote {
     url: String,
     dir: PathBuf,
+    /// Its requests' agent, timeout and limits.
+    http: GitHttp,
     clone: tokio::sync::Mutex<Option<Arc<GitIndex>>>,
 }
 
@@ -273,6 +276,7 @@ impl Mirror {
                 max_concurrency: config.max_concurrency,
                 requests_per_sec: config.max_requests_per_sec,
                 bytes_per_sec: config.max_bytes_per_sec,
+                max_wait: None,
             }),
             // One upstream after another: a sync never doubles its requests.
             hedge_after: None,
@@ -285,18 +289,25 @@ impl Mirror {
         Ok(Self {
             name: name.to_owned(),
             store,
-            upstreams,
+            upstreams: upstreams.clone(),
             selection: Selection::from_config(config)?,
             upstream_urls: config.upstreams.clone(),
             git: config.index_git.as_ref().map(|url| GitRemote {
                 url: url.clone(),
                 dir: work_dir.join("git"),
+                http: GitHttp {
+                    user_agent,
+                    timeout: config.upstream_timeout,
+                    before_request: {
+                        let upstreams = upstreams.clone();
+                        Arc::new(move || upstreams.before_own_request())
+                    },
+                },
                 clone: tokio::sync::Mutex::new(None),
             }),
             feed_url: config.feed_url.clone(),
             work_dir: work_dir.to_owned(),
             signing_key: config.signing_key.clone(),
-            user_agent,
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
             running: tokio::sync::Mutex::new(()),
@@ -515,16 +526,23 @@ impl Mirror {
     /// and the tree upstream's `HEAD` points at.
     async fn fetch_git(&self, remote: &GitRemote) -> Result<(Arc<GitIndex>, ObjectId), SyncError> {
         let git_error = |e: GitError| SyncError::Git {
-            url: remote.url.clone(),
-            message: e.to_string(),
+            url: redact(&remote.url),
+            message: redact_in(&describe_git(&*e), &remote.url),
         };
+        // The fetch holds one of the upstreams' concurrency slots while it
+        // runs; each of its requests takes its turn under the request rate.
+        let _slot = self
+            .upstreams
+            .own_slot()
+            .await
+            .map_err(|e| git_error(e.to_string().into()))?;
         let mut clone = remote.clone.lock().await;
         let index = match clone.as_ref() {
             Some(index) => Arc::clone(index),
             None => {
                 let (url, dir) = (remote.url.clone(), remote.dir.clone());
-                let agent = self.user_agent.clone();
-                let index = blocking(move || GitIndex::open_or_clone(&url, &dir, &agent))
+                let http = remote.http.clone();
+                let index = blocking(move || GitIndex::open_or_clone(&url, &dir, http))
                     .await
                     .map_err(git_error)?;
                 Arc::clone(clone.insert(Arc::new(index)))
@@ -535,7 +553,7 @@ impl Mirror {
             let index = Arc::clone(&index);
             blocking(move || index.fetch()).await.map_err(git_error)?
         };
-        info!(registry = %self.name, git.url = %remote.url, tree = %tree, duration_ms = started.elapsed().as_millis() as u64, "git index fetched");
+        info!(registry = %self.name, git.url = %redact(&remote.url), tree = %tree, duration_ms = started.elapsed().as_millis() as u64, "git index fetched");
         Ok((index, tree))
     }
 
@@ -559,9 +577,12 @@ impl Mirror {
             let index = Arc::clone(index);
             blocking(move || index.changes(old, new))
                 .await
-                .map_err(|e| SyncError::Git {
-                    url: self.git.as_ref().map_or(String::new(), |g| g.url.clone()),
-                    message: e.to_string(),
+                .map_err(|e| {
+                    let url = self.git.as_ref().map_or("", |g| g.url.as_str());
+                    SyncError::Git {
+                        url: redact(url),
+                        message: redact_in(&e.to_string(), url),
+                    }
                 })?
         };
         let mut delta = Delta::default();
@@ -651,15 +672,17 @@ impl Mirror {
         progress: &dyn Progress,
         summary: &mut Summary,
     ) -> Result<Delta, SyncError> {
-        let Some(url) = &self.feed_url else {
+        let Some(feed_url) = &self.feed_url else {
             return Err(SyncError::Unsupported(format!(
                 "mirror `{}` has no feed_url to poll",
                 self.name
             )));
         };
+        // Shown and logged without credentials.
+        let url = &redact(feed_url);
         let (body, validators) = match self
             .upstreams
-            .fetch_document(url, state.feed_validators.as_ref())
+            .fetch_document(feed_url, state.feed_validators.as_ref())
             .await
         {
             Ok(IndexFetch::Modified { body, validators }) => (body, validators),
@@ -1197,8 +1220,8 @@ impl Mirror {
             crates: summary.total_crates,
             versions: summary.total_versions,
             failures: summary.failures.len(),
-            upstreams: self.upstream_urls.clone(),
-            index_git: self.git.as_ref().map(|g| g.url.clone()),
+            upstreams: self.upstream_urls.iter().map(|u| redact(u)).collect(),
+            index_git: self.git.as_ref().map(|g| redact(&g.url)),
             cursor,
             generator: format!("wharf {}", env!("CARGO_PKG_VERSION")),
         };
@@ -1263,6 +1286,22 @@ fn count_lines(file: &[u8]) -> usize {
 }
 
 /// Runs blocking git work off the async threads.
+/// A gix error with its causes, each once (gix's own message is often just
+/// the outermost step, such as "Transport handshake failed").
+fn describe_git(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
 ) -> Result<T, GitError> {

@@ -10,10 +10,22 @@ use serde_json::json;
 /// The longest wait between two probes of a down upstream.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How many distinct files must fail (an answer that is not an index file, a
+/// 5xx) within [`FILE_FAILURE_WINDOW`] before the upstream is marked down.
+/// One bad file is that file's problem: asking for it again and again must
+/// not take every other name down with it.
+pub(crate) const FILE_FAILURES_TO_DOWN: usize = 3;
+
+/// The window in which failures of distinct files add up.
+pub(crate) const FILE_FAILURE_WINDOW: Duration = Duration::from_secs(30);
+
 /// Whether an upstream should be tried.
 #[derive(Debug)]
 pub(crate) struct Health {
     state: Mutex<State>,
+    /// Files that failed lately, each with when it last failed; at most
+    /// [`FILE_FAILURES_TO_DOWN`] of them.
+    failed_files: Mutex<Vec<(String, Instant)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,7 +42,7 @@ enum State {
 /// A snapshot of one upstream's state, for `/status.json`.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
-    /// The upstream's index base URL.
+    /// The upstream's index base URL, credentials hidden ([`crate::redact`]).
     pub url: String,
     /// Whether it is being tried.
     pub up: bool,
@@ -56,6 +68,23 @@ impl Health {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State::Up),
+            failed_files: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records that the file at `path` failed. Returns true when this makes
+    /// [`FILE_FAILURES_TO_DOWN`] distinct files within the window: the
+    /// upstream, not the file, is then failing, and the caller marks it down.
+    pub(crate) fn file_failed(&self, path: &str) -> bool {
+        let now = Instant::now();
+        let mut failed = self.failed_files.lock().unwrap_or_else(|e| e.into_inner());
+        failed.retain(|(p, at)| p != path && now.duration_since(*at) < FILE_FAILURE_WINDOW);
+        failed.push((path.to_owned(), now));
+        if failed.len() >= FILE_FAILURES_TO_DOWN {
+            failed.clear();
+            true
+        } else {
+            false
         }
     }
 
@@ -98,6 +127,10 @@ impl Health {
         let mut state = self.lock();
         let was_down = matches!(*state, State::Down { .. });
         *state = State::Up;
+        self.failed_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         was_down
     }
 
@@ -114,6 +147,7 @@ impl Health {
         Some(hold.map_or(backoff, |h| h.max(backoff)))
     }
 
+    /// A snapshot for `/status.json`; `url` is the display form (redacted).
     pub(crate) fn report(&self, url: &str) -> HealthReport {
         let state = self.lock().clone();
         match state {
@@ -133,5 +167,21 @@ impl Health {
                     .map(|d| d.as_secs()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_file_failing_again_and_again_is_not_the_upstream_failing() {
+        let health = Health::new();
+        for _ in 0..20 {
+            assert!(!health.file_failed("3/b/bad"));
+        }
+        assert!(!health.file_failed("an/ot/another"));
+        assert!(health.file_failed("th/ir/third"), "three distinct files");
+        assert!(!health.file_failed("3/b/bad"), "counting starts again");
     }
 }

@@ -2,8 +2,12 @@
 
 mod health;
 mod limits;
+mod redact;
 mod set;
 
 pub use health::HealthReport;
-pub use limits::Limits;
-pub use set::{Downloaded, FetchError, IndexFetch, UpstreamSet, UpstreamSettings, Validators};
+pub use limits::{ClientBudget, Limits};
+pub use redact::{redact, redact_in};
+pub use set::{
+    Downloaded, FetchError, IndexFetch, Slot, UpstreamSet, UpstreamSettings, Validators,
+};

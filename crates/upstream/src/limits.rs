@@ -1,12 +1,22 @@
-//! Politeness: a cap on concurrent requests and token buckets for requests
-//! and bytes per second, shared by every request of one upstream set.
+//! Politeness and budgets, with `governor`'s GCRA limiters: a cap on
+//! concurrent requests and rates of requests and bytes per second, shared by
+//! every request of one upstream set; and [`ClientBudget`], the misses one
+//! client address may send upstream.
 
-use std::{sync::Arc, time::Duration};
-
-use tokio::{
-    sync::{Mutex, OwnedSemaphorePermit, Semaphore},
-    time::Instant,
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
+
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits on what one upstream set asks of its upstreams.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,81 +27,152 @@ pub struct Limits {
     pub requests_per_sec: f64,
     /// At most this many body bytes per second; unlimited when `None`.
     pub bytes_per_sec: Option<u64>,
+    /// When a request would wait longer than this for a slot or for the
+    /// rate, it is refused instead ([`crate::FetchError::Busy`]): a cache
+    /// answers its client 429 rather than queueing without end. `None`:
+    /// always wait (a mirror's sync, which has nobody waiting on it).
+    pub max_wait: Option<Duration>,
 }
 
 /// The enforcement of [`Limits`].
 pub(crate) struct Gate {
     slots: Arc<Semaphore>,
-    requests: Bucket,
-    bytes: Option<Bucket>,
+    requests: DefaultDirectRateLimiter,
+    bytes: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    max_wait: Option<Duration>,
+}
+
+/// A quota of `rate` cells per second with a burst of `burst` cells.
+fn quota(rate: f64, burst: u32) -> Quota {
+    // Rates below one per hour, or not numbers, are read as one per hour: the
+    // configuration refuses them, so this only keeps the arithmetic safe.
+    let rate = if rate.is_finite() && rate > 1.0 / 3600.0 {
+        rate
+    } else {
+        1.0 / 3600.0
+    };
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
 impl Gate {
     pub(crate) fn new(limits: &Limits) -> Self {
+        let bytes = limits.bytes_per_sec.map(|rate| {
+            // One second's worth of bytes may come at once.
+            let burst =
+                NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            (RateLimiter::direct(quota(rate as f64, burst.get())), burst)
+        });
         Self {
             slots: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
             // A burst of one: requests are spaced evenly, so no window of one
             // second ever holds more than the rate (plus the one in flight).
-            requests: Bucket::new(limits.requests_per_sec, 1.0),
-            bytes: limits
-                .bytes_per_sec
-                .map(|rate| Bucket::new(rate as f64, rate as f64)),
+            requests: RateLimiter::direct(quota(limits.requests_per_sec, 1)),
+            bytes,
+            max_wait: limits.max_wait,
         }
     }
 
     /// Waits for a slot; the request holds it until the permit is dropped.
-    pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().acquire_owned().await.ok()
+    /// `Err(wait)` when none came within `max_wait`.
+    pub(crate) async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, Duration> {
+        let acquire = self.slots.clone().acquire_owned();
+        match self.max_wait {
+            None => Ok(acquire.await.ok()),
+            Some(max) => match tokio::time::timeout(max, acquire).await {
+                Ok(permit) => Ok(permit.ok()),
+                Err(_) => Err(max),
+            },
+        }
     }
 
-    /// Waits until one more request may start.
-    pub(crate) async fn request(&self) {
-        self.requests.take(1.0).await;
+    /// Waits until one more request may start. `Err(wait)` when that would
+    /// take longer than `max_wait`: nothing is taken from the rate then.
+    pub(crate) async fn request(&self) -> Result<(), Duration> {
+        loop {
+            let wait = match self.requests.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => not_until.wait_time_from(self.requests.clock().now()),
+            };
+            if self.max_wait.is_some_and(|max| wait > max) {
+                return Err(wait);
+            }
+            // Another request may take the cell first; then wait again.
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// [`Gate::request`] for a caller on a thread of its own (gix's HTTP
+    /// transport): blocks the thread until one more request may start.
+    pub(crate) fn request_blocking(&self) {
+        while let Err(not_until) = self.requests.check() {
+            let wait = not_until.wait_time_from(self.requests.clock().now());
+            std::thread::sleep(wait.max(Duration::from_millis(1)));
+        }
     }
 
     /// Accounts for `n` body bytes received, waiting when over the rate.
     pub(crate) async fn bytes(&self, n: usize) {
-        if let Some(bucket) = &self.bytes {
-            bucket.take(n as f64).await;
-        }
-    }
-}
-
-/// A token bucket that may go into debt: a taker waits until the debt is
-/// paid back at the refill rate.
-struct Bucket {
-    rate: f64,
-    capacity: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Bucket {
-    fn new(rate: f64, capacity: f64) -> Self {
-        Self {
-            rate,
-            capacity,
-            state: Mutex::new((capacity, Instant::now())),
-        }
-    }
-
-    async fn take(&self, n: f64) {
-        let wait = {
-            let mut state = self.state.lock().await;
-            let now = Instant::now();
-            let (tokens, last) = *state;
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate)
-                .min(self.capacity)
-                - n;
-            *state = (tokens, now);
-            if tokens >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-tokens / self.rate)
-            }
+        let Some((limiter, burst)) = &self.bytes else {
+            return;
         };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let mut left = u32::try_from(n).unwrap_or(u32::MAX);
+        // A chunk larger than a second's worth is taken in parts.
+        while let Some(part) = NonZeroU32::new(left.min(burst.get())) {
+            loop {
+                match limiter.check_n(part) {
+                    Ok(Ok(())) | Err(_) => break,
+                    Ok(Err(not_until)) => {
+                        let wait = not_until.wait_time_from(limiter.clock().now());
+                        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                    }
+                }
+            }
+            left -= part.get();
         }
+    }
+}
+
+/// How many misses each client address may send upstream: a burst, then a
+/// steady rate. Keyed by address, so one client's flood of made-up names
+/// spends its own budget and nobody else's.
+pub struct ClientBudget {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicU64,
+}
+
+impl ClientBudget {
+    /// A budget of `burst` misses per address, refilled at `per_sec`.
+    pub fn new(burst: u32, per_sec: f64) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(quota(per_sec, burst)),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one miss from `addr`'s budget. `Err(wait)` when it is spent:
+    /// the time until the next miss would be allowed.
+    pub fn take(&self, addr: IpAddr) -> Result<(), Duration> {
+        // Addresses whose budget is full again hold no state worth keeping;
+        // forget them now and then, so a scan of many addresses costs no
+        // lasting memory.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter
+            .check_key(&addr)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+}
+
+impl std::fmt::Debug for ClientBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBudget")
+            .field("addresses", &self.limiter.len())
+            .finish()
     }
 }
 
@@ -99,22 +180,59 @@ impl Bucket {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn requests_are_spaced_at_the_rate() {
-        let gate = Gate::new(&Limits {
+    fn limits(requests_per_sec: f64, max_wait: Option<Duration>) -> Limits {
+        Limits {
             max_concurrency: 4,
-            requests_per_sec: 10.0,
+            requests_per_sec,
             bytes_per_sec: None,
-        });
-        let started = tokio::time::Instant::now();
-        for _ in 0..21 {
-            gate.request().await;
+            max_wait,
         }
-        // One free token, then 20 at 10/s.
+    }
+
+    #[tokio::test]
+    async fn requests_are_spaced_at_the_rate() {
+        let gate = Gate::new(&limits(40.0, None));
+        let started = std::time::Instant::now();
+        for _ in 0..21 {
+            gate.request().await.unwrap();
+        }
+        // One free cell, then 20 at 40/s.
         assert!(
-            started.elapsed() >= Duration::from_millis(1900),
+            started.elapsed() >= Duration::from_millis(480),
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_would_wait_too_long_is_refused() {
+        let gate = Gate::new(&limits(1.0, Some(Duration::from_millis(100))));
+        gate.request().await.unwrap();
+        let wait = gate.request().await.unwrap_err();
+        assert!(wait > Duration::from_millis(100), "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn bytes_over_a_second_s_worth_are_taken_in_parts() {
+        let gate = Gate::new(&Limits {
+            bytes_per_sec: Some(1000),
+            ..limits(100.0, None)
+        });
+        let started = std::time::Instant::now();
+        gate.bytes(2500).await;
+        assert!(started.elapsed() >= Duration::from_millis(1400));
+    }
+
+    #[test]
+    fn each_address_has_its_own_budget() {
+        let budget = ClientBudget::new(3, 0.5);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..3 {
+            budget.take(a).unwrap();
+        }
+        let wait = budget.take(a).unwrap_err();
+        assert!(wait > Duration::from_millis(1000), "{wait:?}");
+        budget.take(b).unwrap();
     }
 }

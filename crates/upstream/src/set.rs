@@ -20,6 +20,7 @@ use wharf_storage::{BlobKey, BlobStore, StoreError};
 use crate::{
     health::{Health, HealthReport},
     limits::{Gate, Limits},
+    redact,
 };
 
 /// How an [`UpstreamSet`] behaves.
@@ -53,7 +54,8 @@ pub struct UpstreamSettings {
 /// back to the upstream that issued them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validators {
-    /// The base URL of the upstream that answered.
+    /// The base URL of the upstream that answered, as shown ([`redact`]ed:
+    /// validators are stored, and secrets must not be).
     pub upstream: String,
     /// Its `ETag`, if any.
     pub etag: Option<String>,
@@ -87,7 +89,7 @@ pub struct Downloaded {
     pub size_bytes: u64,
     /// Its bytes, when its size was known and small enough to hold in memory.
     pub bytes: Option<Bytes>,
-    /// The base URL of the upstream it came from.
+    /// The base URL of the upstream it came from, as shown ([`redact`]ed).
     pub upstream: String,
 }
 
@@ -106,6 +108,16 @@ pub enum FetchError {
     /// Storing the download failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// wharf's own limits on requests to its upstreams (concurrency, rate)
+    /// would have made this wait longer than it may; nothing was asked.
+    #[error("this registry's limit on requests to its upstreams is reached; try again in {}s", .0.as_secs().max(1))]
+    Busy(Duration),
+}
+
+/// One of the set's concurrency slots, taken by work that makes its own
+/// HTTP requests; given back when dropped.
+pub struct Slot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The ordered upstreams of one registry. Cheap to clone.
@@ -124,6 +136,9 @@ struct Inner {
 
 struct Upstream {
     base: String,
+    /// `base` as it may be shown and logged: without credentials. Every
+    /// message and report uses this, never `base`.
+    display: String,
     health: Health,
     /// The `dl` template from the upstream's `config.json`, learned once.
     dl: OnceCell<DlTemplate>,
@@ -132,25 +147,57 @@ struct Upstream {
 /// What went wrong with one attempt.
 struct Failure {
     reason: String,
-    /// Whether the upstream itself is failing (mark it down) rather than
-    /// answering badly for this one file.
-    upstream_down: bool,
+    /// Whose failure it is: that decides whether the upstream is marked down.
+    blame: Blame,
     retry_after: Option<Duration>,
+    /// wharf's own limits refused the attempt; it never reached upstream.
+    busy: Option<Duration>,
+}
+
+/// Whose failure an attempt's is.
+enum Blame {
+    /// The upstream's as a whole (no connection, reset, timeout, 429, a bad
+    /// `config.json`): mark it down at once.
+    Upstream,
+    /// One file's (an answer that is not an index file, a 5xx): it counts
+    /// toward marking the upstream down only when files at distinct paths
+    /// fail within a window (`health::FILE_FAILURES_TO_DOWN`).
+    File(String),
+    /// Nobody upstream's (storage, size limits, wharf's own limits).
+    Nobody,
 }
 
 impl Failure {
     fn down(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
-            upstream_down: true,
+            blame: Blame::Upstream,
             retry_after: None,
+            busy: None,
         }
     }
     fn file(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
-            upstream_down: false,
+            blame: Blame::Nobody,
             retry_after: None,
+            busy: None,
+        }
+    }
+    fn bad_file(path: &str, reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            blame: Blame::File(path.to_owned()),
+            retry_after: None,
+            busy: None,
+        }
+    }
+    fn busy(wait: Duration) -> Self {
+        Self {
+            reason: "this registry's limit on requests to its upstreams is reached".to_owned(),
+            blame: Blame::Nobody,
+            retry_after: None,
+            busy: Some(wait),
         }
     }
 }
@@ -170,6 +217,7 @@ impl UpstreamSet {
             .iter()
             .map(|base| Upstream {
                 base: base.clone(),
+                display: redact(base),
                 health: Health::new(),
                 dl: OnceCell::new(),
             })
@@ -186,9 +234,31 @@ impl UpstreamSet {
         })
     }
 
-    /// How many HTTP requests this set has sent (probes included).
+    /// How many HTTP requests this set has sent (probes included, and those
+    /// of work that makes its own, reported with [`Self::before_own_request`]).
     pub fn requests_made(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// A concurrency slot for work that makes its own HTTP requests (a git
+    /// fetch through gix), held for as long as the work runs.
+    pub async fn own_slot(&self) -> Result<Slot, FetchError> {
+        let permit = self
+            .inner
+            .slot()
+            .await
+            .map_err(|failure| FetchError::Busy(failure.busy.unwrap_or_default()))?;
+        Ok(Slot { _permit: permit })
+    }
+
+    /// Called by work that makes its own HTTP requests, before each one:
+    /// blocks the calling thread until the request rate lets it start, and
+    /// counts it. Not for async tasks: call it on a thread of its own.
+    pub fn before_own_request(&self) {
+        if let Some(gate) = &self.inner.gate {
+            gate.request_blocking();
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The state of every upstream, in order.
@@ -196,7 +266,7 @@ impl UpstreamSet {
         self.inner
             .upstreams
             .iter()
-            .map(|u| u.health.report(&u.base))
+            .map(|u| u.health.report(&u.display))
             .collect()
     }
 
@@ -219,7 +289,7 @@ impl UpstreamSet {
             return self.fetch_in_turn(&up, path, validators, failures).await;
         }
         // The first upstream alone for `hedge_after`; then the others too.
-        let own = |i: usize| validators.filter(|v| v.upstream == self.inner.upstreams[i].base);
+        let own = |i: usize| validators.filter(|v| v.upstream == self.inner.upstreams[i].display);
         let first_try =
             self.inner
                 .fetch_index_once(&self.inner.upstreams[*first], path, own(*first));
@@ -228,6 +298,7 @@ impl UpstreamSet {
             result = &mut first_try => {
                 match result {
                     Ok(fetch) => return Ok(fetch),
+                    Err(Failure { busy: Some(wait), .. }) => return Err(FetchError::Busy(wait)),
                     Err(failure) => failures.push(self.inner.record(*first, failure)),
                 }
                 return self.fetch_in_turn(rest, path, validators, failures).await;
@@ -281,9 +352,13 @@ impl UpstreamSet {
             if !up.health.is_up() {
                 continue;
             }
-            let own = validators.filter(|v| v.upstream == up.base);
+            let own = validators.filter(|v| v.upstream == up.display);
             match self.inner.fetch_index_once(up, path, own).await {
                 Ok(fetch) => return Ok(fetch),
+                // The limits are the set's: the next upstream would wait as long.
+                Err(Failure {
+                    busy: Some(wait), ..
+                }) => return Err(FetchError::Busy(wait)),
                 Err(failure) => failures.push(self.inner.record(i, failure)),
             }
         }
@@ -300,9 +375,11 @@ impl UpstreamSet {
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, FetchError> {
         self.inner
-            .conditional_get(url, url, validators)
+            .conditional_get(url, &redact(url), validators, None)
             .await
-            .map_err(|failure| FetchError::Unavailable(format!("{url}: {}", failure.reason)))
+            .map_err(|failure| {
+                FetchError::Unavailable(format!("{}: {}", redact(url), failure.reason))
+            })
     }
 
     /// Downloads a crate file into `store` under `key`, verified against
@@ -330,10 +407,13 @@ impl UpstreamSet {
             {
                 Ok(Ok(done)) => return Ok(done),
                 Ok(Err(Outcome::Corrupt(message))) => {
-                    warn!(krate.name = name, krate.vers = vers, upstream.url = %up.base, "{message}");
+                    warn!(krate.name = name, krate.vers = vers, upstream.url = %up.display, "{message}");
                     corrupt = Some(message);
                 }
                 Ok(Err(Outcome::Missing(message))) => missing = Some(message),
+                Err(Failure {
+                    busy: Some(wait), ..
+                }) => return Err(FetchError::Busy(wait)),
                 Err(failure) => failures.push(self.inner.record(i, failure)),
             }
         }
@@ -366,20 +446,25 @@ impl Inner {
     /// the upstream's, starts its prober, and returns a line for the summary.
     fn record(self: &Arc<Self>, index: usize, failure: Failure) -> String {
         let up = &self.upstreams[index];
-        if failure.upstream_down
+        let down = match &failure.blame {
+            Blame::Upstream => true,
+            Blame::File(path) => up.health.file_failed(path),
+            Blame::Nobody => false,
+        };
+        if down
             && up
                 .health
                 .mark_down(failure.reason.clone(), failure.retry_after)
         {
-            warn!(upstream.url = %up.base, reason = %failure.reason, "upstream marked down; skipping it until a probe succeeds");
+            warn!(upstream.url = %up.display, reason = %failure.reason, "upstream marked down; skipping it until a probe succeeds");
             tokio::spawn(probe(Arc::downgrade(self), index));
         }
-        format!("{}: {}", up.base, failure.reason)
+        format!("{}: {}", up.display, failure.reason)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
         if let Some(gate) = &self.gate {
-            gate.request().await;
+            gate.request().await.map_err(Failure::busy)?;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings.timeout;
@@ -400,29 +485,40 @@ impl Inner {
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, Failure> {
         let url = format!("{}{}", up.base, path);
-        let fetch = self.conditional_get(&url, &up.base, validators).await?;
+        let fetch = self
+            .conditional_get(&url, &up.display, validators, Some(path))
+            .await?;
         if let IndexFetch::Modified { body, .. } = &fetch
             && !body.is_empty()
             && !is_well_formed(body)
         {
             // An HTML error page from a proxy, or a cut file, must not
             // replace a good copy: refuse it and try the next upstream.
-            return Err(Failure::down(format!(
-                "{url} is not an index file (not lines of JSON objects)"
-            )));
+            // It is this file's failure; only several files failing mark
+            // the upstream down.
+            return Err(Failure::bad_file(
+                path,
+                format!(
+                    "{} is not an index file (not lines of JSON objects)",
+                    redact(&url)
+                ),
+            ));
         }
         Ok(fetch)
     }
 
     /// A GET of `url` made conditional by `validators`, under the limits.
     /// The validators it returns are labelled `label`.
+    /// `path` names the file, so that its failures count as the file's;
+    /// `None` for a document that is not an index file.
     async fn conditional_get(
         &self,
         url: &str,
         label: &str,
         validators: Option<&Validators>,
+        path: Option<&str>,
     ) -> Result<IndexFetch, Failure> {
-        let _slot = self.slot().await;
+        let _slot = self.slot().await?;
         let mut request = self.client.get(url);
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
@@ -455,7 +551,7 @@ impl Inner {
             StatusCode::NOT_FOUND
             | StatusCode::GONE
             | StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => Ok(IndexFetch::NotFound),
-            other => Err(status_failure(other, response.headers())),
+            other => Err(status_failure(other, response.headers(), path)),
         }
     }
 
@@ -468,10 +564,13 @@ impl Inner {
         store: &dyn BlobStore,
         key: &BlobKey,
     ) -> Result<Result<Downloaded, Outcome>, Failure> {
-        let _slot = self.slot().await;
+        let _slot = self.slot().await?;
         let dl = self.dl_template(up).await?;
         let url = dl.render(name, vers, cksum);
         let response = self.send(self.client.get(&url)).await?;
+        let file = format!("{name}-{vers}.crate");
+        // The template comes from upstream and may hold a signed URL.
+        let url = redact(&url);
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::FORBIDDEN => {
@@ -480,7 +579,7 @@ impl Inner {
                     response.status()
                 ))));
             }
-            other => return Err(status_failure(other, response.headers())),
+            other => return Err(status_failure(other, response.headers(), Some(&file))),
         }
         if let Some(len) = response.content_length()
             && len > self.settings.max_crate_bytes
@@ -566,15 +665,15 @@ impl Inner {
         Ok(Ok(Downloaded {
             size_bytes: size,
             bytes,
-            upstream: up.base.clone(),
+            upstream: up.display.clone(),
         }))
     }
 
     /// Waits for a concurrency slot when limits apply.
-    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    async fn slot(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Failure> {
         match &self.gate {
-            Some(gate) => gate.slot().await,
-            None => None,
+            Some(gate) => gate.slot().await.map_err(Failure::busy),
+            None => Ok(None),
         }
     }
 
@@ -620,15 +719,15 @@ impl Inner {
                 let url = format!("{}config.json", up.base);
                 let response = self.send(self.client.get(&url)).await?;
                 if response.status() != StatusCode::OK {
-                    return Err(status_failure(response.status(), response.headers()));
+                    return Err(status_failure(response.status(), response.headers(), None));
                 }
                 let body = self.read_limited(response, 1 << 20).await?;
                 let config: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|e| Failure::down(format!("{url} is not JSON: {e}")))?;
+                    .map_err(|e| Failure::down(format!("{} is not JSON: {e}", redact(&url))))?;
                 let dl = config
                     .get("dl")
                     .and_then(|v| v.as_str())
-                    .ok_or_else(|| Failure::down(format!("{url} has no `dl` field")))?;
+                    .ok_or_else(|| Failure::down(format!("{} has no `dl` field", redact(&url))))?;
                 Ok(DlTemplate::new(dl))
             })
             .await
@@ -662,7 +761,7 @@ async fn probe(inner: Weak<Inner>, index: usize) {
         );
         if ok {
             if up.health.mark_up() {
-                info!(upstream.url = %up.base, probe_ms = started.elapsed().as_millis() as u64, "upstream answers again; trying it first once more");
+                info!(upstream.url = %up.display, probe_ms = started.elapsed().as_millis() as u64, "upstream answers again; trying it first once more");
             }
             return;
         }
@@ -684,7 +783,9 @@ fn validators_of(base: &str, headers: &HeaderMap) -> Validators {
     }
 }
 
-fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
+/// The failure an unexpected status is. `path` names the file asked for;
+/// `None` for `config.json`, whose failure is always the upstream's.
+fn status_failure(status: StatusCode, headers: &HeaderMap, path: Option<&str>) -> Failure {
     let retry_after = headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -699,11 +800,19 @@ fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
                         .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
                 })
         });
-    let failing = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+    // 429 is about everything wharf asks; a 5xx for one file may be that
+    // file's (a broken object behind a CDN) and counts as the file's.
+    let blame = match path {
+        _ if status == StatusCode::TOO_MANY_REQUESTS => Blame::Upstream,
+        None if status.is_server_error() => Blame::Upstream,
+        Some(path) if status.is_server_error() => Blame::File(path.to_owned()),
+        _ => Blame::Nobody,
+    };
     Failure {
         reason: format!("answered {status}"),
-        upstream_down: failing,
+        blame,
         retry_after,
+        busy: None,
     }
 }
 

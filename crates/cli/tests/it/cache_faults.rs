@@ -1,10 +1,12 @@
-//! Upstream faults: corrupt bytes, a dead primary, a crowd of misses.
+//! Upstream faults: corrupt bytes, a dead primary, a crowd of misses, one
+//! bad file, a flood of made-up names.
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use wharf_test_support::{
     cargo::CargoProject,
-    fixture::{CrateBuilder, graph},
+    fixture::{CrateBuilder, graph, sparse_path},
     upstream::{Blackhole, FakeUpstream, Fault, RequestKind, Target},
 };
 
@@ -148,8 +150,6 @@ async fn broken_primary_responses_fall_over_to_the_secondary() {
 /// (an HTML error page from a proxy) is skipped, and nothing bad is cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_that_is_not_json_lines_is_refused() {
-    use wharf_test_support::fixture::sparse_path;
-
     let krate = CrateBuilder::new("garbled", "1.0.0").build();
     let primary = FakeUpstream::start([krate.clone()]).await;
     let secondary = FakeUpstream::start([krate.clone()]).await;
@@ -159,5 +159,207 @@ async fn an_index_that_is_not_json_lines_is_refused() {
     let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert_eq!(body, krate.index_line() + "\n");
     assert_eq!(primary.count(RequestKind::Index), 1);
+    wharf.stop().await;
+}
+
+/// Issue 13 (7): one index file that upstream answers with an HTML page is
+/// that file's problem. Asked for again and again while other names are
+/// looked up, it must not mark the upstream down: every other missing name
+/// answers 404 and every existing one 200, never 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_index_file_does_not_take_the_upstream_down() {
+    let mut crates = vec![CrateBuilder::new("bad", "1.0.0").build()];
+    crates.extend((0..20).map(|i| CrateBuilder::new(&format!("good-{i}"), "1.0.0").build()));
+    let upstream = FakeUpstream::start(crates).await;
+    upstream.set_fault(
+        Target::Path(format!("/index/{}", sparse_path("bad"))),
+        Fault::Html,
+    );
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let client = reqwest::Client::new();
+    let status = |name: String| {
+        let url = wharf.url(&format!("/crates-io/index/{}", sparse_path(&name)));
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let mut wrong = Vec::new();
+    for i in 0..40 {
+        let bad = status("bad".to_owned()).await;
+        assert_eq!(bad, 502, "the bad file itself cannot be served");
+        let missing = format!("missing-{i}");
+        let got = status(missing.clone()).await;
+        if got != 404 {
+            wrong.push((missing, got));
+        }
+        if i < 20 {
+            let good = format!("good-{i}");
+            let got = status(good.clone()).await;
+            if got != 200 {
+                wrong.push((good, got));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "other names failed: {wrong:?}");
+    let status = wharf.get_json("/status.json").await;
+    assert_eq!(
+        status["registries"]["crates-io"]["upstreams"][0]["up"], true,
+        "{status}"
+    );
+    wharf.stop().await;
+}
+
+/// Issue 13 (8): 10,000 distinct made-up names from one address make no
+/// more upstream requests than the address's budget of misses allows; the
+/// rest are answered 429 with `Retry-After` and counted; hits and
+/// remembered 404s are never limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_missing_names_cannot_make_the_cache_hammer_its_upstream() {
+    let known = CrateBuilder::new("known", "1.0.0").build();
+    let upstream = FakeUpstream::start([known.clone()]).await;
+    let mut registry = cache(&[upstream.index_url()]);
+    registry.client_miss_burst = 20;
+    registry.client_misses_per_sec = 2.0;
+    let wharf = Wharf::start(registry).await;
+    let client = reqwest::Client::new();
+    let index = |name: &str| wharf.url(&format!("/crates-io/index/{}", sparse_path(name)));
+
+    // Within the budget: a name that exists and one that does not.
+    let started = Instant::now();
+    let response = client.get(index("known")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client.get(index("nothere")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    // A cheap generator of distinct names that look random.
+    let names: Vec<String> = (0u64..10_000)
+        .map(|i| {
+            let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+            format!("r{x:016x}-{i}")
+        })
+        .collect();
+    let statuses: Vec<(u16, Option<String>)> = futures::stream::iter(names)
+        .map(|name| {
+            let client = client.clone();
+            let url = index(&name);
+            async move {
+                let response = client.get(url).send().await.unwrap();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (response.status().as_u16(), retry_after)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let asked = upstream.count(RequestKind::Index);
+    // The burst, what refilled meanwhile, and one for rounding.
+    let allowed = 20 + (2.0 * elapsed.as_secs_f64()).ceil() as usize + 1;
+    assert!(
+        asked <= allowed,
+        "{asked} upstream index requests in {elapsed:?}; the budget allows {allowed}"
+    );
+    let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    let not_found = statuses.iter().filter(|(s, _)| *s == 404).count();
+    assert_eq!(refused.len() + not_found, 10_000, "only 404 or 429");
+    assert!(
+        refused.len() >= 10_000 - allowed,
+        "{} refused",
+        refused.len()
+    );
+    assert!(
+        refused.iter().all(|(_, r)| r
+            .as_deref()
+            .and_then(|r| r.parse::<u64>().ok())
+            .is_some_and(|s| s >= 1)),
+        "every 429 says when to come back"
+    );
+
+    // Over budget, the cargo-shaped error says what happened.
+    let response = client.get(index("one-more-name")).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let detail = body["errors"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("too many requests"), "{detail}");
+
+    // Hits and remembered 404s are not limited, even now.
+    let response = client.get(index("known")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client.get(index("nothere")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(upstream.count(RequestKind::Index) <= asked + 1);
+
+    let metrics = client
+        .get(wharf.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("wharf_upstream_budget_refused_total{registry=\"crates-io\"} ")
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .expect("the refusals are counted in /metrics");
+    assert_eq!(counted, refused.len() + 1);
+    let status = wharf.get_json("/status.json").await;
+    assert_eq!(
+        status["registries"]["crates-io"]["counters"]["upstream_budget_refused"], counted,
+        "{status}"
+    );
+    wharf.stop().await;
+}
+
+/// Issue 13 (8): whatever the clients, a cache asks its upstreams no more
+/// than `upstream_requests_per_sec`: misses from many requests at once are
+/// spaced at the rate (and still answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_toward_the_upstream_are_spaced_at_the_registry_rate() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("known", "1.0.0").build()]).await;
+    let mut registry = cache(&[upstream.index_url()]);
+    registry.client_miss_burst = 0;
+    registry.upstream_requests_per_sec = 40.0;
+    let wharf = Wharf::start(registry).await;
+    let client = reqwest::Client::new();
+    let statuses: Vec<u16> = futures::stream::iter(0..80)
+        .map(|i| {
+            let client = client.clone();
+            let url = wharf.url(&format!(
+                "/crates-io/index/{}",
+                sparse_path(&format!("n-{i}"))
+            ));
+            async move { client.get(url).send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 404), "{statuses:?}");
+    let mut at: Vec<Instant> = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.kind == RequestKind::Index)
+        .map(|r| r.at)
+        .collect();
+    at.sort();
+    assert_eq!(at.len(), 80);
+    // Evenly spaced: 80 requests at 40/s span about two seconds, and no
+    // half second holds more than its share (plus one for the edges).
+    let span = *at.last().unwrap() - at[0];
+    assert!(
+        span >= Duration::from_millis(1800),
+        "80 requests in {span:?}"
+    );
+    for (i, first) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| **t - *first < Duration::from_millis(500))
+            .count();
+        assert!(within <= 21, "{within} requests within 500 ms");
+    }
     wharf.stop().await;
 }

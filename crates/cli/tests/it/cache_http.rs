@@ -201,3 +201,104 @@ async fn health_status_metrics_and_dashboard_answer() {
     }
     wharf.stop().await;
 }
+
+/// Issue 13 (2): an upstream URL with credentials (`user:secret@`) is used,
+/// but shown nowhere: not on `/`, `/status.json`, `/metrics`, in an error
+/// answered to cargo, nor in the real binary's output at start and when
+/// the upstream fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_credentials_are_never_shown() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    use wharf_test_support::upstream::{Fault, Target};
+
+    let upstream = FakeUpstream::start([CrateBuilder::new("solo", "1.0.0").build()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"sparse+http://user:secret@{}/index/\"]\nupstream_timeout = \"2s\"\n",
+            dir.path().join("d").display(),
+            upstream.addr()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("wharf.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("WHARF_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its first line names the URL it serves at.
+    let started = Instant::now();
+    let base = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(url) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("wharf "))
+            .and_then(|rest| rest.split_whitespace().nth(2))
+            && text.contains("registry = \"sparse+")
+        {
+            break url.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "wharf did not start: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // The credentials work (the fake upstream takes any), and are used.
+    let (status, _) = get(&format!("/crates-io/index/{}", sparse_path("solo"))).await;
+    assert_eq!(status, 200);
+    // Then the upstream fails: the error cargo gets, and the log, name it.
+    upstream.set_fault(Target::Index, Fault::Status(429));
+    let (status, error) = get(&format!("/crates-io/index/{}", sparse_path("other"))).await;
+    assert_eq!(status, 502, "{error}");
+    assert!(
+        error.contains("user:***@"),
+        "the upstream is named: {error}"
+    );
+
+    for path in ["/", "/status.json", "/metrics"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            body.contains("user:***@"),
+            "{path} shows the upstream: {body}"
+        );
+        assert!(
+            !body.contains("secret"),
+            "{path} shows the password: {body}"
+        );
+    }
+    assert!(!error.contains("secret"), "{error}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("marked down"),
+        "the failure is logged: {text}"
+    );
+    assert!(text.contains("user:***@"), "{text}");
+    assert!(
+        !text.contains("secret"),
+        "the output shows the password: {text}"
+    );
+}

@@ -7,7 +7,7 @@ use wharf_config::Config;
 use wharf_test_support::{
     cargo::CargoProject,
     fixture::{CrateBuilder, FixtureCrate, sparse_path},
-    upstream::{FakeUpstream, Fault, RequestKind, Target},
+    upstream::{Blackhole, FakeUpstream, Fault, RequestKind, Target},
 };
 
 use crate::common::{Wharf, cargo_ok, files_under};
@@ -416,4 +416,71 @@ async fn lock_files_left_by_a_killed_fetch_do_not_stop_the_next_pass() {
     upstream.git_commit("1.1.0");
     let stdout = sync_ok(&config);
     assert!(stdout.contains("serves 1 crates, 2 versions"), "{stdout}");
+}
+
+/// Issue 13: a git index that takes connections and never answers fails the
+/// pass within `upstream_timeout` (bounding each read of gix's transport),
+/// with a message naming the git index, instead of hanging the pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_git_index_fails_the_pass_within_the_timeout() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("bh", "1.0.0").build()]).await;
+    let blackhole = Blackhole::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!("index_git = \"{}/git/index\"", blackhole.url()),
+    );
+    let started = std::time::Instant::now();
+    let out = sync(&config);
+    let took = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(blackhole.connections() >= 1, "the git index was asked");
+    // upstream_timeout is 2s: a few reads' worth, not gix's 20 s or more.
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "took {took:?}: {stderr}"
+    );
+    assert!(stderr.contains("git index"), "{stderr}");
+    assert!(
+        stderr.contains("timed out") || stderr.contains("timeout"),
+        "{stderr}"
+    );
+}
+
+/// Issue 13: the git index's requests are under the mirror's limits like
+/// every other request: at `max_requests_per_sec`, never in a burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_index_requests_are_spaced_at_the_request_rate() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("gr", "1.0.0").build()]).await;
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nmax_requests_per_sec = 4",
+            upstream.git_url()
+        ),
+    );
+    sync_ok(&config);
+    let mut at: Vec<std::time::Instant> = upstream.requests().iter().map(|r| r.at).collect();
+    at.sort();
+    let git = upstream.count(RequestKind::Git);
+    assert!(
+        git >= 2,
+        "a clone is a few requests: {:?}",
+        upstream.requests()
+    );
+    // 4 a second with a burst of one: 250 ms apart (a little less for
+    // the time a request takes to be logged).
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= std::time::Duration::from_millis(200),
+            "two requests {gap:?} apart: {:?}",
+            upstream.requests()
+        );
+    }
 }

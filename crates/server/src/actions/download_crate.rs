@@ -52,7 +52,7 @@ pub async fn download_crate(
         )
             .into_response());
     }
-    let bytes = registry.crate_file(&krate, &vers).await?;
+    let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
     if let Some(policy) = policy {
         // Judged once per version; the manifest is among a crate file's
         // first entries, so this inflates little.

@@ -41,7 +41,7 @@ pub async fn get_index_file(
     {
         return Err(not_found());
     }
-    let mut lookup = registry.index_file(&path).await?;
+    let mut lookup = registry.index_file(&path, addr.0).await?;
     if let (Lookup::Found(entry), Some(policy)) = (&lookup, &registry.access().policy) {
         let requester = || super::requester(principal.as_deref(), addr);
         lookup = policy.filter(&path, entry.clone(), requester).await?;

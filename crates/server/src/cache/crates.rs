@@ -1,6 +1,6 @@
 //! Crate files of a cache registry: downloaded once, verified, kept forever.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use bytes::Bytes;
 use tracing::{info, warn};
@@ -9,7 +9,7 @@ use wharf_storage::{BlobKey, BlobStore};
 use wharf_upstream::{FetchError, UpstreamSet};
 
 use crate::{
-    cache::{IndexCache, Lookup},
+    cache::{IndexCache, Lookup, MissBudget},
     error::ApiError,
     flight::Flights,
     metrics::Metrics,
@@ -28,6 +28,7 @@ pub struct CrateFiles {
     memory: moka::sync::Cache<String, Bytes>,
     flights: Arc<Flights<String, Bytes>>,
     metrics: Arc<Metrics>,
+    budget: Arc<MissBudget>,
 }
 
 impl CrateFiles {
@@ -39,6 +40,7 @@ impl CrateFiles {
         index: Arc<IndexCache>,
         memory_bytes: u64,
         metrics: Arc<Metrics>,
+        budget: Arc<MissBudget>,
     ) -> Self {
         Self {
             registry: registry.to_owned(),
@@ -51,6 +53,7 @@ impl CrateFiles {
                 .build(),
             flights: Flights::new(),
             metrics,
+            budget,
         }
     }
 
@@ -68,11 +71,13 @@ impl CrateFiles {
         .expect("validated parts make a valid key")
     }
 
-    /// The bytes of a crate file, from memory, storage, or upstream.
+    /// The bytes of a crate file, from memory, storage, or upstream. What
+    /// must come from upstream is charged to `client`'s budget.
     pub async fn get(
         self: &Arc<Self>,
         krate: &CrateName,
         vers: &Version,
+        client: Option<IpAddr>,
     ) -> Result<Bytes, ApiError> {
         let key = self.key(krate, vers);
         if let Some(bytes) = self.memory.get(key.as_str()) {
@@ -84,7 +89,7 @@ impl CrateFiles {
         let flight_key = key.as_str().to_owned();
         self.flights
             .run(flight_key, move || async move {
-                this.fetch(&krate, &vers, &key).await
+                this.fetch(&krate, &vers, &key, client).await
             })
             .await
     }
@@ -94,6 +99,7 @@ impl CrateFiles {
         krate: &CrateName,
         vers: &Version,
         key: &BlobKey,
+        client: Option<IpAddr>,
     ) -> Result<Bytes, ApiError> {
         let path = IndexPath::for_name(krate);
         if let Some(bytes) = self
@@ -128,7 +134,7 @@ impl CrateFiles {
                 }
             }
         }
-        let entry = match self.index.get(&path).await? {
+        let entry = match self.index.get(&path, client).await? {
             Lookup::Found(entry) => entry,
             Lookup::NotFound => {
                 return Err(ApiError::not_found(format!("no crate named `{krate}`")));
@@ -145,6 +151,7 @@ impl CrateFiles {
                 line.name
             )));
         }
+        self.budget.charge(client)?;
         let started = std::time::Instant::now();
         let downloaded = self
             .upstreams
@@ -157,6 +164,9 @@ impl CrateFiles {
             )
             .await
             .map_err(|e| {
+                if let FetchError::Busy(wait) = e {
+                    return self.budget.busy(wait);
+                }
                 self.metrics.upstream_failures.inc();
                 match e {
                     FetchError::Corrupt(message) => {

@@ -7,6 +7,7 @@
 //! share one upstream request.
 
 use std::{
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -18,9 +19,9 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use wharf_index::{IndexPath, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore};
-use wharf_upstream::{IndexFetch, UpstreamSet, Validators};
+use wharf_upstream::{FetchError, IndexFetch, UpstreamSet, Validators};
 
-use crate::{error::ApiError, flight::Flights, metrics::Metrics};
+use crate::{cache::MissBudget, error::ApiError, flight::Flights, metrics::Metrics};
 
 /// After every upstream failed, a stale copy is served without asking again
 /// for this long, so an outage costs one attempt per file per interval.
@@ -135,10 +136,14 @@ pub struct IndexCache {
     missing: moka::sync::Cache<String, ()>,
     flights: Arc<Flights<String, Lookup>>,
     metrics: Arc<Metrics>,
+    budget: Arc<MissBudget>,
 }
 
 impl IndexCache {
     /// An index cache holding up to `memory_bytes` of hot files in memory.
+    // Each argument is one of the registry's parts, built once in
+    // `AppState::build`; a struct of them would be built only there.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         registry: &str,
         store: Arc<dyn BlobStore>,
@@ -147,6 +152,7 @@ impl IndexCache {
         negative_ttl: Duration,
         memory_bytes: u64,
         metrics: Arc<Metrics>,
+        budget: Arc<MissBudget>,
     ) -> Self {
         Self {
             registry: registry.to_owned(),
@@ -160,6 +166,7 @@ impl IndexCache {
                 .build(),
             flights: Flights::new(),
             metrics,
+            budget,
         }
     }
 
@@ -178,7 +185,12 @@ impl IndexCache {
     }
 
     /// Looks up the index file at `path`, from memory, storage or upstream.
-    pub async fn get(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
+    /// A miss that must go upstream is charged to `client`'s budget.
+    pub async fn get(
+        self: &Arc<Self>,
+        path: &IndexPath,
+        client: Option<IpAddr>,
+    ) -> Result<Lookup, ApiError> {
         let key = path.as_str();
         if let Some(entry) = self.memory.get(key)
             && entry.is_fresh()
@@ -194,7 +206,9 @@ impl IndexCache {
         self.flights
             .run(
                 key.to_owned(),
-                move || async move { this.refresh(&path).await },
+                // Requests that join a flight under way cost upstream
+                // nothing more: only the one that starts it is charged.
+                move || async move { this.refresh(&path, client).await },
             )
             .await
     }
@@ -279,7 +293,11 @@ impl IndexCache {
         }
     }
 
-    async fn refresh(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
+    async fn refresh(
+        self: &Arc<Self>,
+        path: &IndexPath,
+        client: Option<IpAddr>,
+    ) -> Result<Lookup, ApiError> {
         let current = match self.memory.get(path.as_str()) {
             Some(entry) => Some(entry),
             None => self.load(path).await?.map(Arc::new),
@@ -290,6 +308,11 @@ impl IndexCache {
             self.memory.insert(path.to_string(), entry.clone());
             self.metrics.index_store_hits.inc();
             return Ok(Lookup::Found(entry.clone()));
+        }
+        // Nothing held at all: this is a miss, paid for by the client. A
+        // stale copy's revalidation is the cache's own upkeep, not charged.
+        if current.is_none() {
+            self.budget.charge(client)?;
         }
         let started = Instant::now();
         let validators = current.as_ref().and_then(|e| e.validators.as_ref());
@@ -339,6 +362,12 @@ impl IndexCache {
                 }
                 Ok(Lookup::NotFound)
             }
+            // wharf's own limit toward its upstreams: a stale copy is still
+            // served as it is, and retried on the next request.
+            Err(FetchError::Busy(wait)) => match current {
+                Some(old) => Ok(Lookup::Found(old)),
+                None => Err(self.budget.busy(wait)),
+            },
             Err(e) => match current {
                 Some(old) => {
                     self.metrics.index_stale_served.inc();

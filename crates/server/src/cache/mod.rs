@@ -1,8 +1,10 @@
 //! The pull-through cache registry: index files and crate files from upstream,
 //! kept in storage and in memory.
 
+mod budget;
 mod crates;
 mod index;
 
+pub use budget::MissBudget;
 pub use crates::CrateFiles;
 pub use index::{IndexCache, IndexEntry, Lookup};
