@@ -101,6 +101,42 @@ impl ApiError {
     }
 }
 
+/// When storage unavailability was last logged (seconds since the Unix
+/// epoch): an outage is logged once a minute, not on every request.
+static STORAGE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl From<wharf_storage::StoreError> for ApiError {
+    /// A store that cannot be used (full, read-only, unreachable) is the
+    /// server's problem: 503, worth retrying, never blamed on an upstream.
+    /// Anything else is a 500. Either way the message names what failed.
+    fn from(e: wharf_storage::StoreError) -> Self {
+        if e.is_unavailable() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let last = STORAGE_LOGGED.load(std::sync::atomic::Ordering::Relaxed);
+            if now >= last + 60
+                && STORAGE_LOGGED
+                    .compare_exchange(
+                        last,
+                        now,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                tracing::error!(error = %e, "storage is unavailable: answering 503 (logged at most once a minute)");
+            }
+            return Self::unavailable(
+                format!("{e}; this server cannot use its storage now, try again later"),
+                10,
+            );
+        }
+        tracing::warn!(error = %e, "storage failed");
+        Self::internal(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (

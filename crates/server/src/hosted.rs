@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tracing::info;
 use wharf_db::{Db, User};
 use wharf_index::{CrateName, IndexPath, Version};
-use wharf_storage::{BlobKey, BlobStore};
+use wharf_storage::{BlobKey, BlobStore, Layout};
 
 use crate::{
     auth::Principal,
@@ -150,8 +150,7 @@ impl HostedRegistry {
     pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
         self.store
             .get(&crate_key(&self.name, krate.as_str(), vers.as_str()))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("this registry has no {krate} {vers}")))
     }
 
@@ -212,8 +211,7 @@ impl HostedRegistry {
                 &crate_key(&self.name, &krate, &vers),
                 Bytes::from(request.into_tarball()),
             )
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .await?;
         crates.publish(&new).await.map_err(publish_error)?;
         self.forget(&krate);
         info!(registry = %self.name, krate.name = %krate, krate.vers = %vers, user = %user, "published");
@@ -223,8 +221,9 @@ impl HostedRegistry {
 
 /// Where a hosted registry keeps a crate file.
 fn crate_key(registry: &str, name: &str, vers: &str) -> BlobKey {
-    BlobKey::new(format!("{registry}/crates/{name}/{name}-{vers}.crate"))
-        .expect("validated parts make a valid key")
+    Layout::new(registry)
+        .crate_file(name, vers)
+        .expect("a crate name and version make a valid key")
 }
 
 /// A database refusal as the error cargo shows.

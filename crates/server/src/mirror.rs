@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use tracing::{info, warn};
 use wharf_index::{CrateName, IndexPath, Version};
-use wharf_storage::{BlobKey, BlobStore};
+use wharf_storage::{BlobStore, Layout};
 use wharf_sync::{Mirror, PassKind, SilentProgress};
 
 use crate::{
@@ -93,13 +93,10 @@ impl MirrorRegistry {
     }
 
     async fn read_index(&self, path: &IndexPath) -> Result<Lookup, ApiError> {
-        let key = BlobKey::new(format!("{}/index/{path}", self.name))
-            .expect("validated parts make a valid key");
-        let body = self
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let key = Layout::new(&self.name)
+            .index_file(path.as_str())
+            .expect("a sparse path makes a valid key");
+        let body = self.store.get(&key).await?;
         let Some(body) = body else {
             self.memory.invalidate(path.as_str());
             return Ok(Lookup::NotFound);
@@ -119,24 +116,22 @@ impl MirrorRegistry {
 
     /// A crate file of the tree; a mirror never asks upstream on request.
     pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
-        let key = BlobKey::new(format!("{}/crates/{krate}/{krate}-{vers}.crate", self.name))
-            .expect("validated parts make a valid key");
+        let key = Layout::new(&self.name)
+            .crate_file(krate.as_str(), vers.as_str())
+            .expect("a crate name and version make a valid key");
         self.store
             .get(&key)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("this mirror has no {krate} {vers}")))
     }
 
     /// A file at the top of the tree (`status.json`, `manifest.json`), if a
     /// pass has written it.
     pub async fn tree_file(&self, file: &str) -> Result<Option<Bytes>, ApiError> {
-        let key = BlobKey::new(format!("{}/{file}", self.name))
+        let key = Layout::new(&self.name)
+            .top_file(file)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        self.store
-            .get(&key)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))
+        Ok(self.store.get(&key).await?)
     }
 
     /// Runs sync passes on their schedules: a full pass every `full`, the

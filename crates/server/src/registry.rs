@@ -198,6 +198,8 @@ pub struct AppState {
     pub connections: Arc<crate::listen::ConnectionStats>,
     /// Compressed forms of index files, by content.
     pub compressed: crate::encoding::Compressed,
+    /// Where every registry's files are, for `/readyz`'s probe.
+    pub store: Arc<dyn BlobStore>,
 }
 
 impl AppState {
@@ -362,6 +364,7 @@ impl AppState {
             connections: Arc::default(),
             // Beside the files themselves: each form is a fraction of its file.
             compressed: crate::encoding::Compressed::new((config.memory_index_mb << 20) / 4),
+            store,
         })
     }
 

@@ -132,11 +132,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn io_err(op: &'static str, key: &str, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        op,
-        key: key.to_owned(),
-        source,
-    }
+    StoreError::from_io(op, key, source)
 }
 
 #[async_trait]
@@ -159,6 +155,42 @@ impl BlobStore for FsStore {
             .await
             .map_err(|e| io_err("write", key.as_str(), std::io::Error::other(e)))?
             .map_err(|e| io_err("write", key.as_str(), e))
+    }
+
+    async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
+        let (temp, dest) = (self.temp_path(), self.path_of(key));
+        let root = self.root.clone();
+        // A hard link fails when its name exists, so of two writers exactly
+        // one links its complete file into place (`O_EXCL` on the final name
+        // would let a reader see it half written).
+        let linked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let result = (|| {
+                std::fs::write(&temp, &bytes)?;
+                create_parents(&root, &dest)?;
+                std::fs::hard_link(&temp, &dest)
+            })();
+            let _ = std::fs::remove_file(&temp);
+            result
+        })
+        .await
+        .map_err(|e| io_err("write", key.as_str(), std::io::Error::other(e)))?;
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::AlreadyExists {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(io_err("write", key.as_str(), e)),
+        }
+    }
+
+    async fn list(&self, prefix: &BlobKey) -> Result<Vec<BlobKey>, StoreError> {
+        let (root, start) = (self.root.clone(), self.path_of(prefix));
+        tokio::task::spawn_blocking(move || list_files(&root, &start))
+            .await
+            .map_err(|e| io_err("list", prefix.as_str(), std::io::Error::other(e)))?
+            .map_err(|e| io_err("list", prefix.as_str(), e))
     }
 
     async fn stage(&self, key: &BlobKey) -> Result<Box<dyn StagedBlob>, StoreError> {
@@ -199,6 +231,44 @@ impl BlobStore for FsStore {
     fn describe(&self) -> String {
         format!("files under {}", self.root.display())
     }
+}
+
+/// The keys of every file below `start` (relative to `root`). Names that
+/// are no valid key (an editor's backup, a stray file) are passed over.
+fn list_files(root: &Path, start: &Path) -> std::io::Result<Vec<BlobKey>> {
+    let mut keys = Vec::new();
+    let mut dirs = vec![start.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file()
+                && let Some(key) = entry
+                    .path()
+                    .strip_prefix(root)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .and_then(|p| BlobKey::new(p).ok())
+            {
+                keys.push(key);
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Creates directory `path` (and its missing parents, which keep the umask's
@@ -415,6 +485,67 @@ mod tests {
             "served: the umask's"
         );
         assert_ne!(mode(&dir.path().join("s")), 0o700, "served: the umask's");
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_writes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let k = key("r/crates/a/a-1.0.0.crate");
+        store
+            .put_if_absent(&k, Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        let again = store.put_if_absent(&k, Bytes::from_static(b"second")).await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        assert_eq!(store.get(&k).await.unwrap().unwrap(), "first");
+        // No temporary file is left behind either way.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn list_finds_every_key_under_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        for k in [
+            "r/index/1/a",
+            "r/index/se/rd/serde",
+            "r/crates/a/a-1.0.0.crate",
+            "s/index/1/b",
+        ] {
+            store.put(&key(k), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let mut listed: Vec<String> = store
+            .list(&key("r/index"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ["r/index/1/a", "r/index/se/rd/serde"]);
+        assert!(store.list(&key("nothing/here")).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_or_read_only_disk_makes_the_store_unavailable() {
+        for kind in [
+            std::io::ErrorKind::StorageFull,
+            std::io::ErrorKind::ReadOnlyFilesystem,
+            std::io::ErrorKind::PermissionDenied,
+        ] {
+            assert!(StoreError::from_io("write", "k", kind.into()).is_unavailable());
+        }
+        assert!(
+            !StoreError::from_io("read", "k", std::io::ErrorKind::InvalidData.into())
+                .is_unavailable()
+        );
     }
 
     #[tokio::test]

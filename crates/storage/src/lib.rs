@@ -2,17 +2,37 @@
 
 mod fs;
 mod key;
+mod layout;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use fs::{FsStore, create_private_dir};
 pub use key::{BlobKey, KeyError};
+pub use layout::Layout;
 
 /// A storage failure. A missing blob is not an error: reads return `Ok(None)`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed to read or write.
+    /// The store cannot be used now: full, read-only, unreachable, or its
+    /// credentials refused. The server's problem, not the data's or an
+    /// upstream's: answered 503 and worth trying again later.
+    #[error("storage is unavailable: {op} of `{key}` failed: {reason}")]
+    Unavailable {
+        /// What was being done (`read`, `write`, `list`, `delete`).
+        op: &'static str,
+        /// The key involved.
+        key: String,
+        /// What the backend said.
+        reason: String,
+    },
+    /// [`BlobStore::put_if_absent`] found a blob under the key.
+    #[error("`{key}` is already in storage")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// Anything else the backend failed at.
     #[error("storage {op} of `{key}` failed: {source}")]
     Io {
         /// What was being done (`read`, `write`, `rename`, `delete`).
@@ -22,6 +42,35 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the store as a whole is unusable now (as opposed to one blob).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// A failure of `op` on `key` from an IO error: a full disk, a read-only
+    /// filesystem or a refused permission make the store unavailable.
+    pub fn from_io(op: &'static str, key: &str, source: std::io::Error) -> Self {
+        use std::io::ErrorKind::{
+            PermissionDenied, QuotaExceeded, ReadOnlyFilesystem, StorageFull,
+        };
+        match source.kind() {
+            StorageFull | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
+                Self::Unavailable {
+                    op,
+                    key: key.to_owned(),
+                    reason: source.to_string(),
+                }
+            }
+            _ => Self::Io {
+                op,
+                key: key.to_owned(),
+                source,
+            },
+        }
+    }
 }
 
 /// A place that holds blobs by key.
@@ -39,6 +88,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Starts a streamed write that becomes visible only on [`StagedBlob::commit`].
     /// Dropping the stage without committing discards what was written.
     async fn stage(&self, key: &BlobKey) -> Result<Box<dyn StagedBlob>, StoreError>;
+
+    /// Writes a whole blob only if there is none under `key`:
+    /// [`StoreError::AlreadyExists`] otherwise, and the existing blob is
+    /// left as it is. Two writers racing for one key: exactly one wins.
+    async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// Every key that starts with `prefix` followed by `/`, in no particular
+    /// order; empty when there is none.
+    async fn list(&self, prefix: &BlobKey) -> Result<Vec<BlobKey>, StoreError>;
 
     /// Whether a blob exists under `key`.
     async fn exists(&self, key: &BlobKey) -> Result<bool, StoreError>;

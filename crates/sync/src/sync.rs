@@ -30,7 +30,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use wharf_config::{MirrorRegistry, sparse_base};
 use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, same_registry_deps};
-use wharf_storage::{BlobKey, BlobStore, StoreError};
+use wharf_storage::{BlobKey, BlobStore, Layout, StoreError};
+
+/// Keys made of a validated registry name, sparse path, crate name and
+/// version are always valid.
+const VALID: &str = "validated parts make a valid key";
 use wharf_upstream::{
     FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators, redact, redact_in,
 };
@@ -350,10 +354,13 @@ impl Mirror {
             kind,
             ..Summary::default()
         };
-        self.put_if_changed(&self.key("index/config.json"), self.config_json.clone())
-            .await?;
+        self.put_if_changed(
+            &self.layout().config_json().expect(VALID),
+            self.config_json.clone(),
+        )
+        .await?;
 
-        let state_key = self.key(".sync/state.json");
+        let state_key = self.layout().sync_state().expect(VALID);
         let mut state: State = self
             .store
             .get(&state_key)
@@ -760,7 +767,7 @@ impl Mirror {
         let path = IndexPath::for_name(&krate);
         Ok(self
             .store
-            .exists(&self.key(&format!(".sync/upstream/{path}")))
+            .exists(&self.layout().sync_upstream(path.as_str()).expect(VALID))
             .await?)
     }
 
@@ -880,8 +887,8 @@ impl Mirror {
         Ok(delta)
     }
 
-    fn key(&self, rest: &str) -> BlobKey {
-        BlobKey::new(format!("{}/{rest}", self.name)).expect("validated parts make a valid key")
+    fn layout(&self) -> Layout {
+        Layout::new(&self.name)
     }
 
     async fn put_if_changed(&self, key: &BlobKey, bytes: Bytes) -> Result<bool, SyncError> {
@@ -901,7 +908,7 @@ impl Mirror {
     /// Removes a crate that upstream deleted: its index file and cursor.
     /// Its crate files stay. Returns how many lines the tree served for it.
     async fn remove_crate(&self, path: &IndexPath) -> Result<usize, SyncError> {
-        let index_key = self.key(&format!("index/{path}"));
+        let index_key = self.layout().index_file(path.as_str()).expect(VALID);
         let before = self
             .store
             .get(&index_key)
@@ -909,10 +916,15 @@ impl Mirror {
             .map_or(0, |file| count_lines(&file));
         self.store.delete(&index_key).await?;
         self.store
-            .delete(&self.key(&format!(".sync/upstream/{path}")))
+            .delete(&self.layout().sync_upstream(path.as_str()).expect(VALID))
             .await?;
         self.store
-            .delete(&self.key(&format!(".sync/upstream/{path}.validators.json")))
+            .delete(
+                &self
+                    .layout()
+                    .sync_upstream_validators(path.as_str())
+                    .expect(VALID),
+            )
             .await?;
         if before > 0 {
             info!(registry = %self.name, krate.path = %path, "crate removed upstream; its index file is removed, its crate files kept");
@@ -1041,8 +1053,11 @@ impl Mirror {
         let path = IndexPath::for_name(&krate);
         // The upstream's file as it was when everything it names was last
         // published, and its validators: the cursor, one per index file.
-        let raw_key = self.key(&format!(".sync/upstream/{path}"));
-        let validators_key = self.key(&format!(".sync/upstream/{path}.validators.json"));
+        let raw_key = self.layout().sync_upstream(path.as_str()).expect(VALID);
+        let validators_key = self
+            .layout()
+            .sync_upstream_validators(path.as_str())
+            .expect(VALID);
         let previous = self.store.get(&raw_key).await?;
         let Some(fetched) = self
             .fetch(
@@ -1112,11 +1127,10 @@ impl Mirror {
 
         let mut published = Vec::new();
         for (i, line, line_name, line_vers) in wanted {
-            let key = BlobKey::new(format!(
-                "{}/crates/{line_name}/{line_name}-{line_vers}.crate",
-                self.name
-            ))
-            .expect("validated parts make a valid key");
+            let key = self
+                .layout()
+                .crate_file(line_name.as_str(), line_vers.as_str())
+                .expect(VALID);
             if !self.store.exists(&key).await? {
                 match self
                     .upstreams
@@ -1147,7 +1161,7 @@ impl Mirror {
         }
 
         // Only now, with every crate file it names in place, the index file.
-        let index_key = self.key(&format!("index/{path}"));
+        let index_key = self.layout().index_file(path.as_str()).expect(VALID);
         let old = self.store.get(&index_key).await?;
         outcome.before = old.as_ref().map_or(0, |file| count_lines(file));
         outcome.after = published.len();
@@ -1200,7 +1214,7 @@ impl Mirror {
         summary: &Summary,
         cursor: Option<String>,
     ) -> Result<(), SyncError> {
-        let key = self.key("status.json");
+        let key = self.layout().status_json().expect(VALID);
         let previous: Option<Status> = self
             .store
             .get(&key)

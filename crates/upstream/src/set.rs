@@ -105,7 +105,8 @@ pub enum FetchError {
     /// The upstream has no file for a version its index lists.
     #[error("{0}")]
     Missing(String),
-    /// Storing the download failed.
+    /// Storing the download failed: the server's problem (503), never a
+    /// reason to try the next upstream or to mark one down.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// wharf's own limits on requests to its upstreams (concurrency, rate)
@@ -411,6 +412,7 @@ impl UpstreamSet {
                     corrupt = Some(message);
                 }
                 Ok(Err(Outcome::Missing(message))) => missing = Some(message),
+                Ok(Err(Outcome::Store(e))) => return Err(FetchError::Store(e)),
                 Err(Failure {
                     busy: Some(wait), ..
                 }) => return Err(FetchError::Busy(wait)),
@@ -439,6 +441,9 @@ fn summary(failures: Vec<String>) -> String {
 enum Outcome {
     Corrupt(String),
     Missing(String),
+    /// Storing it failed: the server's problem, so no other upstream is
+    /// tried and this one is not blamed.
+    Store(StoreError),
 }
 
 impl Inner {
@@ -598,12 +603,10 @@ impl Inner {
         let mut stage = if in_memory {
             None
         } else {
-            Some(
-                store
-                    .stage(key)
-                    .await
-                    .map_err(|e| Failure::file(e.to_string()))?,
-            )
+            match store.stage(key).await {
+                Ok(stage) => Some(stage),
+                Err(e) => return Ok(Err(Outcome::Store(e))),
+            }
         };
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
@@ -631,10 +634,11 @@ impl Inner {
             }
             hasher.update(&chunk);
             match &mut stage {
-                Some(stage) => stage
-                    .write(&chunk)
-                    .await
-                    .map_err(|e| Failure::file(e.to_string()))?,
+                Some(stage) => {
+                    if let Err(e) = stage.write(&chunk).await {
+                        return Ok(Err(Outcome::Store(e)));
+                    }
+                }
                 None => kept.extend_from_slice(&chunk),
             }
         }
@@ -647,18 +651,16 @@ impl Inner {
         }
         let bytes = match stage {
             Some(stage) => {
-                stage
-                    .commit()
-                    .await
-                    .map_err(|e| Failure::file(e.to_string()))?;
+                if let Err(e) = stage.commit().await {
+                    return Ok(Err(Outcome::Store(e)));
+                }
                 None
             }
             None => {
                 let bytes = kept.freeze();
-                store
-                    .put(key, bytes.clone())
-                    .await
-                    .map_err(|e| Failure::file(e.to_string()))?;
+                if let Err(e) = store.put(key, bytes.clone()).await {
+                    return Ok(Err(Outcome::Store(e)));
+                }
                 Some(bytes)
             }
         };

@@ -16,4 +16,5 @@ mod hosted;
 mod mirror;
 mod mirror_git;
 mod run;
+mod storage;
 mod verify;

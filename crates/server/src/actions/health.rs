@@ -13,16 +13,49 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use crate::registry::{AppState, Registry};
+use bytes::Bytes;
+use wharf_storage::{BlobKey, BlobStore, StoreError};
+
+use crate::{
+    error::ApiError,
+    registry::{AppState, Registry},
+};
 
 /// Liveness: the process answers.
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: registries are built and the listener is serving.
-pub async fn readyz() -> &'static str {
-    "ready\n"
+/// Readiness: the listener is serving and storage takes a write and gives
+/// it back; otherwise 503 with what failed (a full or read-only disk, an
+/// unreachable bucket).
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match probe_storage(state.store.as_ref()).await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => {
+            let e = ApiError::from(e);
+            (e.status, format!("not ready: {}\n", e.detail)).into_response()
+        }
+    }
+}
+
+/// Writes a marker blob and reads it back.
+async fn probe_storage(store: &dyn BlobStore) -> Result<(), StoreError> {
+    let key = BlobKey::new(".probe/ready").expect("a constant key is valid");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        .to_string();
+    store.put(&key, Bytes::from(stamp.clone())).await?;
+    match store.get(&key).await? {
+        Some(back) if back == stamp.as_bytes() => Ok(()),
+        _ => Err(StoreError::Unavailable {
+            op: "read",
+            key: key.to_string(),
+            reason: "a blob just written read back different or missing".into(),
+        }),
+    }
 }
 
 /// The state of every registry and upstream, as JSON.

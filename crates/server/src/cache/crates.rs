@@ -5,7 +5,7 @@ use std::{net::IpAddr, sync::Arc};
 use bytes::Bytes;
 use tracing::{info, warn};
 use wharf_index::{Cksum, CrateName, IndexPath, Version, find_version};
-use wharf_storage::{BlobKey, BlobStore};
+use wharf_storage::{BlobKey, BlobStore, Layout};
 use wharf_upstream::{FetchError, UpstreamSet};
 
 use crate::{
@@ -64,11 +64,9 @@ impl CrateFiles {
 
     /// The storage key of a crate file: `{R}/crates/{name}/{name}-{version}.crate`.
     fn key(&self, krate: &CrateName, vers: &Version) -> BlobKey {
-        BlobKey::new(format!(
-            "{}/crates/{krate}/{krate}-{vers}.crate",
-            self.registry
-        ))
-        .expect("validated parts make a valid key")
+        Layout::new(&self.registry)
+            .crate_file(krate.as_str(), vers.as_str())
+            .expect("a crate name and version make a valid key")
     }
 
     /// The bytes of a crate file, from memory, storage, or upstream. What
@@ -102,12 +100,7 @@ impl CrateFiles {
         client: Option<IpAddr>,
     ) -> Result<Bytes, ApiError> {
         let path = IndexPath::for_name(krate);
-        if let Some(bytes) = self
-            .store
-            .get(key)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-        {
+        if let Some(bytes) = self.store.get(key).await.map_err(ApiError::from)? {
             // Checked against the index on every read from storage: what a
             // power loss or a disk may have damaged is never served.
             let expected = self
@@ -119,10 +112,7 @@ impl CrateFiles {
             match expected {
                 Some(cksum) if Cksum::of(&bytes) != cksum => {
                     warn!(registry = %self.registry, krate.name = %krate, krate.vers = %vers, "stored crate file does not match its checksum; removing it and downloading it again");
-                    self.store
-                        .delete(key)
-                        .await
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    self.store.delete(key).await.map_err(ApiError::from)?;
                 }
                 // Without an index line to check against (upstream says the
                 // crate is gone, or no index was ever kept), the file that was
@@ -173,7 +163,7 @@ impl CrateFiles {
                         self.metrics.crate_corrupt.inc();
                         ApiError::bad_gateway(format!("{message}; nothing was stored"))
                     }
-                    FetchError::Store(e) => ApiError::internal(e.to_string()),
+                    FetchError::Store(e) => ApiError::from(e),
                     other => {
                         ApiError::bad_gateway(format!("cannot download {krate} {vers}: {other}"))
                     }
@@ -195,7 +185,7 @@ impl CrateFiles {
                 .store
                 .get(key)
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(ApiError::from)?
                 .ok_or_else(|| {
                     ApiError::internal(format!("{key} vanished right after it was stored"))
                 })?,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use wharf_index::{IndexPath, is_well_formed};
-use wharf_storage::{BlobKey, BlobStore};
+use wharf_storage::{BlobKey, BlobStore, Layout};
 use wharf_upstream::{FetchError, IndexFetch, UpstreamSet, Validators};
 
 use crate::{cache::MissBudget, error::ApiError, flight::Flights, metrics::Metrics};
@@ -214,20 +214,22 @@ impl IndexCache {
     }
 
     fn body_key(&self, path: &IndexPath) -> BlobKey {
-        BlobKey::new(format!("{}/index/{}", self.registry, path))
-            .expect("validated parts make a valid key")
+        Layout::new(&self.registry)
+            .index_file(path.as_str())
+            .expect("a sparse path makes a valid key")
     }
 
     fn meta_key(&self, path: &IndexPath) -> BlobKey {
-        BlobKey::new(format!("{}/.cache-meta/index/{}.json", self.registry, path))
-            .expect("validated parts make a valid key")
+        Layout::new(&self.registry)
+            .cache_meta(path.as_str())
+            .expect("a sparse path makes a valid key")
     }
 
     /// Reads a stored copy. A body whose meta is missing or does not match (a
     /// crash between the two writes, or a power loss) is used only if every
     /// line is well-formed, and then as stale, with no validators.
     async fn load(&self, path: &IndexPath) -> Result<Option<IndexEntry>, ApiError> {
-        let storage = |e: wharf_storage::StoreError| ApiError::internal(e.to_string());
+        let storage = ApiError::from;
         let Some(body) = self
             .store
             .get(&self.body_key(path))
