@@ -4,17 +4,16 @@ use std::{
     io::IsTerminal,
     path::Path,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 use wharf_config::Registry;
-use wharf_storage::{BlobStore, FsStore};
 use wharf_sync::{Mirror, PassKind, Progress};
 
 use crate::SyncArgs;
@@ -46,11 +45,7 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
             ),
         }
     }
-    let store: Arc<dyn BlobStore> = Arc::new(
-        FsStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot use data_dir {}", config.data_dir.display()))?,
-    );
+    let store = wharf_server::open_store(&config).await?;
     let mut failures = 0;
     for (name, mirror_config) in mirrors {
         let mirror = Mirror::from_config(

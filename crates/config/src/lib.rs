@@ -77,9 +77,75 @@ pub struct Config {
     /// Bounds on client connections.
     #[serde(default)]
     pub connections: Connections,
+    /// Where the served bytes live: files under `data_dir` (the default) or
+    /// an S3-compatible bucket.
+    #[serde(default)]
+    pub storage: Storage,
     /// The registries served, each mounted at `/{name}/`.
     #[serde(default = "default_registries")]
     pub registries: BTreeMap<String, Registry>,
+}
+
+/// Where index files, crate files and a mirror's status live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `fs` (files under `data_dir`) or `s3` (any S3-compatible service).
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// The bucket (`s3`).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Prepended to every key in the bucket (`prod/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The service's URL, for anything but AWS (`http://127.0.0.1:8333`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The bucket's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (loopback or a private network).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Unsigned requests, for a bucket that takes anonymous writes; otherwise
+    /// credentials come from the usual AWS chain (`AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`, a profile, instance metadata).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Bound on connecting to the service and on each request's first byte.
+    #[serde(default = "default_storage_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            kind: StorageKind::Fs,
+            bucket: None,
+            prefix: None,
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            anonymous: false,
+            timeout: default_storage_timeout(),
+        }
+    }
+}
+
+fn default_storage_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The kind of [`Storage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Files under `data_dir`.
+    #[default]
+    Fs,
+    /// An S3-compatible bucket.
+    S3,
 }
 
 /// Bounds on client connections, so that idle, slow or too many connections
@@ -472,6 +538,7 @@ impl Default for Config {
             mirror_list: None,
             trusted_proxies: Vec::new(),
             connections: Connections::default(),
+            storage: Storage::default(),
             registries: default_registries(),
         }
     }
@@ -528,6 +595,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.registries.is_empty() {
             return Err(ConfigError::Invalid("no registries configured".into()));
+        }
+        if self.storage.kind == StorageKind::S3 && self.storage.bucket.is_none() {
+            return Err(ConfigError::Invalid(
+                "[storage] kind = \"s3\" needs a bucket (and, for anything but AWS, an endpoint)"
+                    .into(),
+            ));
         }
         let connections = &self.connections;
         if connections.max == 0

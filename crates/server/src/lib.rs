@@ -24,7 +24,7 @@ use wharf_config::{Config, DEFAULT_REGISTRY};
 
 pub use error::ApiError;
 pub use listen::{ConnectionStats, raise_file_limit};
-pub use registry::{AppState, Registry, USER_AGENT};
+pub use registry::{AppState, Registry, USER_AGENT, open_store};
 pub use router::router;
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests

@@ -202,14 +202,50 @@ pub struct AppState {
     pub store: Arc<dyn BlobStore>,
 }
 
-impl AppState {
-    /// Builds every configured registry over a store under `config.data_dir`.
-    pub async fn build(config: &Config, public_url: &str) -> anyhow::Result<Self> {
-        let store: Arc<dyn BlobStore> = Arc::new(
+/// How long the start-up probe of a bucket may take.
+const STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The store `[storage]` names: files under `data_dir`, or an S3-compatible
+/// bucket, which is checked at once (a marker written, read and deleted
+/// within 10 s) so that a wrong endpoint, refused credentials or a missing
+/// bucket stop the start with the service's words.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let storage = &config.storage;
+    match storage.kind {
+        wharf_config::StorageKind::Fs => Ok(Arc::new(
             FsStore::open(&config.data_dir)
                 .await
                 .with_context(|| format!("cannot use data_dir {}", config.data_dir.display()))?,
-        );
+        )),
+        wharf_config::StorageKind::S3 => {
+            let settings = wharf_storage::S3Settings {
+                bucket: storage.bucket.clone().unwrap_or_default(),
+                prefix: storage.prefix.clone().unwrap_or_default(),
+                endpoint: storage.endpoint.clone(),
+                region: storage
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| "us-east-1".to_owned()),
+                allow_http: storage.allow_http,
+                anonymous: storage.anonymous,
+                timeout: storage.timeout,
+            };
+            let store = wharf_storage::S3Store::new(&settings)?;
+            wharf_storage::check(&store, STORE_CHECK).await.with_context(|| {
+                format!(
+                    "cannot use {} ([storage]): check the endpoint, the bucket's name and region, and the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or anonymous = true for an open bucket)",
+                    store.describe()
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+impl AppState {
+    /// Builds every configured registry over a store under `config.data_dir`.
+    pub async fn build(config: &Config, public_url: &str) -> anyhow::Result<Self> {
+        let store = open_store(config).await?;
         let public_url = public_url.trim_end_matches('/').to_owned();
         let share = config.registries.len().max(1) as u64;
         let mut registries = BTreeMap::new();

@@ -3,6 +3,7 @@
 mod fs;
 mod key;
 mod layout;
+mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 pub use fs::{FsStore, create_private_dir};
 pub use key::{BlobKey, KeyError};
 pub use layout::Layout;
+pub use s3::{MULTIPART_BYTES, S3Settings, S3Store};
 
 /// A storage failure. A missing blob is not an error: reads return `Ok(None)`.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,31 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// A short description for logs (`files under ./wharf-data`).
     fn describe(&self) -> String;
+}
+
+/// Checks at start that `store` takes a write, gives it back and deletes it,
+/// within `within`: a wrong endpoint, refused credentials or a missing
+/// bucket fail here with the service's words, not on the first request.
+pub async fn check(store: &dyn BlobStore, within: std::time::Duration) -> Result<(), StoreError> {
+    let key = BlobKey::new(".probe/start").expect("a constant key is valid");
+    let unavailable = |reason: String| StoreError::Unavailable {
+        op: "check",
+        key: key.to_string(),
+        reason,
+    };
+    let marker = Bytes::from(format!("wharf {}", std::process::id()));
+    let probe = async {
+        store.put(&key, marker.clone()).await?;
+        match store.get(&key).await? {
+            Some(back) if back == marker => {}
+            Some(_) => return Err(unavailable("a marker read back different".into())),
+            None => return Err(unavailable("a marker just written is missing".into())),
+        }
+        store.delete(&key).await
+    };
+    tokio::time::timeout(within, probe)
+        .await
+        .map_err(|_| unavailable(format!("no answer within {} s", within.as_secs())))?
 }
 
 /// A blob being written. Nothing of it is visible until [`StagedBlob::commit`].

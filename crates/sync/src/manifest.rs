@@ -81,28 +81,16 @@ fn load_key(key_file: &Path) -> Result<Ed25519KeyPair, ManifestError> {
     Ed25519KeyPair::from_pkcs8(&bytes).map_err(|_| ManifestError::BadKey(key_file.to_owned()))
 }
 
-/// Writes `{tree}/manifest.json` and its signature for the index files under
-/// `{tree}/index/`, each file replaced atomically.
-pub fn write_signed(
-    tree: &Path,
+/// A manifest of `files` (index paths relative to the tree's `index/`, and
+/// their sha256) signed with the key in `key_file`: the manifest, its exact
+/// bytes (`manifest.json`) and their signature (`manifest.json.sig`, hex).
+pub fn sign(
     registry: &str,
     cursor: Option<String>,
+    files: BTreeMap<String, String>,
     key_file: &Path,
-) -> Result<Manifest, ManifestError> {
+) -> Result<(Manifest, Vec<u8>, String), ManifestError> {
     let key = load_key(key_file)?;
-    let index = tree.join("index");
-    let mut files = BTreeMap::new();
-    for path in files_under(&index) {
-        let bytes = std::fs::read(&path).map_err(|source| ManifestError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let relative = path
-            .strip_prefix(&index)
-            .map(|p| p.to_string_lossy().replace('\\', "/"))
-            .unwrap_or_default();
-        files.insert(relative, sha256_hex(&bytes));
-    }
     let manifest = Manifest {
         registry: registry.to_owned(),
         cursor,
@@ -113,9 +101,7 @@ pub fn write_signed(
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
     let signature = hex::encode(key.sign(&body).as_ref());
-    write_atomic(&tree.join("manifest.json.sig"), signature.as_bytes())?;
-    write_atomic(&tree.join("manifest.json"), &body)?;
-    Ok(manifest)
+    Ok((manifest, body, signature))
 }
 
 /// Checks `signature` (hex) of `body` with `public_key` (hex) and reads the
@@ -134,16 +120,6 @@ pub fn verify(body: &[u8], signature: &str, public_key: &str) -> Result<Manifest
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
-    let temp = path.with_extension("wharf-tmp");
-    std::fs::write(&temp, bytes)
-        .and_then(|()| std::fs::rename(&temp, path))
-        .map_err(|source| ManifestError::Io {
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// Every file under `dir`, recursively; nothing when it does not exist.
@@ -176,12 +152,8 @@ mod tests {
         let (secret, public) = generate_key().unwrap();
         std::fs::write(&key_file, secret).unwrap();
         assert_eq!(public_key_of(&key_file).unwrap(), public);
-        let tree = dir.path().join("m");
-        std::fs::create_dir_all(tree.join("index/se/rd")).unwrap();
-        std::fs::write(tree.join("index/se/rd/serde"), "{}\n").unwrap();
-        let written = write_signed(&tree, "m", Some("abc".into()), &key_file).unwrap();
-        let body = std::fs::read(tree.join("manifest.json")).unwrap();
-        let signature = std::fs::read_to_string(tree.join("manifest.json.sig")).unwrap();
+        let files = BTreeMap::from([("se/rd/serde".to_owned(), sha256_hex(b"{}\n"))]);
+        let (written, body, signature) = sign("m", Some("abc".into()), files, &key_file).unwrap();
         assert_eq!(verify(&body, &signature, &public).unwrap(), written);
         assert_eq!(written.files["se/rd/serde"], sha256_hex(b"{}\n"));
 

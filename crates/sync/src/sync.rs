@@ -513,19 +513,43 @@ impl Mirror {
         Ok(summary)
     }
 
-    /// Writes the signed manifest of the tree, when the mirror has a key.
-    /// The tree is the directory that holds the work dir (`{R}/`).
+    /// Writes the signed manifest of the tree, when the mirror has a key:
+    /// every index file in storage with its sha256, then the signature and
+    /// the manifest, each replaced atomically.
     async fn sign(&self, cursor: Option<String>) -> Result<(), SyncError> {
-        let (Some(key), Some(tree)) = (self.signing_key.clone(), self.work_dir.parent()) else {
+        let Some(key) = self.signing_key.clone() else {
             return Ok(());
         };
-        let (tree, name) = (tree.to_owned(), self.name.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::manifest::write_signed(&tree, &name, cursor, &key)
-        })
-        .await
-        .map_err(|e| SyncError::Setup(e.to_string()))?
-        .map_err(|e| SyncError::Setup(format!("cannot sign the manifest: {e}")))?;
+        let layout = self.layout();
+        let index = layout.index_dir().expect(VALID);
+        let below = format!("{index}/");
+        let mut files = std::collections::BTreeMap::new();
+        for file in self.store.list(&index).await? {
+            let Some(relative) = file.as_str().strip_prefix(&below) else {
+                continue;
+            };
+            if let Some(bytes) = self.store.get(&file).await? {
+                files.insert(relative.to_owned(), crate::manifest::sha256_hex(&bytes));
+            }
+        }
+        let name = self.name.clone();
+        let (_, body, signature) =
+            tokio::task::spawn_blocking(move || crate::manifest::sign(&name, cursor, files, &key))
+                .await
+                .map_err(|e| SyncError::Setup(e.to_string()))?
+                .map_err(|e| SyncError::Setup(format!("cannot sign the manifest: {e}")))?;
+        self.store
+            .put(
+                &layout.top_file("manifest.json.sig").expect(VALID),
+                Bytes::from(signature),
+            )
+            .await?;
+        self.store
+            .put(
+                &layout.top_file("manifest.json").expect(VALID),
+                Bytes::from(body),
+            )
+            .await?;
         Ok(())
     }
 

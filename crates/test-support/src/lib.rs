@@ -5,4 +5,5 @@ pub mod fixture;
 pub mod http;
 pub mod nginx;
 pub mod postgres;
+pub mod s3;
 pub mod upstream;

@@ -8,19 +8,24 @@ use wharf_test_support::{
     upstream::{FakeUpstream, RequestKind},
 };
 
-use crate::common::{Wharf, cache, cargo_ok};
+use crate::common::{Backend, Wharf, cache, cargo_ok};
+
+crate::on_both_backends!(
+    a_graph_builds_through_the_cache_and_again_with_upstream_gone,
+    super::builds_a_graph_through_the_cache_and_again_with_upstream_gone
+);
 
 /// Acceptance 1 and 2: a graph of 24 crates is locked, fetched and built
 /// through wharf, Cargo.lock still names crates.io; then with the upstream
 /// stopped a fresh CARGO_HOME fetches `--locked` and builds from the cache
 /// alone, with the index files past their TTL (so they are served stale).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn builds_a_graph_through_the_cache_and_again_with_upstream_gone() {
+/// On the disk and on S3.
+async fn builds_a_graph_through_the_cache_and_again_with_upstream_gone(backend: Backend) {
     let crates = graph("fx", 24);
     let upstream = FakeUpstream::start(crates.clone()).await;
     let mut registry = cache(&[upstream.index_url()]);
     registry.index_ttl = Duration::from_secs(1);
-    let wharf = Wharf::start(registry).await;
+    let wharf = Wharf::start_on(backend, registry).await;
 
     let mut project = CargoProject::new(&wharf.index_url(), &[("fx-0", "1")]);
     cargo_ok(&project, &["generate-lockfile"]);
@@ -50,6 +55,13 @@ async fn builds_a_graph_through_the_cache_and_again_with_upstream_gone() {
         24,
         "each crate downloaded from upstream once"
     );
+    // The crate files are where the backend keeps them, and only there.
+    let on_disk = wharf
+        .stored_files()
+        .iter()
+        .filter(|f| f.starts_with("crates-io/crates/"))
+        .count();
+    assert_eq!(on_disk, if backend == Backend::S3 { 0 } else { 24 });
 
     // Upstream gone, index TTL passed, a new CARGO_HOME with nothing cached.
     upstream.stop().await;

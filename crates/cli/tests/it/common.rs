@@ -23,6 +23,67 @@ pub struct Wharf {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// Where a test's wharf keeps its bytes: every storage test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Files under the data directory.
+    Fs,
+    /// A fresh bucket of the run's SeaweedFS server.
+    S3,
+}
+
+impl Backend {
+    /// The `[storage]` of this backend (for S3, a bucket of its own).
+    pub fn storage(self) -> wharf_config::Storage {
+        match self {
+            Self::Fs => wharf_config::Storage::default(),
+            Self::S3 => {
+                let s3 = wharf_test_support::s3::TestS3::shared();
+                wharf_config::Storage {
+                    kind: wharf_config::StorageKind::S3,
+                    bucket: Some(s3.bucket()),
+                    endpoint: Some(s3.endpoint.clone()),
+                    region: Some("us-east-1".to_owned()),
+                    allow_http: true,
+                    anonymous: true,
+                    ..wharf_config::Storage::default()
+                }
+            }
+        }
+    }
+
+    /// The same as lines of a config file (empty for the disk).
+    pub fn toml(self) -> String {
+        let storage = self.storage();
+        match storage.kind {
+            wharf_config::StorageKind::Fs => String::new(),
+            wharf_config::StorageKind::S3 => format!(
+                "[storage]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\nanonymous = true\n\n",
+                storage.bucket.unwrap_or_default(),
+                storage.endpoint.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Runs `$body(backend)` as two tests, `$name::on_fs` and `$name::on_s3`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_fs() {
+                $body($crate::common::Backend::Fs).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_s3() {
+                $body($crate::common::Backend::S3).await;
+            }
+        }
+    };
+}
+
 /// Settings of the `crates-io` cache registry for a test.
 pub fn cache(upstreams: &[String]) -> CacheRegistry {
     CacheRegistry {
@@ -38,6 +99,20 @@ impl Wharf {
         let data = tempfile::tempdir().expect("temp dir");
         let dir = data.path().join("data");
         let mut wharf = Self::start_in(&dir, registry).await;
+        wharf._data = Some(data);
+        wharf
+    }
+
+    /// Starts a `crates-io` cache registry storing on `backend`.
+    pub async fn start_on(backend: Backend, registry: CacheRegistry) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut wharf = Self::start_with(Config {
+            data_dir: data.path().join("data"),
+            storage: backend.storage(),
+            registries: [("crates-io".to_owned(), Registry::Cache(registry))].into(),
+            ..Config::default()
+        })
+        .await;
         wharf._data = Some(data);
         wharf
     }
@@ -64,7 +139,7 @@ impl Wharf {
         let state = Arc::new(
             AppState::build(&config, &public_url)
                 .await
-                .expect("build wharf"),
+                .unwrap_or_else(|e| panic!("build wharf: {e:#}")),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(wharf_server::serve(listener, state, async move {

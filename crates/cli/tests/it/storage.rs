@@ -190,3 +190,156 @@ async fn a_full_or_read_only_disk_answers_503_and_blames_no_upstream() {
     assert_eq!(get(&wharf, "/readyz").await.0, 200);
     wharf.stop().await;
 }
+
+/// Runs `wharf serve` on a config whose storage cannot be used; it must
+/// stop by itself within 10 s (and a little), saying why. Returns stderr.
+fn serve_fails_at_start(storage: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{storage}\n[registries.crates-io]\nkind = \"cache\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("WHARF_LOG", "warn")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run wharf");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "wharf served with broken storage: {stderr}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "took {took:?}: {stderr}"
+    );
+    stderr
+}
+
+/// A missing bucket and an endpoint nobody answers stop `wharf serve` at
+/// start, within 10 s, with a message that names the bucket and the cause.
+#[test]
+fn unusable_storage_stops_the_start_naming_the_problem() {
+    let s3 = wharf_test_support::s3::TestS3::shared();
+    let missing = serve_fails_at_start(&format!(
+        "[storage]\nkind = \"s3\"\nbucket = \"no-such-bucket-for-wharf\"\nendpoint = \"{}\"\nallow_http = true\nanonymous = true\n",
+        s3.endpoint
+    ));
+    assert!(missing.contains("no-such-bucket-for-wharf"), "{missing}");
+    assert!(missing.contains("cannot use bucket"), "{missing}");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = serve_fails_at_start(&format!(
+        "[storage]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:{port}\"\nallow_http = true\nanonymous = true\ntimeout = \"2s\"\n"
+    ));
+    assert!(
+        unreachable.contains(&format!("127.0.0.1:{port}")),
+        "{unreachable}"
+    );
+    assert!(
+        unreachable.to_lowercase().contains("connect"),
+        "the cause is named: {unreachable}"
+    );
+    // And no secret of the environment is ever printed.
+    assert!(
+        !unreachable.contains("AWS_SECRET_ACCESS_KEY="),
+        "{unreachable}"
+    );
+}
+
+/// Acceptance 2 of issue 11: a mirror synced into a bucket. Its signed
+/// manifest lists every index file of the bucket, `wharf verify --key`
+/// accepts it, and cargo builds from it with the upstream stopped; nothing
+/// of the served tree is on the local disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_synced_into_a_bucket_is_signed_verified_and_builds_alone() {
+    use crate::common::{Backend, cargo_ok, wharf_cli};
+    let crates = wharf_test_support::fixture::graph("sb", 8);
+    let upstream = FakeUpstream::start(crates).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mirror.key");
+    let out = wharf_cli(&["keys", "generate", "--out", key_file.to_str().unwrap()]);
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("a public key")
+        .to_owned();
+    let config = crate::mirror::mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "include = [\"sb-0\"]\nsigning_key = \"{}\"",
+            key_file.display()
+        ),
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    text.push_str(&Backend::S3.toml());
+    std::fs::write(&config, text).unwrap();
+    let summary = crate::mirror::sync_ok(&config);
+    assert!(summary.contains("8 crates"), "{summary}");
+
+    let wharf = Wharf::start_with(wharf_config::Config::load(Some(&config)).unwrap()).await;
+    let manifest = wharf.get_json("/m/manifest.json").await;
+    let files = manifest["files"].as_object().expect("a manifest of files");
+    // Every crate's index file (and config.json) is vouched for.
+    assert_eq!(files.len(), 9, "{manifest}");
+    for i in 0..8 {
+        let path = wharf_test_support::fixture::sparse_path(&format!("sb-{i}"));
+        assert!(files.contains_key(&path), "{path} missing from {manifest}");
+    }
+
+    let mirror_url = format!("sparse+http://{}/m/index/", wharf.addr);
+    let out = tokio::task::block_in_place(|| {
+        wharf_cli(&[
+            "verify",
+            "--mirror",
+            &mirror_url,
+            "--against",
+            &upstream.index_url(),
+            "--crate",
+            "sb-0",
+            "--key",
+            &public,
+        ])
+    });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.contains("signed manifest: valid; 9 index files"),
+        "{said}"
+    );
+
+    upstream.stop().await;
+    let project = wharf_test_support::cargo::CargoProject::new(&mirror_url, &[("sb-0", "1")]);
+    cargo_ok(&project, &["generate-lockfile"]);
+    cargo_ok(&project, &["build"]);
+    // The served tree is in the bucket; the disk holds working state only.
+    let served: Vec<_> = wharf
+        .stored_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("m/.sync/") && !f.starts_with(".probe"))
+        .collect();
+    assert!(
+        served.is_empty(),
+        "served files on the local disk: {served:?}"
+    );
+    wharf.stop().await;
+}
