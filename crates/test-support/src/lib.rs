@@ -5,5 +5,6 @@ pub mod fixture;
 pub mod http;
 pub mod nginx;
 pub mod postgres;
+pub mod proxy;
 pub mod s3;
 pub mod upstream;

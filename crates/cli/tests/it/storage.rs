@@ -343,3 +343,55 @@ async fn a_mirror_synced_into_a_bucket_is_signed_verified_and_builds_alone() {
     );
     wharf.stop().await;
 }
+
+/// Acceptance 4 of issue 11: the S3 service goes away mid-run. Requests that
+/// need it get 503 with a message within the storage timeout (never a hang,
+/// never 502 "upstream"), `/readyz` says why, no upstream is marked down,
+/// and service resumes by itself when the service is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_goes_away_is_503_and_service_resumes() {
+    use std::time::{Duration, Instant};
+    let upstream = FakeUpstream::start([
+        CrateBuilder::new("before", "1.0.0").build(),
+        CrateBuilder::new("during", "1.0.0").build(),
+    ])
+    .await;
+    let s3 = wharf_test_support::s3::TestS3::shared();
+    let target = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = wharf_test_support::proxy::TcpProxy::start(target).await;
+    let mut storage = crate::common::Backend::S3.storage();
+    storage.endpoint = Some(format!("http://{}", proxy.addr()));
+    storage.timeout = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let wharf = Wharf::start_with(wharf_config::Config {
+        data_dir: dir.path().join("data"),
+        storage,
+        registries: [(
+            "crates-io".to_owned(),
+            wharf_config::Registry::Cache(cache(&[upstream.index_url()])),
+        )]
+        .into(),
+        ..wharf_config::Config::default()
+    })
+    .await;
+    assert_eq!(get(&wharf, "/crates-io/crates/before/before-1.0.0.crate").await.0, 200);
+
+    proxy.cut();
+    let started = Instant::now();
+    let (status, body) = get(&wharf, "/crates-io/crates/during/during-1.0.0.crate").await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage is unavailable"), "{body}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let (status, body) = get(&wharf, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage is unavailable"), "{body}");
+    assert!(upstreams_up(&wharf).await, "the bucket's outage marked the upstream down");
+    assert!(proxy.refused() > 0, "the bucket was asked while it was away");
+
+    proxy.restore();
+    let (status, body) = get(&wharf, "/crates-io/crates/during/during-1.0.0.crate").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&wharf, "/readyz").await.0, 200);
+    wharf.stop().await;
+}
