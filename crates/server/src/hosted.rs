@@ -28,6 +28,7 @@ use crate::{
     error::ApiError,
     flight::Flights,
     registry::Access,
+    stored::{Stored, Verified},
 };
 
 /// How long a rendered index file is served before the database is asked
@@ -52,6 +53,7 @@ pub struct HostedRegistry {
     memory: moka::sync::Cache<String, Arc<IndexEntry>>,
     revisions: moka::sync::Cache<String, i64>,
     flights: Arc<Flights<String, Lookup>>,
+    verified: Verified,
     /// One publish at a time: the check that a version is new and the store
     /// of its crate file must not interleave with another publish.
     publishing: tokio::sync::Mutex<()>,
@@ -82,6 +84,7 @@ impl HostedRegistry {
             memory: IndexEntry::memory(memory_bytes),
             revisions: moka::sync::Cache::new(1 << 20),
             flights: Flights::new(),
+            verified: Verified::new(),
             publishing: tokio::sync::Mutex::new(()),
         }
     }
@@ -146,12 +149,35 @@ impl HostedRegistry {
         self.revisions.invalidate(path.as_str());
     }
 
-    /// A crate file.
-    pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
-        self.store
-            .get(&crate_key(&self.name, krate.as_str(), vers.as_str()))
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("this registry has no {krate} {vers}")))
+    /// A crate file, checked against its index line before it is served
+    /// (once per file per process). A damaged one is not served and is left
+    /// in place for the operator: a hosted registry has no other copy.
+    pub async fn crate_file(
+        self: &Arc<Self>,
+        krate: &CrateName,
+        vers: &Version,
+    ) -> Result<Bytes, ApiError> {
+        let key = crate_key(&self.name, krate.as_str(), vers.as_str());
+        let bytes =
+            self.store.get(&key).await?.ok_or_else(|| {
+                ApiError::not_found(format!("this registry has no {krate} {vers}"))
+            })?;
+        let index = match self.index_file(&IndexPath::for_name(krate)).await? {
+            Lookup::Found(entry) => Some(entry.body.clone()),
+            Lookup::NotFound => None,
+        };
+        match self
+            .verified
+            .check(&key, &bytes, index.as_deref(), vers.as_str())
+        {
+            Stored::Good | Stored::Unlisted => Ok(bytes),
+            Stored::Damaged { expected, found } => {
+                tracing::error!(registry = %self.name, krate.name = %krate, krate.vers = %vers, %expected, %found, storage.key = %key, "stored crate file is damaged; not served");
+                Err(ApiError::internal(format!(
+                    "the stored file of {krate} {vers} is damaged (sha256 {found}, the index says {expected}); the registry's operator must restore `{key}` from a backup"
+                )))
+            }
+        }
     }
 
     /// Who sent a write (publish, yank, owners): a user with a token, or a

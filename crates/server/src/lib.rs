@@ -15,6 +15,7 @@ mod policy;
 mod registry;
 mod request_log;
 mod router;
+mod stored;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 

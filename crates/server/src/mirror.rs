@@ -21,6 +21,7 @@ use crate::{
     error::ApiError,
     flight::Flights,
     registry::Access,
+    stored::{Stored, Verified},
 };
 
 /// How long an index file read from storage is served before reading it again.
@@ -37,6 +38,7 @@ pub struct MirrorRegistry {
     store: Arc<dyn BlobStore>,
     memory: moka::sync::Cache<String, Arc<IndexEntry>>,
     flights: Arc<Flights<String, Lookup>>,
+    verified: Verified,
     /// Who may read it, and its policy.
     pub access: Access,
 }
@@ -68,6 +70,7 @@ impl MirrorRegistry {
             store,
             memory: IndexEntry::memory(memory_bytes),
             flights: Flights::new(),
+            verified: Verified::new(),
         }
     }
 
@@ -115,14 +118,51 @@ impl MirrorRegistry {
     }
 
     /// A crate file of the tree; a mirror never asks upstream on request.
-    pub async fn crate_file(&self, krate: &CrateName, vers: &Version) -> Result<Bytes, ApiError> {
-        let key = Layout::new(&self.name)
+    /// Checked against its index line before it is served (once per file
+    /// per process): a damaged one is removed, with the sync's copy of its
+    /// index file, so that the next pass looks at that file afresh and
+    /// downloads the crate file again.
+    pub async fn crate_file(
+        self: &Arc<Self>,
+        krate: &CrateName,
+        vers: &Version,
+    ) -> Result<Bytes, ApiError> {
+        let layout = Layout::new(&self.name);
+        let key = layout
             .crate_file(krate.as_str(), vers.as_str())
             .expect("a crate name and version make a valid key");
-        self.store
+        let bytes = self
+            .store
             .get(&key)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("this mirror has no {krate} {vers}")))
+            .ok_or_else(|| ApiError::not_found(format!("this mirror has no {krate} {vers}")))?;
+        let path = IndexPath::for_name(krate);
+        let index = match self.index_file(&path).await? {
+            Lookup::Found(entry) => Some(entry.body.clone()),
+            Lookup::NotFound => None,
+        };
+        match self
+            .verified
+            .check(&key, &bytes, index.as_deref(), vers.as_str())
+        {
+            Stored::Good | Stored::Unlisted => Ok(bytes),
+            Stored::Damaged { expected, found } => {
+                warn!(registry = %self.name, krate.name = %krate, krate.vers = %vers, %expected, %found, "stored crate file is damaged; removed, the next sync pass downloads it again");
+                self.store.delete(&key).await?;
+                for cursor in [
+                    layout.sync_upstream(path.as_str()),
+                    layout.sync_upstream_validators(path.as_str()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    self.store.delete(&cursor).await?;
+                }
+                Err(ApiError::internal(format!(
+                    "the stored file of {krate} {vers} is damaged (sha256 {found}, the index says {expected}); it was removed and the next sync pass downloads it again"
+                )))
+            }
+        }
     }
 
     /// A file at the top of the tree (`status.json`, `manifest.json`), if a

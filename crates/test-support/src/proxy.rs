@@ -28,7 +28,9 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts relaying from a free port of 127.0.0.1 to `target`.
     pub async fn start(target: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let up = Arc::new(AtomicBool::new(true));
         let refused = Arc::new(AtomicU64::new(0));

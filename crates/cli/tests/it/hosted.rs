@@ -302,7 +302,7 @@ async fn cargo_publishes_and_consumes_private_crates_on_postgres() {
 }
 
 /// cargo's publish body: length-prefixed JSON metadata, then the tarball.
-fn publish_body(meta: &serde_json::Value, tarball: &[u8]) -> Vec<u8> {
+pub(crate) fn publish_body(meta: &serde_json::Value, tarball: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(meta).unwrap();
     let mut body = Vec::new();
     body.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -312,7 +312,7 @@ fn publish_body(meta: &serde_json::Value, tarball: &[u8]) -> Vec<u8> {
     body
 }
 
-fn metadata(name: &str, vers: &str) -> serde_json::Value {
+pub(crate) fn metadata(name: &str, vers: &str) -> serde_json::Value {
     serde_json::json!({
         "name": name, "vers": vers, "deps": [], "features": {}, "authors": [],
         "description": "a crate for tests", "license": "MIT", "keywords": [],

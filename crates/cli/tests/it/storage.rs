@@ -374,7 +374,12 @@ async fn a_bucket_that_goes_away_is_503_and_service_resumes() {
         ..wharf_config::Config::default()
     })
     .await;
-    assert_eq!(get(&wharf, "/crates-io/crates/before/before-1.0.0.crate").await.0, 200);
+    assert_eq!(
+        get(&wharf, "/crates-io/crates/before/before-1.0.0.crate")
+            .await
+            .0,
+        200
+    );
 
     proxy.cut();
     let started = Instant::now();
@@ -386,8 +391,14 @@ async fn a_bucket_that_goes_away_is_503_and_service_resumes() {
     let (status, body) = get(&wharf, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("storage is unavailable"), "{body}");
-    assert!(upstreams_up(&wharf).await, "the bucket's outage marked the upstream down");
-    assert!(proxy.refused() > 0, "the bucket was asked while it was away");
+    assert!(
+        upstreams_up(&wharf).await,
+        "the bucket's outage marked the upstream down"
+    );
+    assert!(
+        proxy.refused() > 0,
+        "the bucket was asked while it was away"
+    );
 
     proxy.restore();
     let (status, body) = get(&wharf, "/crates-io/crates/during/during-1.0.0.crate").await;
@@ -395,3 +406,104 @@ async fn a_bucket_that_goes_away_is_503_and_service_resumes() {
     assert_eq!(get(&wharf, "/readyz").await.0, 200);
     wharf.stop().await;
 }
+
+/// Writes `bytes` under `key` behind wharf's back, where `backend` keeps
+/// its files (`data_dir`, or the bucket of `storage`).
+async fn plant(storage: &wharf_config::Storage, data_dir: &Path, key: &str, bytes: Vec<u8>) {
+    match storage.kind {
+        wharf_config::StorageKind::Fs => std::fs::write(data_dir.join(key), bytes).unwrap(),
+        wharf_config::StorageKind::S3 => {
+            let url = format!(
+                "{}/{}/{key}",
+                storage.endpoint.as_deref().unwrap(),
+                storage.bucket.as_deref().unwrap()
+            );
+            let status = reqwest::Client::new()
+                .put(url)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(status.is_success(), "{status}");
+        }
+    }
+}
+
+/// `bytes` with one byte flipped.
+fn damaged(mut bytes: Vec<u8>) -> Vec<u8> {
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    bytes
+}
+
+/// Acceptance 5 of issue 11: a damaged crate file in a mirror's storage is
+/// not served: it is reported, removed, and the next pass downloads it
+/// again; in a hosted registry's it is not served and left for the operator.
+async fn damaged_crate_files_are_never_served(backend: crate::common::Backend) {
+    let crates = wharf_test_support::fixture::graph("dm", 3);
+    let good = crates[2].bytes.to_vec();
+    let upstream = FakeUpstream::start(crates).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::mirror::mirror_config(dir.path(), &upstream, "include = [\"dm-0\"]");
+    let storage_toml = backend.toml();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    text.push_str(&storage_toml);
+    text.push_str("\n[registries.private]\nkind = \"hosted\"\n");
+    std::fs::write(&config, text).unwrap();
+    crate::mirror::sync_ok(&config);
+    let loaded = wharf_config::Config::load(Some(&config)).unwrap();
+    let storage = loaded.storage.clone();
+    let data_dir = loaded.data_dir.clone();
+    let wharf = Wharf::start_with(loaded).await;
+
+    // A mirror: reported and removed, then fetched again by the next pass.
+    let key = "m/crates/dm-2/dm-2-1.0.0.crate";
+    plant(&storage, &data_dir, key, damaged(good.clone())).await;
+    let (status, body) = get(&wharf, &format!("/{key}")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("damaged") && body.contains("next sync pass"),
+        "{body}"
+    );
+    assert_eq!(get(&wharf, &format!("/{key}")).await.0, 404, "removed");
+    crate::mirror::sync_ok(&config);
+    let (status, bytes) = get_bytes(&wharf, &format!("/{key}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, good, "downloaded again, whole");
+
+    // A hosted registry: not served, left in place for the operator.
+    let token = crate::hosted::create_token(&config, "alice");
+    let krate = CrateBuilder::new("hd", "1.0.0").build();
+    let published = reqwest::Client::new()
+        .put(wharf.url("/private/api/v1/crates/new"))
+        .header("Authorization", &token)
+        .body(crate::hosted::publish_body(
+            &crate::hosted::metadata("hd", "1.0.0"),
+            &krate.bytes,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published.status(),
+        200,
+        "{}",
+        published.text().await.unwrap_or_default()
+    );
+    let key = "private/crates/hd/hd-1.0.0.crate";
+    plant(&storage, &data_dir, key, damaged(krate.bytes.to_vec())).await;
+    let (status, body) = get(&wharf, &format!("/{key}")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("damaged") && body.contains("backup"),
+        "{body}"
+    );
+    wharf.stop().await;
+}
+
+crate::on_both_backends!(
+    damaged_crate_files,
+    super::damaged_crate_files_are_never_served
+);
