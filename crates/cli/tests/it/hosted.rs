@@ -294,9 +294,7 @@ async fn cargo_publishes_and_consumes_private_crates_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_publishes_and_consumes_private_crates_on_postgres() {
-    let Some(postgres) = TempPostgres::shared() else {
-        return;
-    };
+    let postgres = TempPostgres::shared();
     let url = postgres.create_database();
     publish_consume_yank_own_search_install(Some(&url)).await;
 }
@@ -535,9 +533,7 @@ async fn bad_publishes_write_nothing_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publishes_write_nothing_on_postgres() {
-    let Some(postgres) = TempPostgres::shared() else {
-        return;
-    };
+    let postgres = TempPostgres::shared();
     let url = postgres.create_database();
     bad_publishes_write_nothing(Some(&url)).await;
 }
@@ -549,9 +545,7 @@ async fn killed_during_publish_a_version_is_whole_or_absent_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_publish_a_version_is_whole_or_absent_on_postgres() {
-    let Some(postgres) = TempPostgres::shared() else {
-        return;
-    };
+    let postgres = TempPostgres::shared();
     let url = postgres.create_database();
     killed_during_publish(Some(&url)).await;
 }
