@@ -296,12 +296,10 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
     assert!(stdout.contains("looked at 0 index files"), "{stdout}");
     let asked = upstream.requests();
     assert!(
-        asked
-            .iter()
-            .all(|r| r.kind == RequestKind::Feed && r.status == 304)
-            || asked
+        !asked.is_empty()
+            && asked
                 .iter()
-                .all(|r| matches!(r.kind, RequestKind::Feed | RequestKind::Config)),
+                .all(|r| r.kind == RequestKind::Feed && r.status == 304),
         "{asked:#?}"
     );
 
