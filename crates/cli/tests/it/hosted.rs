@@ -800,8 +800,14 @@ async fn an_auth_required_registry_needs_a_token_for_everything() {
         config.to_str().unwrap(),
     ]);
     assert!(out.status.success());
-    // A running server reads the credentials generation ten times a second.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A running server reads the credentials generation ten times a second:
+    // the revoke shows within a tenth of a second.
+    let took =
+        crate::common::refused_after(&wharf.url("/private/index/p-/se/p-secret"), &basic).await;
+    assert!(
+        took < crate::common::NOTICED_WITHIN,
+        "the revoke was noticed after {took:?}"
+    );
     consumer.fresh_home();
     consumer.set_token("private", &basic);
     let refused = consumer.run_async(&["fetch"]).await.assert_failure();
