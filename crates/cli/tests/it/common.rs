@@ -255,7 +255,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// How long after now a request to `url` with `authorization` stops being
 /// answered 200: polls every 5 ms, for 5 s at most. The README promises a
 /// revoke or rotate is noticed "within a tenth of a second"; callers allow
-/// that tenth plus a tenth for a busy machine.
+/// [`NOTICED_WITHIN`].
 pub async fn refused_after(url: &str, authorization: &str) -> Duration {
     let http = reqwest::Client::new();
     let started = std::time::Instant::now();
@@ -277,6 +277,7 @@ pub async fn refused_after(url: &str, authorization: &str) -> Duration {
     }
 }
 
-/// The README's "within a tenth of a second" for a revoke or rotate, plus a
-/// tenth for a busy machine.
-pub const NOTICED_WITHIN: Duration = Duration::from_millis(200);
+/// The README's "within a tenth of a second" for a revoke or rotate, plus
+/// 150 ms for a busy machine (the whole suite runs two tests at a time on
+/// two cores).
+pub const NOTICED_WITHIN: Duration = Duration::from_millis(250);
