@@ -403,6 +403,11 @@ async fn bad_publishes_write_nothing(database_url: Option<&str>) {
     let other = CrateBuilder::new("bp-other", "1.0.0").build();
     let mut truncated = publish_body(&metadata("bp-good", "1.0.1"), &good.bytes);
     truncated.truncate(truncated.len() - 40);
+    let truncated_words = format!(
+        "the publish request is truncated: expected {} bytes of crate file, found {}; retry",
+        good.bytes.len(),
+        good.bytes.len() - 40
+    );
     let big = CrateBuilder::new("bp-big", "1.0.0")
         .lib_body(&noise(600_000))
         .build();
@@ -460,7 +465,7 @@ async fn bad_publishes_write_nothing(database_url: Option<&str>) {
             truncated,
             Some(&alice),
             400,
-            "bytes of crate file, found",
+            &truncated_words,
         ),
         (
             "Cargo.toml disagrees",
