@@ -93,6 +93,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
+    /// What the upstream's log and the tree at `tree` show now.
     pub(crate) fn now(upstream: &FakeUpstream, tree: &Path) -> Seen {
         let requests = upstream.requests();
         Seen {
