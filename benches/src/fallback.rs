@@ -20,14 +20,8 @@ const RUNS: usize = 3;
 
 /// Runs the three cases and prints their times and ratios.
 pub fn fallback(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    let wharf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wharf");
-    if !wharf.is_file() {
-        println!(
-            "\nwharf run fallback: skipped, no {} (cargo build --release -p wharf)",
-            wharf.display()
-        );
-        return Ok(());
-    }
+    // `main` checked it up front: present, newer than the sources.
+    let wharf = crate::wharf_binary::default_path();
     let (fixtures, roots) = cold_fixtures(options.crates);
     let healthy = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
     let failing = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));

@@ -23,6 +23,7 @@ use wharf_test_support::{
 mod auth;
 mod fallback;
 mod hosted;
+mod wharf_binary;
 
 struct Options {
     duration_secs: u64,
@@ -87,6 +88,11 @@ fn main() -> anyhow::Result<()> {
         "wharf benchmark: {} cores, loopback only",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // The fallback phase times the release binary: refused up front when it
+    // is missing or older than the sources, before the other phases run.
+    if options.fallback {
+        wharf_binary::check(&wharf_binary::default_path())?;
+    }
     // Each phase gets fresh runtimes (dropped at its end, with every task
     // left on them), so nothing of one phase slows the next.
     if options.cold {

@@ -19,6 +19,9 @@ use wharf_test_support::{
     upstream::{FakeUpstream, Fault, Logged, RequestKind, Target},
 };
 
+#[path = "../wharf_binary.rs"]
+mod wharf_binary;
+
 struct Options {
     crates: usize,
     concurrency: usize,
@@ -30,7 +33,7 @@ fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         crates: 100_000,
         concurrency: 32,
-        wharf: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wharf"),
+        wharf: wharf_binary::default_path(),
         curl: true,
     };
     let mut args = std::env::args().skip(1);
@@ -47,12 +50,7 @@ fn options() -> anyhow::Result<Options> {
             other => bail!("unknown flag {other}; see benches/README.md"),
         }
     }
-    if !options.wharf.is_file() {
-        bail!(
-            "no wharf binary at {}; build it first with `cargo build --release -p wharf`, or pass --wharf PATH",
-            options.wharf.display()
-        );
-    }
+    wharf_binary::check(&options.wharf)?;
     Ok(options)
 }
 

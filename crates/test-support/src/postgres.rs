@@ -18,12 +18,12 @@
 
 use std::{
     fs::File,
-    io::{Read, Write},
+    io::Read,
     os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
-        Once, OnceLock,
+        OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -31,9 +31,6 @@ use std::{
 
 /// Where Debian's `postgresql-15` package installs the server binaries.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
-
-/// The environment variable that, set to `1`, skips the PostgreSQL tests.
-pub const SKIP_ENV: &str = "WHARF_SKIP_POSTGRES";
 
 /// The environment variable that overrides [`DEFAULT_BIN_DIR`].
 pub const BIN_DIR_ENV: &str = "WHARF_POSTGRES_BIN";
@@ -72,42 +69,28 @@ impl RunAs {
 impl TempPostgres {
     /// Starts a new server, or panics saying what is missing.
     ///
-    /// Most tests want [`TempPostgres::shared`], which also honours
-    /// `WHARF_SKIP_POSTGRES=1`.
+    /// Most tests want [`TempPostgres::shared`]. There is no switch to skip the
+    /// PostgreSQL tests: a backend that is not tested must show as a failure,
+    /// never as a pass.
     pub fn start() -> TempPostgres {
         match Self::try_start() {
             Ok(pg) => pg,
-            Err(e) => panic!(
-                "cannot start a temporary PostgreSQL server: {e}; \
-                 set {SKIP_ENV}=1 to skip the PostgreSQL tests"
-            ),
+            Err(e) => cannot_start(&e),
         }
     }
 
-    /// The server shared by every test of this test binary, started on first use;
-    /// `None`, after printing a note, when `WHARF_SKIP_POSTGRES=1`.
+    /// The server shared by every test of this test binary, started on first use,
+    /// or a panic saying what to install.
     ///
-    /// It is stopped and its directory deleted when the test binary exits.
-    pub fn shared() -> Option<&'static TempPostgres> {
-        static SHARED: OnceLock<TempPostgres> = OnceLock::new();
-        static NOTED: Once = Once::new();
-        if Self::skip_requested() {
-            // Written past the test harness's capture, once per test binary, so
-            // that a skipped backend shows in the output of a passing run.
-            NOTED.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: {SKIP_ENV}=1: the PostgreSQL tests of this binary pass without running"
-                );
-            });
-            return None;
+    /// It is stopped and its directory deleted when the test binary exits. A
+    /// failed start is not retried by every later test: they all panic with the
+    /// first test's message.
+    pub fn shared() -> &'static TempPostgres {
+        static SHARED: OnceLock<Result<TempPostgres, String>> = OnceLock::new();
+        match SHARED.get_or_init(Self::try_start) {
+            Ok(pg) => pg,
+            Err(e) => cannot_start(e),
         }
-        Some(SHARED.get_or_init(Self::start))
-    }
-
-    /// Whether `WHARF_SKIP_POSTGRES=1` asks for the PostgreSQL tests to be skipped.
-    pub fn skip_requested() -> bool {
-        std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1")
     }
 
     /// Starts a new server, or says what is missing.
@@ -360,6 +343,15 @@ impl Drop for TempPostgres {
         let _ = self.watchdog.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Panics saying why the server did not start and what to install.
+fn cannot_start(e: &str) -> ! {
+    panic!(
+        "cannot start a temporary PostgreSQL server: {e}; the PostgreSQL tests need \
+         PostgreSQL 15's binaries (apt-get install postgresql-15, which also creates \
+         the postgres user; .ci/run installs it)"
+    )
 }
 
 /// Why one attempt to run the server failed.

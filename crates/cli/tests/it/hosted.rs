@@ -3,6 +3,10 @@
 //! PostgreSQL.
 
 use std::path::{Path, PathBuf};
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use wharf_config::Config;
 use wharf_test_support::{
@@ -294,9 +298,7 @@ async fn cargo_publishes_and_consumes_private_crates_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_publishes_and_consumes_private_crates_on_postgres() {
-    let Some(postgres) = TempPostgres::shared() else {
-        return;
-    };
+    let postgres = TempPostgres::shared();
     let url = postgres.create_database();
     publish_consume_yank_own_search_install(Some(&url)).await;
 }
@@ -401,6 +403,11 @@ async fn bad_publishes_write_nothing(database_url: Option<&str>) {
     let other = CrateBuilder::new("bp-other", "1.0.0").build();
     let mut truncated = publish_body(&metadata("bp-good", "1.0.1"), &good.bytes);
     truncated.truncate(truncated.len() - 40);
+    let truncated_words = format!(
+        "the publish request is truncated: expected {} bytes of crate file, found {}; retry",
+        good.bytes.len(),
+        good.bytes.len() - 40
+    );
     let big = CrateBuilder::new("bp-big", "1.0.0")
         .lib_body(&noise(600_000))
         .build();
@@ -451,9 +458,15 @@ async fn bad_publishes_write_nothing(database_url: Option<&str>) {
             b"not a publish body".to_vec(),
             Some(&alice),
             400,
-            "",
+            "the JSON metadata is 544501614 bytes, more than the 1048576 allowed",
         ),
-        ("truncated tarball", truncated, Some(&alice), 400, ""),
+        (
+            "truncated tarball",
+            truncated,
+            Some(&alice),
+            400,
+            &truncated_words,
+        ),
         (
             "Cargo.toml disagrees",
             publish_body(&metadata("bp-good", "1.0.2"), &other.bytes),
@@ -505,6 +518,8 @@ async fn bad_publishes_write_nothing(database_url: Option<&str>) {
                 .as_str()
                 .unwrap_or_else(|| panic!("{label}: no detail: {text}"))
                 .to_owned();
+        // An empty needle would match any message: each case names its words.
+        assert!(!needle.is_empty(), "{label}: no words to look for");
         assert!(detail.contains(needle), "{label}: {detail}");
         if status == 401 {
             assert!(
@@ -535,9 +550,7 @@ async fn bad_publishes_write_nothing_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publishes_write_nothing_on_postgres() {
-    let Some(postgres) = TempPostgres::shared() else {
-        return;
-    };
+    let postgres = TempPostgres::shared();
     let url = postgres.create_database();
     bad_publishes_write_nothing(Some(&url)).await;
 }
@@ -549,24 +562,30 @@ async fn killed_during_publish_a_version_is_whole_or_absent_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_publish_a_version_is_whole_or_absent_on_postgres() {
-    let Some(postgres) = TempPostgres::shared() else {
-        return;
-    };
+    let postgres = TempPostgres::shared();
     let url = postgres.create_database();
     killed_during_publish(Some(&url)).await;
 }
 
 /// Acceptance 6: `wharf serve` killed (SIGKILL) while publishes are under
 /// way: after a restart, every version in the index has its crate file with
-/// the right sha256, and every acknowledged publish is there.
+/// the right sha256, and every acknowledged publish is there. Each round
+/// kills only after publishes were acknowledged and the next one was sent;
+/// every publish before the kill must be answered 200, and at least one kill
+/// must cut a publish in flight.
 async fn killed_during_publish(database_url: Option<&str>) {
     let upstream = FakeUpstream::start([]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = hosted_config(dir.path(), &upstream, database_url);
     let token = create_token(&config, "alice");
     let lib = format!("pub fn value() -> u64 {{ 1 }}\n{}", noise(80_000));
-    for (round, delay_ms) in [60u64, 25, 140, 90, 45, 200].into_iter().enumerate() {
-        let server = crate::common::WharfProcess::spawn(&config);
+    // Each round kills the server once `acked` publishes were acknowledged
+    // and the next one has been under way for `after_ms`: from just sent
+    // (the body still arriving) to well into its handling.
+    let mut cut_in_flight = 0;
+    let rounds = [(1usize, 0u64), (2, 3), (1, 8), (3, 15), (2, 30), (1, 60)];
+    for (round, (acked, after_ms)) in rounds.into_iter().enumerate() {
+        let mut server = crate::common::WharfProcess::spawn(&config);
         let url = format!("{}/private/api/v1/crates/new", server.base_url);
         let bodies: Vec<(String, Vec<u8>)> = (0..40)
             .map(|i| {
@@ -576,29 +595,72 @@ async fn killed_during_publish(database_url: Option<&str>) {
                 (vers, body)
             })
             .collect();
+        // How many publishes were answered 200, and how many were sent.
+        let answered = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
         let publisher = {
             let token = token.clone();
+            let (answered, sent) = (answered.clone(), sent.clone());
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut acknowledged = Vec::new();
                 for (vers, body) in bodies {
-                    match client
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let response = client
                         .put(&url)
                         .header("Authorization", &token)
                         .body(body)
                         .send()
-                        .await
-                    {
-                        Ok(response) if response.status() == 200 => acknowledged.push(vers),
-                        _ => break,
+                        .await;
+                    match response {
+                        Ok(response) if response.status() == 200 => {
+                            acknowledged.push(vers);
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Only a kill may stop a publish: a refusal is a bug.
+                        Ok(response) => {
+                            let status = response.status();
+                            let body = response.text().await.unwrap_or_default();
+                            panic!("publish of {vers} answered {status}: {body}");
+                        }
+                        Err(e) => return (acknowledged, Some((vers, e))),
                     }
                 }
-                acknowledged
+                (acknowledged, None)
             })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        drop(server); // SIGKILL
-        let acknowledged = publisher.await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(answered.load(Ordering::SeqCst) >= acked
+            && sent.load(Ordering::SeqCst) > answered.load(Ordering::SeqCst))
+        {
+            assert!(
+                !publisher.is_finished(),
+                "round {round}: the publisher stopped before {acked} publishes were acknowledged"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {acked} publishes were not acknowledged within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "round {round}: the server ended before the kill"
+        );
+        server.kill(); // SIGKILL
+        let (acknowledged, cut) = publisher.await.unwrap();
+        assert!(
+            acknowledged.len() >= acked,
+            "round {round}: {} publishes acknowledged before the kill, {acked} expected",
+            acknowledged.len()
+        );
+        let cut = cut.expect("the publisher ran out of versions before the kill");
+        // A publish refused a connection was sent after the kill; any other
+        // transport error is a publish the kill cut while in flight.
+        if !cut.1.is_connect() {
+            cut_in_flight += 1;
+        }
 
         let server = crate::common::WharfProcess::spawn(&config);
         let index = reqwest::get(format!("{}/private/index/kp/-c/kp-crash", server.base_url))
@@ -636,13 +698,23 @@ async fn killed_during_publish(database_url: Option<&str>) {
                 "round {round}: {vers} was acknowledged but is not in the index"
             );
         }
+        // The publish cut in flight is whole or absent, never half there.
+        let cut_listed = listed.iter().any(|l| l["vers"] == cut.0.as_str());
         eprintln!(
-            "round {round}: {} publishes acknowledged before the kill; {} versions listed after it",
+            "round {round}: {} publishes acknowledged before the kill; {} cut ({}, {}); \
+             {} versions listed after it",
             acknowledged.len(),
+            cut.0,
+            cut.1,
+            if cut_listed { "listed" } else { "absent" },
             listed.len()
         );
         drop(server);
     }
+    assert!(
+        cut_in_flight >= 1,
+        "no kill cut a publish in flight: every kill came between two publishes"
+    );
 }
 
 /// Issue 5, acceptance 1 (hosted part): with `auth_required`, cargo needs a
@@ -733,8 +805,14 @@ async fn an_auth_required_registry_needs_a_token_for_everything() {
         config.to_str().unwrap(),
     ]);
     assert!(out.status.success());
-    // A running server reads the credentials generation ten times a second.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A running server reads the credentials generation ten times a second:
+    // the revoke shows within a tenth of a second.
+    let took =
+        crate::common::refused_after(&wharf.url("/private/index/p-/se/p-secret"), &basic).await;
+    assert!(
+        took < crate::common::NOTICED_WITHIN,
+        "the revoke was noticed after {took:?}"
+    );
     consumer.fresh_home();
     consumer.set_token("private", &basic);
     let refused = consumer.run_async(&["fetch"]).await.assert_failure();

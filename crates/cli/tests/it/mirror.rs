@@ -78,6 +78,99 @@ pub(crate) fn assert_consistent(registry_dir: &Path) {
     }
 }
 
+/// What a sync pass had done when it was killed, seen from outside: the
+/// upstream's request log and the files of the tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    /// Requests for `.crate` files the upstream has seen since the round began.
+    pub crate_requests: usize,
+    /// Requests for the git index's pack (`git-upload-pack`) since the round began.
+    pub pack_requests: usize,
+    /// Crate files in the tree.
+    pub crate_files: usize,
+    /// Index files in the tree (without `config.json`).
+    pub index_files: usize,
+}
+
+impl Seen {
+    /// What the upstream's log and the tree at `tree` show now.
+    pub(crate) fn now(upstream: &FakeUpstream, tree: &Path) -> Seen {
+        let requests = upstream.requests();
+        Seen {
+            crate_requests: requests
+                .iter()
+                .filter(|r| r.kind == RequestKind::Crate)
+                .count(),
+            pack_requests: requests
+                .iter()
+                .filter(|r| r.path.ends_with("/git-upload-pack"))
+                .count(),
+            crate_files: files_under(&tree.join("crates")).len(),
+            index_files: files_under(&tree.join("index"))
+                .iter()
+                .filter(|f| *f != "config.json")
+                .count(),
+        }
+    }
+}
+
+/// Starts `wharf sync` as its own process, waits until `kill_when` sees the
+/// point to kill it at (given what the round started from and what is seen
+/// now), asserts that the pass is still running, and kills it with SIGKILL.
+/// Returns what was seen at the start, just before the kill and just after it.
+/// The upstream's log is cleared first, so request counts are this round's.
+///
+/// Panics when the pass ends, or takes 60 s, before `kill_when` says yes: a
+/// kill that hits nothing proves nothing.
+pub(crate) async fn kill_sync_when(
+    config: &Path,
+    upstream: &FakeUpstream,
+    tree: &Path,
+    what: &str,
+    kill_when: impl Fn(&Seen, &Seen) -> bool,
+) -> (Seen, Seen, Seen) {
+    upstream.clear_log();
+    let start = Seen::now(upstream, tree);
+    let stderr_path = config.with_file_name("killed-sync.stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .env("WHARF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let seen = Seen::now(upstream, tree);
+        if kill_when(&start, &seen) {
+            break seen;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "wharf sync ended ({status}) before {what}; started from {start:?}, saw {seen:?}\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wharf sync did not reach {what} within 60 s; saw {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "wharf sync ended before the kill {what}: the kill would hit nothing"
+    );
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+        "the pass was killed {what}, yet it ended with {status}"
+    );
+    (start, before, Seen::now(upstream, tree))
+}
+
 /// Acceptance 6: a selective mirror from a `Cargo.lock` downloads exactly the
 /// locked crates, cargo builds the project from it with upstream gone, and
 /// a re-sync downloads nothing and asks only conditional questions.
@@ -258,10 +351,13 @@ async fn the_request_rate_cap_holds() {
 
 /// Acceptance 4: `wharf sync` killed at 10 points: after each, every index
 /// line in the tree has its crate file with the right sha256, and a final
-/// run completes.
+/// run completes. The kills follow the pass's progress: five with crate
+/// downloads in flight, five with part of the index published; each kill
+/// must hit a running pass, and the rounds together must have cut both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_ten_points_the_tree_stays_consistent_and_a_rerun_completes() {
-    let upstream = FakeUpstream::start(graph("kx", 40)).await;
+    const CRATES: usize = 40;
+    let upstream = FakeUpstream::start(graph("kx", CRATES)).await;
     // Slow downloads spread the pass over a second or two.
     upstream.set_fault(
         Target::Crates,
@@ -277,29 +373,115 @@ async fn killed_at_ten_points_the_tree_stays_consistent_and_a_rerun_completes() 
         "include = [\"kx-0\"]\nmax_concurrency = 4\nmax_requests_per_sec = 1000",
     );
     let tree = dir.path().join("data/m");
-    for offset_ms in [40u64, 350, 120, 700, 260, 90, 500, 180, 420, 60] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["sync", "--config", config.to_str().unwrap()])
-            .env("WHARF_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(offset_ms)).await;
-        let _ = child.kill();
-        let _ = child.wait();
+    let (mut downloads_cut, mut publishing_cut) = (0, 0);
+    for stored in [1, 1, 2, 2, 3] {
+        let (start, _, after) = kill_sync_when(
+            &config,
+            &upstream,
+            &tree,
+            "with crate downloads in flight",
+            |start, now| {
+                now.crate_files >= start.crate_files + stored
+                    && now.crate_requests > now.crate_files - start.crate_files
+            },
+        )
+        .await;
+        if after.crate_requests > after.crate_files - start.crate_files {
+            downloads_cut += 1;
+        }
         assert_consistent(&tree);
     }
-    let stored_before = files_under(&tree.join("crates")).len();
+    for more in [1, 2, 2, 3, 3] {
+        let (start, _, after) = kill_sync_when(
+            &config,
+            &upstream,
+            &tree,
+            "with part of the index published",
+            |start, now| now.index_files >= start.index_files + more && now.index_files < CRATES,
+        )
+        .await;
+        if after.index_files > start.index_files && after.index_files < CRATES {
+            publishing_cut += 1;
+        }
+        assert_consistent(&tree);
+    }
     assert!(
-        stored_before >= 1,
-        "the kills came after the passes had made progress"
+        downloads_cut >= 1 && publishing_cut >= 1,
+        "the kills cut {downloads_cut} passes downloading and {publishing_cut} passes \
+         publishing the index: each phase must be cut at least once"
     );
     upstream.clear_faults();
     let stdout = sync_ok(&config);
     assert!(stdout.contains("serves 40 crates, 40 versions"), "{stdout}");
     assert_consistent(&tree);
     assert_eq!(files_under(&tree.join("crates")).len(), 40);
+}
+
+/// Two `wharf sync` passes of one mirror never overlap, across processes: a
+/// second process started while a pass downloads refuses at once, saying
+/// which lock is held, and downloads nothing; the first pass completes with
+/// each crate file asked for once; then a new pass runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sync_process_refuses_while_a_pass_of_the_mirror_runs() {
+    const CRATES: usize = 20;
+    let upstream = FakeUpstream::start(graph("ov", CRATES)).await;
+    upstream.set_fault(
+        Target::Crates,
+        Fault::SlowDrip {
+            chunk: 64,
+            delay: Duration::from_millis(25),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        "include = [\"ov-0\"]\nmax_concurrency = 2\nmax_requests_per_sec = 1000",
+    );
+    let tree = dir.path().join("data/m");
+    let out_path = dir.path().join("first.stdout");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .env("WHARF_LOG", "warn")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Seen::now(&upstream, &tree).crate_requests == 0 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first pass ended before downloading"
+        );
+        assert!(std::time::Instant::now() < deadline, "no download began");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    let second = sync(&config);
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first pass ended before the second was refused: they did not meet"
+    );
+    let stderr = text(&second.stderr);
+    assert!(!second.status.success(), "{}", text(&second.stdout));
+    assert!(
+        stderr.contains("another sync pass of mirror `m` is running")
+            && stderr.contains(".sync/lock"),
+        "{stderr}"
+    );
+
+    let status = first.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "{stdout}");
+    assert!(stdout.contains("serves 20 crates, 20 versions"), "{stdout}");
+    assert_eq!(
+        upstream.count(RequestKind::Crate),
+        CRATES,
+        "each crate file is downloaded by one pass, once"
+    );
+    assert_consistent(&tree);
+    upstream.clear_faults();
+    sync_ok(&config);
 }
 
 /// A yank upstream reaches the mirror's index line; the crate file stays.

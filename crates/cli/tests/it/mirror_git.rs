@@ -1,7 +1,7 @@
 //! Full mirrors that follow a git index: the first pass, incremental passes
 //! whose cost follows the changes, and an upstream history squash.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use wharf_config::Config;
 use wharf_test_support::{
@@ -11,7 +11,7 @@ use wharf_test_support::{
 };
 
 use crate::common::{Wharf, cargo_ok, files_under};
-use crate::mirror::{assert_consistent, mirror_config, sync, sync_ok, text};
+use crate::mirror::{assert_consistent, kill_sync_when, mirror_config, sync, sync_ok, text};
 
 /// `fm-0` … `fm-199`, five versions each. Within each run of 20 crates, a
 /// crate depends on the next, so a project needing `fm-0` builds 20 crates.
@@ -296,12 +296,10 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
     assert!(stdout.contains("looked at 0 index files"), "{stdout}");
     let asked = upstream.requests();
     assert!(
-        asked
-            .iter()
-            .all(|r| r.kind == RequestKind::Feed && r.status == 304)
-            || asked
+        !asked.is_empty()
+            && asked
                 .iter()
-                .all(|r| matches!(r.kind, RequestKind::Feed | RequestKind::Config)),
+                .all(|r| r.kind == RequestKind::Feed && r.status == 304),
         "{asked:#?}"
     );
 
@@ -343,10 +341,14 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
 
 /// Acceptance 4, following a git index: `wharf sync` killed at ten points
 /// leaves a tree where every index line has its crate file, and a re-run
-/// completes.
+/// completes. The kills follow the pass's progress, not the clock: two while
+/// the git pack is still arriving, four with crate downloads in flight, four
+/// once at least half the index is published; each kill must hit a running
+/// pass, and the rounds together must have cut each phase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes() {
-    let crates: Vec<FixtureCrate> = (0..40)
+    const CRATES: usize = 40;
+    let crates: Vec<FixtureCrate> = (0..CRATES)
         .flat_map(|i| {
             (0..2).map(move |patch| {
                 CrateBuilder::new(&format!("kg-{i}"), &format!("1.0.{patch}")).build()
@@ -354,15 +356,30 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         })
         .collect();
     let upstream = FakeUpstream::start(crates).await;
-    upstream.git_commit("initial");
-    // Slow downloads spread the pass over a second or two.
+    let head = upstream.git_commit("initial");
+    // Slow downloads spread the pass over a few seconds; a slow pack keeps
+    // the first rounds' fetch in flight.
+    let slow_crates = || {
+        upstream.set_fault(
+            Target::Crates,
+            Fault::SlowDrip {
+                chunk: 64,
+                delay: Duration::from_millis(25),
+            },
+        )
+    };
+    let pack_path = format!(
+        "{}/git-upload-pack",
+        upstream.git_url().trim_start_matches(&format!("http://{}", upstream.addr()))
+    );
     upstream.set_fault(
-        Target::Crates,
+        Target::Path(pack_path),
         Fault::SlowDrip {
-            chunk: 64,
-            delay: std::time::Duration::from_millis(25),
+            chunk: 256,
+            delay: Duration::from_millis(50),
         },
     );
+    slow_crates();
     let dir = tempfile::tempdir().unwrap();
     let config = mirror_config(
         dir.path(),
@@ -373,19 +390,79 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         ),
     );
     let tree = dir.path().join("data/m");
-    for offset_ms in [300u64, 60, 900, 450, 150, 1200, 30, 700, 250, 550] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["sync", "--config", config.to_str().unwrap()])
-            .env("WHARF_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
+    let clone_head = || {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(dir.path().join("data/m/.sync/git"))
+            .args(["rev-parse", "--verify", "-q", "refs/wharf/upstream"])
+            .output()
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(offset_ms)).await;
-        let _ = child.kill();
-        let _ = child.wait();
+        text(&out.stdout).trim().to_owned()
+    };
+    let (mut fetches_cut, mut downloads_cut, mut publishing_cut) = (0, 0, 0);
+
+    // The pack is requested and still dripping: the fetch is under way.
+    for _ in 0..2 {
+        let (_, _, after) = kill_sync_when(
+            &config,
+            &upstream,
+            &tree,
+            "during the git fetch",
+            |_, now| now.pack_requests >= 1,
+        )
+        .await;
+        assert_ne!(clone_head(), head, "the fetch completed before the kill");
+        assert_eq!(after.crate_requests, 0, "{after:?}");
+        fetches_cut += 1;
         assert_consistent(&tree);
     }
+    upstream.clear_faults();
+    slow_crates();
+
+    // Some files of this round are stored and more are being downloaded.
+    for stored in [2, 4, 6, 8] {
+        let (start, _, after) = kill_sync_when(
+            &config,
+            &upstream,
+            &tree,
+            "with crate downloads in flight",
+            |start, now| {
+                now.crate_files >= start.crate_files + stored
+                    && now.crate_requests > now.crate_files - start.crate_files
+            },
+        )
+        .await;
+        assert_eq!(clone_head(), head, "the pass downloads after its fetch");
+        if after.crate_requests > after.crate_files - start.crate_files {
+            downloads_cut += 1;
+        }
+        assert_consistent(&tree);
+    }
+
+    // At least half the index is published, the rest is not.
+    for more in [1, 2, 3, 4] {
+        let (start, _, after) = kill_sync_when(
+            &config,
+            &upstream,
+            &tree,
+            "with the index half published",
+            |start, now| {
+                now.index_files >= (start.index_files + more).max(CRATES / 2)
+                    && now.index_files < CRATES
+            },
+        )
+        .await;
+        if after.index_files > start.index_files && after.index_files < CRATES {
+            publishing_cut += 1;
+        }
+        assert_consistent(&tree);
+    }
+    assert!(
+        fetches_cut >= 1 && downloads_cut >= 1 && publishing_cut >= 1,
+        "the kills cut {fetches_cut} git fetches, {downloads_cut} passes downloading, \
+         {publishing_cut} passes publishing the index: every phase must be cut at least once"
+    );
+
     upstream.clear_faults();
     let stdout = sync_ok(&config);
     assert!(stdout.contains("serves 40 crates, 80 versions"), "{stdout}");

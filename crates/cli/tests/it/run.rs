@@ -60,8 +60,8 @@ fn assert_ok(output: &Output, what: &str) {
     );
 }
 
-/// Acceptance 1 and 2: a blackholed first mirror costs less than the build
-/// itself; nothing under the project or the cargo home is configured; later,
+/// Acceptance 1 and 2: a blackholed first mirror costs a fraction of a
+/// second (under one, on a busy machine); nothing under the project or the cargo home is configured; later,
 /// with every mirror gone, a fresh cargo home builds from the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_falls_back_past_a_dead_mirror_and_then_works_offline() {
@@ -69,12 +69,14 @@ async fn run_falls_back_past_a_dead_mirror_and_then_works_offline() {
     let blackhole = Blackhole::start().await;
     let caches = tempfile::tempdir().unwrap();
 
+    // The fetches are timed, not the builds: compiling 24 crates varies by
+    // more than the fraction of a second being checked.
     let healthy = bare_project();
     let (output, healthy_time) = wharf_run(
         &healthy,
         &[upstream.index_url()],
         &caches.path().join("a"),
-        &["build"],
+        &["fetch"],
     )
     .await;
     assert_ok(&output, "healthy");
@@ -84,17 +86,28 @@ async fn run_falls_back_past_a_dead_mirror_and_then_works_offline() {
         &project,
         &[blackhole.index_url(), upstream.index_url()],
         &caches.path().join("b"),
-        &["build"],
+        &["fetch"],
     )
     .await;
     assert_ok(&output, "first mirror a blackhole");
     eprintln!(
-        "wharf run build: healthy {healthy_time:?}; first mirror a blackhole {fallback_time:?}"
+        "wharf run fetch: healthy {healthy_time:?}; first mirror a blackhole {fallback_time:?}"
     );
+    // The README: a dead mirror "costs a fraction of a second" (300 ms, then
+    // it is set aside). Allowed: under a second, which leaves 700 ms for a
+    // busy machine.
     assert!(
-        fallback_time < healthy_time * 2,
+        fallback_time.saturating_sub(healthy_time) < Duration::from_secs(1),
         "with a dead first mirror {fallback_time:?}, healthy {healthy_time:?}"
     );
+    let (output, _) = wharf_run(
+        &project,
+        &[blackhole.index_url(), upstream.index_url()],
+        &caches.path().join("b"),
+        &["build"],
+    )
+    .await;
+    assert_ok(&output, "build, first mirror a blackhole");
     assert!(
         !project.project_dir().join(".cargo").exists(),
         "no project config written"

@@ -20,9 +20,7 @@ macro_rules! on_both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(db) = $crate::support::TestDb::postgres().await {
-                    super::$name(db).await
-                }
+                super::$name($crate::support::TestDb::postgres().await).await
             }
         }
     )*};
@@ -51,19 +49,18 @@ impl TestDb {
         }
     }
 
-    /// A new database on this binary's PostgreSQL server; `None` when
-    /// `WHARF_SKIP_POSTGRES=1`.
-    pub async fn postgres() -> Option<TestDb> {
-        let url =
-            tokio::task::spawn_blocking(|| TempPostgres::shared().map(|pg| pg.create_database()))
-                .await
-                .unwrap()?;
+    /// A new database on this binary's PostgreSQL server, or a panic saying what
+    /// to install.
+    pub async fn postgres() -> TestDb {
+        let url = tokio::task::spawn_blocking(|| TempPostgres::shared().create_database())
+            .await
+            .unwrap();
         let db = Db::connect(&url).await.unwrap();
-        Some(TestDb {
+        TestDb {
             db,
             url,
             _dir: None,
-        })
+        }
     }
 
     /// The URL the database was opened with.
