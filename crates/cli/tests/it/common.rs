@@ -66,6 +66,36 @@ impl Backend {
     }
 }
 
+/// Every key `storage` holds (the files under `data_dir`, or the objects of
+/// the bucket), sorted.
+pub async fn stored_keys(storage: &wharf_config::Storage, data_dir: &Path) -> Vec<String> {
+    match storage.kind {
+        wharf_config::StorageKind::Fs => files_under(data_dir),
+        wharf_config::StorageKind::S3 => {
+            let url = format!(
+                "{}/{}?list-type=2&max-keys=1000",
+                storage.endpoint.as_deref().unwrap_or_default(),
+                storage.bucket.as_deref().unwrap_or_default()
+            );
+            let listing = reqwest::get(url)
+                .await
+                .expect("list the bucket")
+                .text()
+                .await
+                .expect("a listing");
+            assert!(!listing.contains("<IsTruncated>true"), "more than a page of keys");
+            let mut keys: Vec<String> = listing
+                .split("<Key>")
+                .skip(1)
+                .filter_map(|rest| rest.split("</Key>").next())
+                .map(str::to_owned)
+                .collect();
+            keys.sort();
+            keys
+        }
+    }
+}
+
 /// Runs `$body(backend)` as two tests, `$name::on_fs` and `$name::on_s3`.
 #[macro_export]
 macro_rules! on_both_backends {

@@ -7,7 +7,7 @@ use wharf_test_support::{
     upstream::{FakeUpstream, Fault, RequestKind, Target},
 };
 
-use crate::common::{WharfProcess, files_under, minimal_config, sha256};
+use crate::common::{WharfProcess, files_under, minimal_config, sha256, stored_keys};
 
 /// A crate file of about 200 KB that gzip cannot shrink much.
 fn big_crate() -> wharf_test_support::fixture::FixtureCrate {
@@ -25,8 +25,13 @@ fn big_crate() -> wharf_test_support::fixture::FixtureCrate {
         .build()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
+crate::on_both_backends!(
+    killed_mid_download_then_restarted_never_serves_a_partial_crate,
+    super::killed_mid_download_then_restarted
+);
+
+/// On the disk and on S3.
+async fn killed_mid_download_then_restarted(backend: crate::common::Backend) {
     let krate = big_crate();
     assert!(krate.bytes.len() > 100_000, "{}", krate.bytes.len());
     let upstream = FakeUpstream::start([krate.clone()]).await;
@@ -40,15 +45,17 @@ async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("wharf.toml");
+    let storage_toml = backend.toml();
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\nupstream_timeout = \"2s\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{storage_toml}[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\nupstream_timeout = \"2s\"\n",
             data.display(),
             upstream.index_url()
         ),
     )
     .unwrap();
+    let storage = wharf_config::Config::load(Some(&config)).unwrap().storage;
     let crate_url = "/crates-io/crates/bulky/bulky-1.0.0.crate";
 
     let wharf = WharfProcess::spawn(&config);
@@ -74,7 +81,7 @@ async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
         cut.is_err() || cut.unwrap().bytes().await.is_err(),
         "the client never got a whole response"
     );
-    let stored = files_under(&data);
+    let stored = stored_keys(&storage, &data).await;
     assert!(!stored.iter().any(|f| f.ends_with(".crate")), "{stored:?}");
 
     // Restarted with the upstream down: the crate is not there, and says so.
@@ -84,13 +91,15 @@ async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
-    let stored = files_under(&data);
+    let stored = stored_keys(&storage, &data).await;
     assert!(
         !stored
             .iter()
             .any(|f| f.starts_with(".tmp/") || f.ends_with(".crate")),
         "the partial file of the killed process is gone: {stored:?}"
     );
+    let local = files_under(&data);
+    assert!(!local.iter().any(|f| f.starts_with(".tmp/")), "{local:?}");
 
     // Upstream back: the whole, verified crate is stored and served.
     upstream.clear_faults();
@@ -110,8 +119,16 @@ async fn killed_mid_download_then_restarted_never_serves_a_partial_crate() {
     }
     let body = body.expect("served once the upstream is back");
     assert_eq!(sha256(&body), krate.cksum);
-    let on_disk = std::fs::read(data.join("crates-io/crates/bulky/bulky-1.0.0.crate")).unwrap();
-    assert_eq!(on_disk, body);
+    let stored = stored_keys(&storage, &data).await;
+    assert!(
+        stored.contains(&"crates-io/crates/bulky/bulky-1.0.0.crate".to_owned()),
+        "{stored:?}"
+    );
+    if backend == crate::common::Backend::Fs {
+        let on_disk =
+            std::fs::read(data.join("crates-io/crates/bulky/bulky-1.0.0.crate")).unwrap();
+        assert_eq!(on_disk, body);
+    }
     wharf.kill();
 }
 
