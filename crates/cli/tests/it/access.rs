@@ -105,9 +105,25 @@ async fn clients_with_passwords_tokens_and_grants_on_postgres() {
     clients_with_passwords_tokens_and_grants(Some(&url)).await;
 }
 
+/// The same with PostgreSQL and the files in a bucket: the scale-out setup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_passwords_tokens_and_grants_on_postgres_and_s3() {
+    let postgres = TempPostgres::shared();
+    let url = postgres.create_database();
+    clients_with_passwords_tokens_and_grants_on(Some(&url), crate::common::Backend::S3).await;
+}
+
 /// Acceptance 1 and 2: an auth-required hosted registry whose clients have
 /// their own credentials (a password sent as `Basic`, or a token) and grants.
 async fn clients_with_passwords_tokens_and_grants(database_url: Option<&str>) {
+    clients_with_passwords_tokens_and_grants_on(database_url, crate::common::Backend::Fs).await;
+}
+
+/// Acceptance 1 and 2 on one database and one storage backend.
+async fn clients_with_passwords_tokens_and_grants_on(
+    database_url: Option<&str>,
+    backend: crate::common::Backend,
+) {
     let upstream = FakeUpstream::start([]).await;
     let dir = tempfile::tempdir().unwrap();
     let database = database_url
@@ -116,7 +132,8 @@ async fn clients_with_passwords_tokens_and_grants(database_url: Option<&str>) {
     let config = write_config(
         dir.path(),
         &format!(
-            "[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.paid]\nkind = \"hosted\"\nauth_required = true\n{database}",
+            "{}[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.paid]\nkind = \"hosted\"\nauth_required = true\n{database}",
+            backend.toml(),
             upstream.index_url()
         ),
     );

@@ -72,8 +72,16 @@ fn package(name: &str, vers: &str, deps: &str, lib: &str) -> Vec<(String, String
     ]
 }
 
-/// Acceptance 1, 2 and 5 on one database.
+/// Acceptance 1, 2 and 5 on one database, files on the disk.
 async fn publish_consume_yank_own_search_install(database_url: Option<&str>) {
+    publish_consume_yank_own_search_install_on(database_url, crate::common::Backend::Fs).await;
+}
+
+/// Acceptance 1, 2 and 5 on one database and one storage backend.
+async fn publish_consume_yank_own_search_install_on(
+    database_url: Option<&str>,
+    backend: crate::common::Backend,
+) {
     let upstream = FakeUpstream::start([
         CrateBuilder::new("pub-x", "1.0.0").build(),
         CrateBuilder::new("pub-y", "1.0.0").build(),
@@ -81,6 +89,9 @@ async fn publish_consume_yank_own_search_install(database_url: Option<&str>) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config = hosted_config(dir.path(), &upstream, database_url);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n{}", backend.toml()));
+    std::fs::write(&config, text).unwrap();
     let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
     let alice = create_token(&config, "alice");
     let bob = create_token(&config, "bob");
@@ -294,6 +305,12 @@ async fn publish_consume_yank_own_search_install(database_url: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_publishes_and_consumes_private_crates_on_sqlite() {
     publish_consume_yank_own_search_install(None).await;
+}
+
+/// The same with the crate files in a bucket (and what the cache fetches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargo_publishes_and_consumes_private_crates_on_sqlite_and_s3() {
+    publish_consume_yank_own_search_install_on(None, crate::common::Backend::S3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
