@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::Path, process::ExitCode, sync::Arc, time:
 use anyhow::{Context, bail};
 use wharf_config::CRATES_IO_SPARSE;
 use wharf_index::{CrateName, IndexPath, parse_line};
-use wharf_storage::{BlobKey, BlobStore, FsStore};
+use wharf_storage::{BlobKey, BlobStore, FsStore, Layout};
 use wharf_sync::manifest::files_under;
 use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings};
 
@@ -382,6 +382,8 @@ pub(crate) fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
 /// `wharf verify --local`: the server's own storage, checked file by file.
 pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = crate::load_config(config_path)?;
+    let store = wharf_server::open_store(&config).await?;
+    println!("checking {}", store.describe());
     let mut failures = Vec::new();
     println!(
         "{:<16} {:<7} {:>11} {:>9} {:>12} {:>11}",
@@ -397,59 +399,66 @@ pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::
             // A hosted registry's index lives in its database.
             wharf_config::Registry::Hosted(_) => continue,
         };
-        let root = config.data_dir.join(name);
-        let index_root = root.join("index");
+        let layout = Layout::new(name);
+        let index_dir = layout
+            .index_dir()
+            .context("a registry name makes a valid key")?;
         let mut referenced = std::collections::BTreeSet::new();
         let (mut lines_total, mut ok, mut absent) = (0, 0, 0);
-        for file in files_under(&index_root) {
-            if file.file_name().is_some_and(|n| n == "config.json") {
+        for file in store.list(&index_dir).await? {
+            if file.as_str().ends_with("/config.json") {
                 continue;
             }
-            let body =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let Some(body) = store.get(&file).await? else {
+                continue;
+            };
             for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 lines_total += 1;
                 let Some(line) = parse_line(line) else {
+                    failures.push(format!("{name}: {file} holds a line that is not valid"));
+                    continue;
+                };
+                let Ok(crate_file) = layout.crate_file(&line.name, &line.vers) else {
                     failures.push(format!(
-                        "{name}: {} holds a line that is not valid",
-                        file.display()
+                        "{name}: {file} names a crate `{}` {} that cannot be stored",
+                        line.name, line.vers
                     ));
                     continue;
                 };
-                let crate_file = root
-                    .join("crates")
-                    .join(&line.name)
-                    .join(format!("{}-{}.crate", line.name, line.vers));
-                referenced.insert(crate_file.clone());
-                match std::fs::read(&crate_file) {
-                    Ok(bytes)
+                referenced.insert(crate_file.to_string());
+                match store.get(&crate_file).await? {
+                    Some(bytes)
                         if wharf_sync::manifest::sha256_hex(&bytes) == line.cksum.to_string() =>
                     {
                         ok += 1
                     }
-                    Ok(_) => failures.push(format!(
-                        "{name}: {} does not match the index cksum of {} {}",
-                        crate_file.display(),
-                        line.name,
-                        line.vers
+                    Some(_) => failures.push(format!(
+                        "{name}: {crate_file} does not match the index cksum of {} {}",
+                        line.name, line.vers
                     )),
-                    Err(_) if kind == "cache" => absent += 1,
-                    Err(_) => failures.push(format!(
-                        "{name}: {} {} is listed but {} is missing",
-                        line.name,
-                        line.vers,
-                        crate_file.display()
+                    None if kind == "cache" => absent += 1,
+                    None => failures.push(format!(
+                        "{name}: {} {} is listed but {crate_file} is missing",
+                        line.name, line.vers
                     )),
                 }
             }
         }
-        let unreferenced = files_under(&root.join("crates"))
+        let crates_dir = wharf_storage::BlobKey::new(format!("{name}/crates"))
+            .context("a registry name makes a valid key")?;
+        let unreferenced = store
+            .list(&crates_dir)
+            .await?
             .into_iter()
-            .filter(|f| !referenced.contains(f))
+            .filter(|f| !referenced.contains(f.as_str()))
             .count();
         println!("{name:<16} {kind:<7} {lines_total:>11} {ok:>9} {absent:>12} {unreferenced:>11}");
     }
-    let partial = files_under(&config.data_dir.join(".tmp")).len();
+    let partial = match config.storage.kind {
+        wharf_config::StorageKind::Fs => files_under(&config.data_dir.join(".tmp")).len(),
+        // A bucket has no temporary objects: an upload is visible whole or not at all.
+        wharf_config::StorageKind::S3 => 0,
+    };
     if partial > 0 {
         println!(
             "{partial} temporary files under {} (writes under way, or left by a killed process: `wharf serve` removes those at start)",

@@ -83,7 +83,10 @@ pub async fn stored_keys(storage: &wharf_config::Storage, data_dir: &Path) -> Ve
                 .text()
                 .await
                 .expect("a listing");
-            assert!(!listing.contains("<IsTruncated>true"), "more than a page of keys");
+            assert!(
+                !listing.contains("<IsTruncated>true"),
+                "more than a page of keys"
+            );
             let mut keys: Vec<String> = listing
                 .split("<Key>")
                 .skip(1)

@@ -125,8 +125,7 @@ async fn killed_mid_download_then_restarted(backend: crate::common::Backend) {
         "{stored:?}"
     );
     if backend == crate::common::Backend::Fs {
-        let on_disk =
-            std::fs::read(data.join("crates-io/crates/bulky/bulky-1.0.0.crate")).unwrap();
+        let on_disk = std::fs::read(data.join("crates-io/crates/bulky/bulky-1.0.0.crate")).unwrap();
         assert_eq!(on_disk, body);
     }
     wharf.kill();

@@ -370,7 +370,9 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
     };
     let pack_path = format!(
         "{}/git-upload-pack",
-        upstream.git_url().trim_start_matches(&format!("http://{}", upstream.addr()))
+        upstream
+            .git_url()
+            .trim_start_matches(&format!("http://{}", upstream.addr()))
     );
     upstream.set_fault(
         Target::Path(pack_path),

@@ -461,6 +461,18 @@ async fn damaged_crate_files_are_never_served(backend: crate::common::Backend) {
     // A mirror: reported and removed, then fetched again by the next pass.
     let key = "m/crates/dm-2/dm-2-1.0.0.crate";
     plant(&storage, &data_dir, key, damaged(good.clone())).await;
+    // `wharf verify --local` reads the same store, disk or bucket.
+    let verified = tokio::task::block_in_place(|| {
+        crate::common::wharf_cli(&["verify", "--local", "--config", config.to_str().unwrap()])
+    });
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(!verified.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "m/crates/dm-2/dm-2-1.0.0.crate does not match the index cksum of dm-2 1.0.0"
+        ),
+        "{said}"
+    );
     let (status, body) = get(&wharf, &format!("/{key}")).await;
     assert_eq!(status, 500, "{body}");
     assert!(
