@@ -194,6 +194,27 @@ enum Source {
     Tree(ObjectId),
 }
 
+/// Whether a crate whose upstream file equals its cursor is looked at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Only when upstream's file changed (the cursor makes the rest free).
+    IfChanged,
+    /// Always: its crate files are checked whatever the cursor says (a first
+    /// pass, or a changed selection).
+    Always,
+}
+
+/// Which dependencies of the crates of a wave make the next wave.
+#[derive(Clone, Copy)]
+enum Follow {
+    /// None: each crate on its own.
+    Nothing,
+    /// Those the mirror does not hold yet, over the sparse upstreams.
+    NotHeld,
+    /// Every one the selection follows, from this source.
+    All(Source),
+}
+
 /// Where a mirror whose tree lives in files under `data_dir` keeps what is
 /// not part of the tree (its git clone): `{data_dir}/{name}/.sync`, next to
 /// the cursors.
@@ -372,6 +393,11 @@ impl Mirror {
         // skipped as unchanged may now need other versions) or when the last
         // pass was killed (its counts are unknown).
         let fresh_start = state.selection != selection || !state.complete;
+        let look = if fresh_start {
+            Look::Always
+        } else {
+            Look::IfChanged
+        };
         let was = (state.crates, state.versions);
         let was_complete = state.complete;
         state.complete = false;
@@ -454,13 +480,13 @@ impl Mirror {
                     _ => Source::Tree(*tree),
                 };
                 let delta = self
-                    .sync_roots(source, fresh_start, progress, &mut summary)
+                    .sync_roots(source, look, progress, &mut summary)
                     .await?;
                 delta.totals()
             }
             None => {
                 let delta = self
-                    .sync_roots(Source::Sparse, fresh_start, progress, &mut summary)
+                    .sync_roots(Source::Sparse, look, progress, &mut summary)
                     .await?;
                 delta.totals()
             }
@@ -659,36 +685,64 @@ impl Mirror {
                 _ => {}
             }
         }
-        let (each, failed) = self.sync_each(work, progress, summary).await?;
+        let (each, failed) = self
+            .sync_waves(work, Look::IfChanged, Follow::Nothing, progress, summary)
+            .await?;
         delta.merge(&each);
         Ok((delta, failed))
     }
 
-    /// Syncs each crate of `work` (no dependencies followed). Returns the
-    /// change in totals and the crates that failed.
-    async fn sync_each(
+    /// Syncs `work` in waves: each wave's crates at once (up to the
+    /// mirror's concurrency), and the dependencies `follow` picks from them
+    /// (each name once) make the next wave. Returns the change in totals and
+    /// the crates that failed.
+    async fn sync_waves(
         &self,
         work: Vec<(String, Source)>,
+        look: Look,
+        follow: Follow,
         progress: &dyn Progress,
         summary: &mut Summary,
     ) -> Result<(Delta, BTreeSet<String>), SyncError> {
         let mut delta = Delta::default();
-        progress.add_total(work.len());
         let mut failed = BTreeSet::new();
-        let mut outcomes = stream::iter(work)
-            .map(|(name, source)| async move {
-                let outcome = self.sync_crate(&name, source, false, false).await;
-                progress.crate_done(&name);
-                (name, outcome)
-            })
-            .buffer_unordered(self.concurrency);
-        while let Some((name, outcome)) = outcomes.next().await {
-            let outcome = outcome?;
-            if !outcome.failures.is_empty() {
-                failed.insert(name);
+        let mut seen: BTreeSet<String> = work.iter().map(|(name, _)| name.clone()).collect();
+        let wants_deps = !matches!(follow, Follow::Nothing);
+        let mut wave = work;
+        while !wave.is_empty() {
+            progress.add_total(wave.len());
+            let mut outcomes = stream::iter(wave)
+                .map(|(name, source)| async move {
+                    let outcome = self.sync_crate(&name, source, look, wants_deps).await;
+                    progress.crate_done(&name);
+                    (name, outcome)
+                })
+                .buffer_unordered(self.concurrency);
+            let mut next = Vec::new();
+            while let Some((name, outcome)) = outcomes.next().await {
+                let mut outcome = outcome?;
+                for dep in std::mem::take(&mut outcome.deps) {
+                    let dep = dep.to_ascii_lowercase();
+                    if !self.selection.follows(&dep) || !seen.insert(dep.clone()) {
+                        continue;
+                    }
+                    match follow {
+                        Follow::Nothing => {}
+                        Follow::NotHeld => {
+                            if !self.holds(&dep).await? {
+                                next.push((dep, Source::Sparse));
+                            }
+                        }
+                        Follow::All(source) => next.push((dep, source)),
+                    }
+                }
+                if !outcome.failures.is_empty() {
+                    failed.insert(name);
+                }
+                delta.add(outcome.before, outcome.after);
+                summary.add(outcome);
             }
-            delta.add(outcome.before, outcome.after);
-            summary.add(outcome);
+            wave = next;
         }
         Ok((delta, failed))
     }
@@ -770,11 +824,14 @@ impl Mirror {
         }
         info!(registry = %self.name, feed.url = %url, items = items.len(), crates = names.len(), "feed polled");
         let work: Vec<(String, Source)> = names.into_iter().map(|n| (n, Source::Sparse)).collect();
-        let (delta, failed) = if roots {
-            self.sync_new_closure(work, progress, summary).await?
+        let follow = if roots {
+            Follow::NotHeld
         } else {
-            self.sync_each(work, progress, summary).await?
+            Follow::Nothing
         };
+        let (delta, failed) = self
+            .sync_waves(work, Look::IfChanged, follow, progress, summary)
+            .await?;
         state.retry = failed;
         if !body.is_empty() {
             state.feed_seen = items.into_iter().map(|item| item.id).collect();
@@ -793,51 +850,6 @@ impl Mirror {
             .store
             .exists(&self.layout().sync_upstream(path.as_str()).expect(VALID))
             .await?)
-    }
-
-    /// Syncs `work` and, breadth first, the dependencies it brings that the
-    /// mirror does not hold yet. Returns the change in totals and the crates
-    /// that failed.
-    async fn sync_new_closure(
-        &self,
-        work: Vec<(String, Source)>,
-        progress: &dyn Progress,
-        summary: &mut Summary,
-    ) -> Result<(Delta, BTreeSet<String>), SyncError> {
-        let mut delta = Delta::default();
-        let mut failed = BTreeSet::new();
-        let mut seen: BTreeSet<String> = work.iter().map(|(n, _)| n.clone()).collect();
-        let mut frontier = work;
-        while !frontier.is_empty() {
-            progress.add_total(frontier.len());
-            let mut outcomes = stream::iter(frontier)
-                .map(|(name, source)| async move {
-                    let outcome = self.sync_crate(&name, source, false, true).await;
-                    progress.crate_done(&name);
-                    (name, outcome)
-                })
-                .buffer_unordered(self.concurrency);
-            let mut next = Vec::new();
-            while let Some((name, outcome)) = outcomes.next().await {
-                let mut outcome = outcome?;
-                for dep in std::mem::take(&mut outcome.deps) {
-                    let dep = dep.to_ascii_lowercase();
-                    if self.selection.follows(&dep)
-                        && seen.insert(dep.clone())
-                        && !self.holds(&dep).await?
-                    {
-                        next.push((dep, Source::Sparse));
-                    }
-                }
-                if !outcome.failures.is_empty() {
-                    failed.insert(name);
-                }
-                delta.add(outcome.before, outcome.after);
-                summary.add(outcome);
-            }
-            frontier = next;
-        }
-        Ok((delta, failed))
     }
 
     /// Takes the mirror's lock file, so two processes never sync one tree
@@ -871,43 +883,20 @@ impl Mirror {
     async fn sync_roots(
         &self,
         source: Source,
-        force: bool,
+        look: Look,
         progress: &dyn Progress,
         summary: &mut Summary,
     ) -> Result<Delta, SyncError> {
-        let mut delta = Delta::default();
-        let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut frontier: Vec<String> = self
+        let roots = self
             .selection
             .roots
             .iter()
             .filter(|r| self.selection.keeps_root(r))
-            .cloned()
+            .map(|root| (root.clone(), source))
             .collect();
-        seen.extend(frontier.iter().cloned());
-        while !frontier.is_empty() {
-            progress.add_total(frontier.len());
-            let mut outcomes = stream::iter(frontier)
-                .map(|name| async move {
-                    let outcome = self.sync_crate(&name, source, force, true).await;
-                    progress.crate_done(&name);
-                    outcome
-                })
-                .buffer_unordered(self.concurrency);
-            let mut next = Vec::new();
-            while let Some(outcome) = outcomes.next().await {
-                let mut outcome = outcome?;
-                for dep in std::mem::take(&mut outcome.deps) {
-                    let dep = dep.to_ascii_lowercase();
-                    if self.selection.follows(&dep) && seen.insert(dep.clone()) {
-                        next.push(dep);
-                    }
-                }
-                delta.add(outcome.before, outcome.after);
-                summary.add(outcome);
-            }
-            frontier = next;
-        }
+        let (delta, _) = self
+            .sync_waves(roots, look, Follow::All(source), progress, summary)
+            .await?;
         Ok(delta)
     }
 
@@ -1056,15 +1045,16 @@ impl Mirror {
     }
 
     /// Brings one crate up to date: the selected crate files it is missing,
-    /// then its index file, then its cursor. With `force`, a crate whose
-    /// upstream file is unchanged is looked at anyway. With `follow`, its
-    /// dependencies are returned for the caller to sync next.
+    /// then its index file, then its cursor. With [`Look::Always`], a crate
+    /// whose upstream file is unchanged is looked at anyway. With
+    /// `wants_deps`, its dependencies are returned for the caller to sync
+    /// next.
     async fn sync_crate(
         &self,
         name: &str,
         source: Source,
-        force: bool,
-        follow: bool,
+        look: Look,
+        wants_deps: bool,
     ) -> Result<CrateOutcome, SyncError> {
         let mut outcome = CrateOutcome::default();
         let krate = match CrateName::new(name) {
@@ -1108,7 +1098,7 @@ impl Mirror {
             .map(|p| p.as_ref().map_or("", |p| p.vers.as_str()))
             .collect();
         let picked = self.selection.pick(name, &versions);
-        if follow && !self.selection.is_exact(name) {
+        if wants_deps && !self.selection.is_exact(name) {
             for i in &picked {
                 if parsed[*i].is_some() {
                     outcome.deps.extend(same_registry_deps(lines[*i]));
@@ -1141,7 +1131,7 @@ impl Mirror {
         }
 
         // Unchanged since everything it names was published: nothing to do.
-        if !force && previous.as_ref() == Some(&raw) {
+        if look == Look::IfChanged && previous.as_ref() == Some(&raw) {
             outcome.before = wanted.len();
             outcome.after = wanted.len();
             self.keep_validators(&validators_key, fetched.validators)
