@@ -23,6 +23,7 @@ use wharf_test_support::{
 mod auth;
 mod fallback;
 mod hosted;
+mod storage;
 mod wharf_binary;
 
 struct Options {
@@ -34,6 +35,7 @@ struct Options {
     hosted: bool,
     fallback: bool,
     auth: bool,
+    storage: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -46,6 +48,7 @@ fn options() -> anyhow::Result<Options> {
         hosted: true,
         fallback: true,
         auth: true,
+        storage: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -60,12 +63,13 @@ fn options() -> anyhow::Result<Options> {
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
-            | "--only-auth" => {
+            | "--only-auth" | "--only-storage" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
                 options.fallback = flag == "--only-fallback";
                 options.auth = flag == "--only-auth";
+                options.storage = flag == "--only-storage";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -104,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving && !options.hosted && !options.auth {
+    if !options.serving && !options.hosted && !options.auth && !options.storage {
     } else if tools {
         if options.serving {
             let (upstream_rt, wharf_rt) = runtimes()?;
@@ -117,6 +121,10 @@ fn main() -> anyhow::Result<()> {
         if options.auth {
             let (upstream_rt, wharf_rt) = runtimes()?;
             auth::auth(&options, &upstream_rt, &wharf_rt)?;
+        }
+        if options.storage {
+            let (upstream_rt, wharf_rt) = runtimes()?;
+            storage::storage(&options, &upstream_rt, &wharf_rt)?;
         }
     } else {
         println!(
@@ -190,7 +198,16 @@ async fn start_wharf(
     data_dir: &Path,
     upstream: &str,
 ) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
-    let config = Config {
+    start_wharf_with(data_dir, upstream, |_| {}).await
+}
+
+/// [`start_wharf`], with `adjust` applied to its configuration.
+async fn start_wharf_with(
+    data_dir: &Path,
+    upstream: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.to_owned(),
         registries: [(
@@ -203,6 +220,7 @@ async fn start_wharf(
         .into(),
         ..Config::default()
     };
+    adjust(&mut config);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState::build(&config, &wharf_server::public_url(&config, addr)).await?);
