@@ -23,6 +23,7 @@ use wharf_test_support::{
 mod auth;
 mod fallback;
 mod hosted;
+mod metrics;
 
 struct Options {
     duration_secs: u64,
@@ -33,6 +34,7 @@ struct Options {
     hosted: bool,
     fallback: bool,
     auth: bool,
+    metrics: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -45,6 +47,7 @@ fn options() -> anyhow::Result<Options> {
         hosted: true,
         fallback: true,
         auth: true,
+        metrics: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -59,12 +62,13 @@ fn options() -> anyhow::Result<Options> {
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
-            | "--only-auth" => {
+            | "--only-auth" | "--only-metrics" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
                 options.fallback = flag == "--only-fallback";
                 options.auth = flag == "--only-auth";
+                options.metrics = flag == "--only-metrics";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -98,7 +102,7 @@ fn main() -> anyhow::Result<()> {
         fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving && !options.hosted && !options.auth {
+    if !options.serving && !options.hosted && !options.auth && !options.metrics {
     } else if tools {
         if options.serving {
             let (upstream_rt, wharf_rt) = runtimes()?;
@@ -111,6 +115,10 @@ fn main() -> anyhow::Result<()> {
         if options.auth {
             let (upstream_rt, wharf_rt) = runtimes()?;
             auth::auth(&options, &upstream_rt, &wharf_rt)?;
+        }
+        if options.metrics {
+            let (upstream_rt, wharf_rt) = runtimes()?;
+            metrics::metrics(&options, &upstream_rt, &wharf_rt)?;
         }
     } else {
         println!(

@@ -200,8 +200,9 @@ pub struct AppState {
     pub compressed: crate::encoding::Compressed,
     /// Every metric at `/metrics`.
     pub metrics: ServerMetrics,
-    /// The request counters the request log records into.
-    pub requests: Arc<RequestMetrics>,
+    /// The request counters the request middleware records into; `None`
+    /// records nothing (the benchmark sets it, to measure what recording costs).
+    pub requests: Option<Arc<RequestMetrics>>,
 }
 
 impl AppState {
@@ -391,7 +392,7 @@ impl AppState {
         ] {
             metrics.register_counter(name, help, counter);
         }
-        let requests = Arc::new(metrics.requests(registries.keys()));
+        let requests = Some(Arc::new(metrics.requests(registries.keys())));
         Ok(Self {
             registries,
             public_url,

@@ -12,19 +12,19 @@ use axum::{
 };
 use tracing::{Level, info};
 
-use crate::metrics::RequestMetrics;
+use crate::metrics::{RequestMetrics, RequestTarget};
 
 /// Records the request's metrics once it has been answered, and logs it at
 /// info under `wharf::access`. Recording allocates nothing: the counters are
 /// built at start and found by the path's first segment before the request
 /// is handed on.
 pub async fn log_request(
-    State(metrics): State<Arc<RequestMetrics>>,
+    State(metrics): State<Option<Arc<RequestMetrics>>>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let target = metrics.target(request.uri().path());
+    let target = metrics.as_deref().map(|m| m.target(request.uri().path()));
     if !tracing::enabled!(target: "wharf::access", Level::INFO) {
         let response = next.run(request).await;
         record(&target, &response, started);
@@ -44,8 +44,10 @@ pub async fn log_request(
     response
 }
 
-fn record(target: &crate::metrics::RequestTarget<'_>, response: &Response, started: Instant) {
-    // A streamed body counts what is known of it when the head is sent.
-    let bytes = response.body().size_hint().lower();
-    target.record(response.status().as_u16(), bytes, started.elapsed());
+fn record(target: &Option<RequestTarget<'_>>, response: &Response, started: Instant) {
+    if let Some(target) = target {
+        // A streamed body counts what is known of it when the head is sent.
+        let bytes = response.body().size_hint().lower();
+        target.record(response.status().as_u16(), bytes, started.elapsed());
+    }
 }
