@@ -4,16 +4,20 @@
 //! Label values are bounded: configured registry names, the redacted URLs of
 //! configured upstreams, and fixed route and status classes; never anything
 //! taken from a request's URL. Counters a request touches are built at start
-//! and held, so recording one is an atomic add, with no lookup by label.
+//! and held, so recording one is an atomic add, with no lookup by label (a
+//! histogram's observation takes its short uncontended lock).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use std::sync::atomic::AtomicU64;
 
 /// A monotonically increasing counter (`inc`, `get`); clones share the value.
 pub type Counter = prometheus_client::metrics::counter::Counter;
