@@ -25,6 +25,7 @@ mod fallback;
 mod hosted;
 mod storage;
 mod wharf_binary;
+mod metrics;
 
 struct Options {
     duration_secs: u64,
@@ -36,6 +37,7 @@ struct Options {
     fallback: bool,
     auth: bool,
     storage: bool,
+    metrics: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -49,6 +51,7 @@ fn options() -> anyhow::Result<Options> {
         fallback: true,
         auth: true,
         storage: true,
+        metrics: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -63,7 +66,7 @@ fn options() -> anyhow::Result<Options> {
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
-            | "--only-auth" | "--only-storage" => {
+            | "--only-auth" | "--only-storage" | "--only-metrics" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
@@ -108,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving && !options.hosted && !options.auth && !options.storage {
+    if !options.serving && !options.hosted && !options.auth && !options.storage && !options.metrics {
     } else if tools {
         if options.serving {
             let (upstream_rt, wharf_rt) = runtimes()?;
@@ -125,6 +128,10 @@ fn main() -> anyhow::Result<()> {
         if options.storage {
             let (upstream_rt, wharf_rt) = runtimes()?;
             storage::storage(&options, &upstream_rt, &wharf_rt)?;
+        }
+        if options.metrics {
+            let (upstream_rt, wharf_rt) = runtimes()?;
+            metrics::metrics(&options, &upstream_rt, &wharf_rt)?;
         }
     } else {
         println!(

@@ -10,13 +10,12 @@
 //! (zstd at level 19 and brotli take seconds there), off the request path:
 //! until it is ready the file is served as is.
 
-use std::{
-    io::Write,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::io::Write;
 
 use bytes::Bytes;
 use moka::{future::Cache, policy::EvictionPolicy};
+
+use crate::metrics::Counter;
 
 /// An encoding wharf can serve an index file in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,11 +37,11 @@ pub const MIN_COMPRESS_BYTES: usize = 256;
 pub const LARGE_BYTES: usize = 1 << 20;
 
 /// Compressions run by this process, for `/metrics`.
-static COMPRESSIONS: AtomicU64 = AtomicU64::new(0);
+static COMPRESSIONS: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
 
-/// How many compressions this process has run.
-pub fn compressions() -> u64 {
-    COMPRESSIONS.load(Ordering::Relaxed)
+/// The compressions this process has run.
+pub fn compressions() -> &'static Counter {
+    &COMPRESSIONS
 }
 
 impl Encoding {
@@ -104,7 +103,7 @@ impl Encoding {
         if body.len() < MIN_COMPRESS_BYTES || self == Self::Identity {
             return None;
         }
-        COMPRESSIONS.fetch_add(1, Ordering::Relaxed);
+        COMPRESSIONS.inc();
         let out = match self {
             Self::Identity => return None,
             Self::Gzip => {
@@ -289,7 +288,7 @@ mod tests {
         let store = std::sync::Arc::new(Compressed::new(64 << 20));
         let body = index_body(2_000);
         let key = sha256(&body);
-        let before = compressions();
+        let before = compressions().get();
         let answers = futures::future::join_all((0..16).map(|_| {
             // A fresh copy each time, as a new entry would hold.
             let (store, body) = (store.clone(), Bytes::from(body.to_vec()));
@@ -301,7 +300,7 @@ mod tests {
             assert_eq!(encoding, Encoding::Zstd);
             assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), body);
         }
-        assert_eq!(compressions() - before, 1);
+        assert_eq!(compressions().get() - before, 1);
         assert_eq!(store.len().await, 1);
     }
 
@@ -313,7 +312,7 @@ mod tests {
         let body = index_body(30_000);
         assert!(body.len() > LARGE_BYTES);
         let key = sha256(&body);
-        let before = compressions();
+        let before = compressions().get();
         let (first, encoding) = store.variant(key, &body, Encoding::Gzip).await;
         assert_eq!(encoding, Encoding::Identity);
         assert_eq!(first, body);
@@ -333,6 +332,6 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "gzip never came");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(compressions() - before, 1);
+        assert_eq!(compressions().get() - before, 1);
     }
 }

@@ -1,24 +1,82 @@
-//! Counters for `/metrics` (Prometheus text format) and `/status.json`.
+//! Every metric at `/metrics`, in one `prometheus-client` registry, and the
+//! counters `/status.json` reads from the same objects.
+//!
+//! Label values are bounded: configured registry names, the redacted URLs of
+//! configured upstreams, and fixed route and status classes; never anything
+//! taken from a request's URL. Counters a request touches are built at start
+//! and held, so recording one is an atomic add, with no lookup by label (a
+//! histogram's observation takes its short uncontended lock).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
-/// A monotonically increasing counter.
-#[derive(Default)]
-pub struct Counter(AtomicU64);
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
 
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
+/// A monotonically increasing counter (`inc`, `get`); clones share the value.
+pub type Counter = prometheus_client::metrics::counter::Counter;
 
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+/// Histogram buckets, in seconds, from an index hit served from memory
+/// (tens of microseconds) to a slow upstream (seconds).
+const BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-/// The counters of one registry.
+/// The names (without `_total`) and help of a cache's counters, in the order
+/// of [`Metrics::fields`].
+const CACHE_COUNTERS: [(&str, &str); 11] = [
+    (
+        "wharf_index_memory_hits",
+        "Index files served from memory while fresh",
+    ),
+    (
+        "wharf_index_store_hits",
+        "Index files found fresh in storage",
+    ),
+    (
+        "wharf_index_upstream_fetches",
+        "Index files fetched from upstream (200)",
+    ),
+    (
+        "wharf_index_revalidations",
+        "Index files confirmed by upstream (304)",
+    ),
+    (
+        "wharf_index_stale_served",
+        "Index files served stale because every upstream failed",
+    ),
+    ("wharf_crate_memory_hits", "Crate files served from memory"),
+    ("wharf_crate_store_hits", "Crate files read from storage"),
+    (
+        "wharf_crate_downloads",
+        "Crate files downloaded from upstream and verified",
+    ),
+    (
+        "wharf_crate_corrupt",
+        "Crate downloads refused: sha256 differed from the index",
+    ),
+    (
+        "wharf_upstream_failures",
+        "Requests no upstream could serve",
+    ),
+    (
+        "wharf_upstream_budget_refused",
+        "Misses answered 429 instead of going upstream (a client's budget or the registry's limit)",
+    ),
+];
+
+/// The counters of one cache registry.
 #[derive(Default)]
 pub struct Metrics {
     /// Index files served from memory while fresh.
@@ -47,64 +105,466 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Every counter with its Prometheus name and help text.
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 11] {
+    /// Builds the counters, the `i`th of [`CACHE_COUNTERS`] from `counter(i)`.
+    fn with(mut counter: impl FnMut(usize) -> Counter) -> Self {
+        Self {
+            index_memory_hits: counter(0),
+            index_store_hits: counter(1),
+            index_upstream_fetches: counter(2),
+            index_revalidations: counter(3),
+            index_stale_served: counter(4),
+            crate_memory_hits: counter(5),
+            crate_store_hits: counter(6),
+            crate_downloads: counter(7),
+            crate_corrupt: counter(8),
+            upstream_failures: counter(9),
+            upstream_budget_refused: counter(10),
+        }
+    }
+
+    fn fields(&self) -> [&Counter; 11] {
         [
-            (
-                "wharf_index_memory_hits_total",
-                "Index files served from memory while fresh.",
-                self.index_memory_hits.get(),
-            ),
-            (
-                "wharf_index_store_hits_total",
-                "Index files found fresh in storage.",
-                self.index_store_hits.get(),
-            ),
-            (
-                "wharf_index_upstream_fetches_total",
-                "Index files fetched from upstream (200).",
-                self.index_upstream_fetches.get(),
-            ),
-            (
-                "wharf_index_revalidations_total",
-                "Index files confirmed by upstream (304).",
-                self.index_revalidations.get(),
-            ),
-            (
-                "wharf_index_stale_served_total",
-                "Index files served stale because every upstream failed.",
-                self.index_stale_served.get(),
-            ),
-            (
-                "wharf_crate_memory_hits_total",
-                "Crate files served from memory.",
-                self.crate_memory_hits.get(),
-            ),
-            (
-                "wharf_crate_store_hits_total",
-                "Crate files read from storage.",
-                self.crate_store_hits.get(),
-            ),
-            (
-                "wharf_crate_downloads_total",
-                "Crate files downloaded from upstream and verified.",
-                self.crate_downloads.get(),
-            ),
-            (
-                "wharf_crate_corrupt_total",
-                "Crate downloads refused: sha256 differed from the index.",
-                self.crate_corrupt.get(),
-            ),
-            (
-                "wharf_upstream_failures_total",
-                "Requests no upstream could serve.",
-                self.upstream_failures.get(),
-            ),
-            (
-                "wharf_upstream_budget_refused_total",
-                "Misses answered 429 instead of going upstream (a client's budget or the registry's limit).",
-                self.upstream_budget_refused.get(),
-            ),
+            &self.index_memory_hits,
+            &self.index_store_hits,
+            &self.index_upstream_fetches,
+            &self.index_revalidations,
+            &self.index_stale_served,
+            &self.crate_memory_hits,
+            &self.crate_store_hits,
+            &self.crate_downloads,
+            &self.crate_corrupt,
+            &self.upstream_failures,
+            &self.upstream_budget_refused,
         ]
+    }
+
+    /// Every counter with its Prometheus name (without `_total`) and value,
+    /// for `/status.json`.
+    pub fn counters(&self) -> [(&'static str, u64); 11] {
+        let fields = self.fields();
+        std::array::from_fn(|i| (CACHE_COUNTERS[i].0, fields[i].get()))
+    }
+}
+
+/// The label of metrics kept per registry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabel {
+    registry: String,
+}
+
+/// The labels of metrics kept per upstream of a registry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    registry: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    registry: String,
+    route: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    registry: String,
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+/// What a request asked for, by the shape of its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteClass {
+    /// `/{R}/index/…` but `config.json`.
+    Index = 0,
+    /// `/{R}/crates/…`.
+    Crate = 1,
+    /// Cargo's web API: `/{R}/api/…`, `/{R}/me`.
+    Api = 2,
+    /// `/{R}/index/config.json`.
+    Config = 3,
+    /// Everything else: the dashboard, health, metrics, unknown paths.
+    Other = 4,
+}
+
+const ROUTES: [&str; 5] = ["index", "crate", "api", "config", "other"];
+const STATUSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+/// The registry label of server-wide routes and of names no registry has.
+const NO_REGISTRY: &str = "-";
+
+/// The first path segment of `path`, and the class of the route.
+pub fn classify(path: &str) -> (&str, RouteClass) {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let (first, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let class = if rest == "index/config.json" {
+        RouteClass::Config
+    } else if rest.starts_with("index/") {
+        RouteClass::Index
+    } else if rest.starts_with("crates/") {
+        RouteClass::Crate
+    } else if rest.starts_with("api/") || rest == "me" {
+        RouteClass::Api
+    } else {
+        RouteClass::Other
+    };
+    (first, class)
+}
+
+/// The request counters of one registry label, by route and status class.
+struct RouteCounters {
+    requests: [[Counter; 4]; 5],
+    bytes: [Counter; 5],
+}
+
+/// Request counts, bytes and latencies, recorded by the request middleware.
+pub struct RequestMetrics {
+    by_registry: HashMap<String, RouteCounters>,
+    server_wide: RouteCounters,
+    durations: [Histogram; 5],
+}
+
+impl RequestMetrics {
+    /// Where a request for `path` is counted, found before it is answered.
+    pub fn target(&self, path: &str) -> RequestTarget<'_> {
+        let (first, route) = classify(path);
+        RequestTarget {
+            counters: self.by_registry.get(first).unwrap_or(&self.server_wide),
+            duration: &self.durations[route as usize],
+            route: route as usize,
+        }
+    }
+
+    /// Records one answered request for `path`.
+    pub fn record(&self, path: &str, status: u16, body_bytes: u64, elapsed: Duration) {
+        self.target(path).record(status, body_bytes, elapsed);
+    }
+}
+
+/// The counters one request is recorded in.
+pub struct RequestTarget<'a> {
+    counters: &'a RouteCounters,
+    duration: &'a Histogram,
+    route: usize,
+}
+
+impl RequestTarget<'_> {
+    /// Records the answer: its status, the bytes of its body as far as
+    /// known, and how long it took.
+    pub fn record(&self, status: u16, body_bytes: u64, elapsed: Duration) {
+        let status = match status / 100 {
+            0..=2 => 0,
+            3 => 1,
+            4 => 2,
+            _ => 3,
+        };
+        self.counters.requests[self.route][status].inc();
+        self.counters.bytes[self.route].inc_by(body_bytes);
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Times the requests of one registry's upstreams.
+struct UpstreamTimer {
+    histograms: Vec<Histogram>,
+}
+
+impl wharf_upstream::RequestObserver for UpstreamTimer {
+    fn request_done(&self, index: usize, elapsed: Duration) {
+        if let Some(histogram) = self.histograms.get(index) {
+            histogram.observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// What a mirror's tree says of its last pass, for `/metrics`.
+pub struct MirrorPass {
+    /// Seconds since the last pass without failures, if there was one.
+    pub since_success_secs: Option<u64>,
+    /// How long the last pass took, when the tree says.
+    pub duration_secs: Option<f64>,
+    /// Failures of the last pass.
+    pub failures: u64,
+}
+
+/// The server's one metrics registry, and the metrics set when it is read.
+pub struct ServerMetrics {
+    registry: Registry,
+    cache_families: Vec<Family<RegistryLabel, Counter>>,
+    requests: Family<RequestLabels, Counter>,
+    bytes: Family<BytesLabels, Counter>,
+    durations: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    upstream_durations: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    upstream_up: Family<UpstreamLabels, Gauge>,
+    mirror_since_success: Family<RegistryLabel, Gauge>,
+    mirror_duration: Family<RegistryLabel, Gauge<f64, AtomicU64>>,
+    mirror_failures: Family<RegistryLabel, Gauge>,
+    locked_addresses: Gauge,
+    connections_open: Gauge,
+    uptime: Gauge,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerMetrics {
+    /// Registers every metric family; registries and upstreams are added
+    /// with [`Self::cache`] and [`Self::observe_upstreams`].
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let cache_families = CACHE_COUNTERS
+            .iter()
+            .map(|(name, help)| {
+                let family = Family::<RegistryLabel, Counter>::default();
+                registry.register(*name, *help, family.clone());
+                family
+            })
+            .collect();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "wharf_http_requests",
+            "Requests answered, by registry (- for server-wide routes and unknown names), route class and status class",
+            requests.clone(),
+        );
+        let bytes = Family::<BytesLabels, Counter>::default();
+        registry.register(
+            "wharf_http_response_bytes",
+            "Bytes of response bodies, as far as known when the head was sent",
+            bytes.clone(),
+        );
+        let durations: Family<RouteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(histogram);
+        registry.register(
+            "wharf_http_request_duration_seconds",
+            "Time from a request to the head of its answer, by route class",
+            durations.clone(),
+        );
+        let upstream_durations: Family<UpstreamLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(histogram);
+        registry.register(
+            "wharf_upstream_request_duration_seconds",
+            "Time from a request to an upstream to the head of its answer (or its failure)",
+            upstream_durations.clone(),
+        );
+        let upstream_up = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "wharf_upstream_up",
+            "Whether an upstream is being tried (1) or marked down (0)",
+            upstream_up.clone(),
+        );
+        let mirror_since_success = Family::<RegistryLabel, Gauge>::default();
+        registry.register(
+            "wharf_mirror_seconds_since_success",
+            "Seconds since a mirror's last sync pass without failures ended",
+            mirror_since_success.clone(),
+        );
+        let mirror_duration = Family::<RegistryLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "wharf_mirror_last_pass_duration_seconds",
+            "How long a mirror's last sync pass took",
+            mirror_duration.clone(),
+        );
+        let mirror_failures = Family::<RegistryLabel, Gauge>::default();
+        registry.register(
+            "wharf_mirror_last_pass_failures",
+            "Failures of a mirror's last sync pass (retried next pass)",
+            mirror_failures.clone(),
+        );
+        let locked_addresses = Gauge::default();
+        registry.register(
+            "wharf_auth_locked_addresses",
+            "(Address, user name) pairs locked out now",
+            locked_addresses.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "wharf_connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let uptime = Gauge::default();
+        registry.register(
+            "wharf_uptime_seconds",
+            "Seconds since the server started",
+            uptime.clone(),
+        );
+        Self {
+            registry,
+            cache_families,
+            requests,
+            bytes,
+            durations,
+            upstream_durations,
+            upstream_up,
+            mirror_since_success,
+            mirror_duration,
+            mirror_failures,
+            locked_addresses,
+            connections_open,
+            uptime,
+        }
+    }
+
+    /// The counters of cache registry `name`, registered.
+    pub fn cache(&self, name: &str) -> Metrics {
+        let label = RegistryLabel {
+            registry: name.to_owned(),
+        };
+        Metrics::with(|i| self.cache_families[i].get_or_create_owned(&label))
+    }
+
+    /// Times every request `upstreams` (of registry `name`) makes, labelled
+    /// with each upstream's URL as shown (redacted).
+    pub fn observe_upstreams(&self, name: &str, upstreams: &wharf_upstream::UpstreamSet) {
+        let histograms = upstreams
+            .health()
+            .into_iter()
+            .map(|report| {
+                self.upstream_durations
+                    .get_or_create_owned(&UpstreamLabels {
+                        registry: name.to_owned(),
+                        upstream: report.url,
+                    })
+            })
+            .collect();
+        upstreams.observe(Arc::new(UpstreamTimer { histograms }));
+    }
+
+    /// Registers a server-wide counter (`name` without `_total`).
+    pub fn register_counter(&mut self, name: &'static str, help: &'static str, counter: &Counter) {
+        self.registry.register(name, help, counter.clone());
+    }
+
+    /// The request counters for registries `names`, built now so that
+    /// recording a request allocates nothing.
+    pub fn requests<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> RequestMetrics {
+        let counters = |registry: &str| RouteCounters {
+            requests: std::array::from_fn(|route| {
+                std::array::from_fn(|status| {
+                    self.requests.get_or_create_owned(&RequestLabels {
+                        registry: registry.to_owned(),
+                        route: ROUTES[route],
+                        status: STATUSES[status],
+                    })
+                })
+            }),
+            bytes: std::array::from_fn(|route| {
+                self.bytes.get_or_create_owned(&BytesLabels {
+                    registry: registry.to_owned(),
+                    route: ROUTES[route],
+                })
+            }),
+        };
+        RequestMetrics {
+            by_registry: names
+                .into_iter()
+                .map(|name| (name.clone(), counters(name)))
+                .collect(),
+            server_wide: counters(NO_REGISTRY),
+            durations: std::array::from_fn(|route| {
+                self.durations.get_or_create_owned(&RouteLabel {
+                    route: ROUTES[route],
+                })
+            }),
+        }
+    }
+
+    /// Sets whether an upstream of registry `name` is up.
+    pub fn set_upstream_up(&self, name: &str, upstream: &str, up: bool) {
+        self.upstream_up
+            .get_or_create(&UpstreamLabels {
+                registry: name.to_owned(),
+                upstream: upstream.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Sets what the tree of mirror `name` says of its last pass.
+    pub fn set_mirror_pass(&self, name: &str, pass: &MirrorPass) {
+        let label = RegistryLabel {
+            registry: name.to_owned(),
+        };
+        if let Some(secs) = pass.since_success_secs {
+            self.mirror_since_success
+                .get_or_create(&label)
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+        if let Some(secs) = pass.duration_secs {
+            self.mirror_duration.get_or_create(&label).set(secs);
+        }
+        self.mirror_failures
+            .get_or_create(&label)
+            .set(i64::try_from(pass.failures).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the gauges read from the server's state when scraped.
+    pub fn set_server(&self, locked_addresses: u64, connections_open: u64, uptime_secs: u64) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.locked_addresses.set(gauge(locked_addresses));
+        self.connections_open.set(gauge(connections_open));
+        self.uptime.set(gauge(uptime_secs));
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The `Content-Type` of [`ServerMetrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cache_counter_is_exported_under_its_own_name() {
+        let metrics = ServerMetrics::new();
+        let cache = metrics.cache("crates-io");
+        for (i, field) in cache.fields().into_iter().enumerate() {
+            field.inc_by(i as u64 + 1);
+        }
+        let text = metrics.encode();
+        for (i, (name, _)) in CACHE_COUNTERS.iter().enumerate() {
+            let line = format!("{name}_total{{registry=\"crates-io\"}} {}\n", i + 1);
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn requests_are_labelled_by_configured_registry_route_and_status_only() {
+        let metrics = ServerMetrics::new();
+        let requests = metrics.requests([&"crates-io".to_owned()]);
+        let ms = Duration::from_millis(1);
+        requests.record("/crates-io/index/se/rd/serde", 200, 10, ms);
+        requests.record("/crates-io/index/config.json", 200, 5, ms);
+        requests.record("/crates-io/crates/serde/1.0.0/download", 404, 7, ms);
+        requests.record("/made-up-name/index/se/rd/serde", 404, 3, ms);
+        requests.record("/metrics", 200, 1, ms);
+        let text = metrics.encode();
+        for line in [
+            "wharf_http_requests_total{registry=\"crates-io\",route=\"index\",status=\"2xx\"} 1\n",
+            "wharf_http_requests_total{registry=\"crates-io\",route=\"config\",status=\"2xx\"} 1\n",
+            "wharf_http_requests_total{registry=\"crates-io\",route=\"crate\",status=\"4xx\"} 1\n",
+            "wharf_http_requests_total{registry=\"-\",route=\"index\",status=\"4xx\"} 1\n",
+            "wharf_http_requests_total{registry=\"-\",route=\"other\",status=\"2xx\"} 1\n",
+            "wharf_http_response_bytes_total{registry=\"crates-io\",route=\"index\"} 10\n",
+            "wharf_http_response_bytes_total{registry=\"-\",route=\"index\"} 3\n",
+            "wharf_http_request_duration_seconds_count{route=\"index\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("made-up-name"), "{text}");
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     cache::{CrateFiles, IndexCache, Lookup, MissBudget},
     error::ApiError,
     hosted::HostedRegistry,
-    metrics::Metrics,
+    metrics::{Metrics, RequestMetrics, ServerMetrics},
     mirror::MirrorRegistry,
     policy::PolicyGate,
 };
@@ -200,6 +200,11 @@ pub struct AppState {
     pub compressed: crate::encoding::Compressed,
     /// Where every registry's files are, for `/readyz`'s probe.
     pub store: Arc<dyn BlobStore>,
+    /// Every metric at `/metrics`.
+    pub metrics: ServerMetrics,
+    /// The request counters the request middleware records into; `None`
+    /// records nothing (the benchmark sets it, to measure what recording costs).
+    pub requests: Option<Arc<RequestMetrics>>,
 }
 
 /// How long the start-up probe of a bucket may take.
@@ -250,6 +255,7 @@ impl AppState {
         let share = config.registries.len().max(1) as u64;
         let mut registries = BTreeMap::new();
         let throttle = Arc::new(Throttle::default());
+        let mut metrics = ServerMetrics::new();
         // One connection pool per database, shared by the registries in it.
         let mut databases: BTreeMap<String, wharf_db::Db> = BTreeMap::new();
         for (name, registry) in &config.registries {
@@ -314,11 +320,12 @@ impl AppState {
                         hedge_after: cache.hedge_after,
                     })
                     .map_err(anyhow::Error::msg)?;
-                    let metrics = Arc::new(Metrics::default());
+                    metrics.observe_upstreams(name, &upstreams);
+                    let counters = Arc::new(metrics.cache(name));
                     let budget = Arc::new(MissBudget::new(
                         cache.client_miss_burst,
                         cache.client_misses_per_sec,
-                        metrics.clone(),
+                        counters.clone(),
                     ));
                     let index = Arc::new(IndexCache::new(
                         name,
@@ -327,7 +334,7 @@ impl AppState {
                         cache.index_ttl,
                         cache.negative_ttl,
                         (config.memory_index_mb << 20) / share,
-                        metrics.clone(),
+                        counters.clone(),
                         budget.clone(),
                     ));
                     let crates = Arc::new(CrateFiles::new(
@@ -336,7 +343,7 @@ impl AppState {
                         upstreams.clone(),
                         index.clone(),
                         (config.memory_crates_mb << 20) / share,
-                        metrics.clone(),
+                        counters.clone(),
                         budget,
                     ));
                     let mut config_json = ConfigJson::for_base(&format!("{public_url}/{name}"));
@@ -350,7 +357,7 @@ impl AppState {
                             index,
                             crates,
                             upstreams,
-                            metrics,
+                            metrics: counters,
                             access,
                         })),
                     );
@@ -388,6 +395,42 @@ impl AppState {
             }
             None => None,
         };
+        let connections = Arc::new(crate::listen::ConnectionStats::default());
+        for (name, help, counter) in [
+            (
+                "wharf_auth_failures",
+                "Credentials that did not verify",
+                &throttle.metrics.failures,
+            ),
+            (
+                "wharf_auth_throttled",
+                "Requests refused because their address was locked out after failed logins",
+                &throttle.metrics.throttled,
+            ),
+            (
+                "wharf_auth_lockouts",
+                "Lockouts of a user name from an address after too many failed logins",
+                &throttle.metrics.lockouts,
+            ),
+            (
+                "wharf_index_compressions",
+                "Index file bodies compressed (each content once per encoding while it is kept)",
+                crate::encoding::compressions(),
+            ),
+            (
+                "wharf_connections_refused",
+                "Connections closed at once because [connections] max were open",
+                &connections.refused,
+            ),
+            (
+                "wharf_connections_timed_out",
+                "Connections closed because a request head or body did not arrive in time",
+                &connections.timed_out,
+            ),
+        ] {
+            metrics.register_counter(name, help, counter);
+        }
+        let requests = Some(Arc::new(metrics.requests(registries.keys())));
         Ok(Self {
             registries,
             public_url,
@@ -397,7 +440,9 @@ impl AppState {
             throttle,
             trusted_proxies: config.trusted_proxies.clone(),
             connection_limits: config.connections.clone(),
-            connections: Arc::default(),
+            connections,
+            metrics,
+            requests,
             // Beside the files themselves: each form is a fraction of its file.
             compressed: crate::encoding::Compressed::new((config.memory_index_mb << 20) / 4),
             store,

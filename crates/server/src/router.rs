@@ -59,6 +59,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such path on this wharf server; see / for what it serves")
         })
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.requests.clone(),
+            log_request,
+        ))
         .with_state(state)
 }

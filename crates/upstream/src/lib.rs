@@ -9,5 +9,6 @@ pub use health::HealthReport;
 pub use limits::{ClientBudget, Limits};
 pub use redact::{redact, redact_in};
 pub use set::{
-    Downloaded, FetchError, IndexFetch, Slot, UpstreamSet, UpstreamSettings, Validators,
+    Downloaded, FetchError, IndexFetch, RequestObserver, Slot, UpstreamSet, UpstreamSettings,
+    Validators,
 };

@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc, Weak,
+        Arc, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -121,6 +121,15 @@ pub struct Slot {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// Told how long each HTTP request to an upstream took, for metrics; the
+/// server implements it, so this crate needs no metrics library.
+pub trait RequestObserver: Send + Sync {
+    /// A request to the upstream at `index` (its place in
+    /// [`UpstreamSettings::bases`]) got the head of its answer, or failed,
+    /// after `elapsed`. Requests that wharf's own limits refused are not told.
+    fn request_done(&self, index: usize, elapsed: Duration);
+}
+
 /// The ordered upstreams of one registry. Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamSet {
@@ -133,9 +142,12 @@ struct Inner {
     settings: UpstreamSettings,
     gate: Option<Gate>,
     requests: AtomicU64,
+    observer: OnceLock<Arc<dyn RequestObserver>>,
 }
 
 struct Upstream {
+    /// Its place in the list, for the observer.
+    index: usize,
     base: String,
     /// `base` as it may be shown and logged: without credentials. Every
     /// message and report uses this, never `base`.
@@ -216,7 +228,9 @@ impl UpstreamSet {
         let upstreams = settings
             .bases
             .iter()
-            .map(|base| Upstream {
+            .enumerate()
+            .map(|(index, base)| Upstream {
+                index,
                 base: base.clone(),
                 display: redact(base),
                 health: Health::new(),
@@ -231,6 +245,7 @@ impl UpstreamSet {
                 settings,
                 gate,
                 requests: AtomicU64::new(0),
+                observer: OnceLock::new(),
             }),
         })
     }
@@ -239,6 +254,12 @@ impl UpstreamSet {
     /// of work that makes its own, reported with [`Self::before_own_request`]).
     pub fn requests_made(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Tells `observer` of every request made from now on. Only the first
+    /// observer set is kept: a set belongs to one registry.
+    pub fn observe(&self, observer: Arc<dyn RequestObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// A concurrency slot for work that makes its own HTTP requests (a git
@@ -376,7 +397,7 @@ impl UpstreamSet {
         validators: Option<&Validators>,
     ) -> Result<IndexFetch, FetchError> {
         self.inner
-            .conditional_get(url, &redact(url), validators, None)
+            .conditional_get(None, url, &redact(url), validators, None)
             .await
             .map_err(|failure| {
                 FetchError::Unavailable(format!("{}: {}", redact(url), failure.reason))
@@ -467,13 +488,24 @@ impl Inner {
         format!("{}: {}", up.display, failure.reason)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    /// Sends `request` to the upstream at `index` (`None`: a document at a
+    /// URL of its own) under the limits and the timeout.
+    async fn send(
+        &self,
+        index: Option<usize>,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
         if let Some(gate) = &self.gate {
             gate.request().await.map_err(Failure::busy)?;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings.timeout;
-        match tokio::time::timeout(timeout, request.send()).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(timeout, request.send()).await;
+        if let (Some(index), Some(observer)) = (index, self.observer.get()) {
+            observer.request_done(index, started.elapsed());
+        }
+        match answer {
             Err(_) => Err(Failure::down(format!(
                 "no response within {}",
                 humanize(timeout)
@@ -491,7 +523,7 @@ impl Inner {
     ) -> Result<IndexFetch, Failure> {
         let url = format!("{}{}", up.base, path);
         let fetch = self
-            .conditional_get(&url, &up.display, validators, Some(path))
+            .conditional_get(Some(up.index), &url, &up.display, validators, Some(path))
             .await?;
         if let IndexFetch::Modified { body, .. } = &fetch
             && !body.is_empty()
@@ -518,6 +550,7 @@ impl Inner {
     /// `None` for a document that is not an index file.
     async fn conditional_get(
         &self,
+        index: Option<usize>,
         url: &str,
         label: &str,
         validators: Option<&Validators>,
@@ -533,7 +566,7 @@ impl Inner {
                 request = request.header(header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let response = self.send(request).await?;
+        let response = self.send(index, request).await?;
         let status = response.status();
         match status {
             StatusCode::OK => {
@@ -572,7 +605,7 @@ impl Inner {
         let _slot = self.slot().await?;
         let dl = self.dl_template(up).await?;
         let url = dl.render(name, vers, cksum);
-        let response = self.send(self.client.get(&url)).await?;
+        let response = self.send(Some(up.index), self.client.get(&url)).await?;
         let file = format!("{name}-{vers}.crate");
         // The template comes from upstream and may hold a signed URL.
         let url = redact(&url);
@@ -719,7 +752,7 @@ impl Inner {
                     return Err(Failure::file("marked down"));
                 }
                 let url = format!("{}config.json", up.base);
-                let response = self.send(self.client.get(&url)).await?;
+                let response = self.send(Some(up.index), self.client.get(&url)).await?;
                 if response.status() != StatusCode::OK {
                     return Err(status_failure(response.status(), response.headers(), None));
                 }
@@ -758,7 +791,7 @@ async fn probe(inner: Weak<Inner>, index: usize) {
         let started = Instant::now();
         let url = format!("{}config.json", up.base);
         let ok = matches!(
-            inner.send(inner.client.get(&url)).await,
+            inner.send(Some(index), inner.client.get(&url)).await,
             Ok(r) if r.status() == StatusCode::OK
         );
         if ok {

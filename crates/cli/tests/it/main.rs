@@ -13,6 +13,7 @@ mod crash;
 mod hardening;
 mod help;
 mod hosted;
+mod metrics;
 mod mirror;
 mod mirror_git;
 mod run;

@@ -1,9 +1,6 @@
 //! `/healthz`, `/readyz`, `/status.json` and `/metrics`.
 
-use std::{
-    fmt::Write,
-    sync::{Arc, atomic::Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use axum::{
     Json,
@@ -18,6 +15,8 @@ use wharf_storage::{BlobKey, BlobStore, StoreError};
 
 use crate::{
     error::ApiError,
+    metrics::MirrorPass,
+    mirror::MirrorRegistry,
     registry::{AppState, Registry},
 };
 
@@ -72,7 +71,7 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "index_files_in_memory": cache.index.in_memory(),
                     "crate_files_in_memory": cache.crates.in_memory(),
                     "counters": cache.metrics.counters().iter()
-                        .map(|(name, _, value)| (name.trim_start_matches("wharf_").trim_end_matches("_total").to_owned(), json!(value)))
+                        .map(|(name, value)| (name.trim_start_matches("wharf_").to_owned(), json!(value)))
                         .collect::<serde_json::Map<_, _>>(),
                 }),
                 Registry::Mirror(mirror) => json!({
@@ -118,104 +117,59 @@ pub async fn show_status(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-/// Counters in the Prometheus text format.
+/// Every metric, in the Prometheus text format. Gauges that describe the
+/// state (upstreams up, mirror freshness, connections) are set as they are read.
 pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut out = String::new();
-    // Each metric family is written as one group, as the text format requires.
-    let caches: Vec<_> = state
-        .registries
-        .iter()
-        .filter_map(|(name, registry)| match registry {
-            Registry::Cache(cache) => Some((name, cache)),
-            Registry::Mirror(_) | Registry::Hosted(_) => None,
-        })
-        .collect();
-    let families = caches
-        .first()
-        .map(|(_, c)| c.metrics.counters().len())
-        .unwrap_or(0);
-    for family in 0..families {
-        for (i, (registry_name, cache)) in caches.iter().enumerate() {
-            let (name, help, value) = cache.metrics.counters()[family];
-            if i == 0 {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    let metrics = &state.metrics;
+    for (name, registry) in &state.registries {
+        match registry {
+            Registry::Cache(cache) => {
+                for report in cache.upstreams.health() {
+                    metrics.set_upstream_up(name, &report.url, report.up);
+                }
             }
-            let _ = writeln!(out, "{name}{{registry=\"{registry_name}\"}} {value}");
+            Registry::Mirror(mirror) => {
+                if let Some(pass) = mirror_pass(mirror).await {
+                    metrics.set_mirror_pass(name, &pass);
+                }
+            }
+            Registry::Hosted(_) => {}
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP wharf_upstream_up Whether an upstream is being tried (1) or marked down (0).\n# TYPE wharf_upstream_up gauge"
-    );
-    for (registry_name, cache) in &caches {
-        for report in cache.upstreams.health() {
-            let _ = writeln!(
-                out,
-                "wharf_upstream_up{{registry=\"{registry_name}\",upstream=\"{}\"}} {}",
-                report.url,
-                u8::from(report.up)
-            );
-        }
-    }
-    let auth = &state.throttle.metrics;
-    for (name, help, value) in [
-        (
-            "wharf_auth_failures_total",
-            "Credentials that did not verify.",
-            auth.failures.get(),
-        ),
-        (
-            "wharf_auth_throttled_total",
-            "Requests refused because their address was locked out after failed logins.",
-            auth.throttled.get(),
-        ),
-        (
-            "wharf_auth_lockouts_total",
-            "Lockouts of a user name from an address after too many failed logins.",
-            auth.lockouts.get(),
-        ),
-        (
-            "wharf_index_compressions_total",
-            "Index file bodies compressed (each content once per encoding while it is kept).",
-            crate::encoding::compressions(),
-        ),
-        (
-            "wharf_connections_refused_total",
-            "Connections closed at once because [connections] max were open.",
-            state.connections.refused.get(),
-        ),
-        (
-            "wharf_connections_timed_out_total",
-            "Connections closed because a request head or body did not arrive in time.",
-            state.connections.timed_out.get(),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wharf_auth_locked_addresses (Address, user name) pairs locked out now.\n# TYPE wharf_auth_locked_addresses gauge\nwharf_auth_locked_addresses {}",
-        state.throttle.locked_addresses()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wharf_connections_open Client connections open now.\n# TYPE wharf_connections_open gauge\nwharf_connections_open {}",
-        state.connections.open.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "wharf_uptime_seconds {}",
-        state.started.elapsed().as_secs()
+    metrics.set_server(
+        state.throttle.locked_addresses(),
+        state.connections.open.load(Ordering::Relaxed),
+        state.started.elapsed().as_secs(),
     );
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
-        out,
+        metrics.encode(),
     )
         .into_response()
+}
+
+/// What a mirror's `status.json` says of its last pass; `None` before the
+/// first pass, or when the tree cannot be read (the mirror's own status
+/// route reports why).
+async fn mirror_pass(mirror: &MirrorRegistry) -> Option<MirrorPass> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        last_success: Option<u64>,
+        #[serde(default)]
+        failures: u64,
+        duration_ms: Option<u64>,
+    }
+    let body = mirror.tree_file("status.json").await.ok()??;
+    let status: Status = serde_json::from_slice(&body).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(MirrorPass {
+        since_success_secs: status.last_success.map(|t| now.saturating_sub(t)),
+        duration_secs: status.duration_ms.map(|ms| ms as f64 / 1000.0),
+        failures: status.failures,
+    })
 }

@@ -153,6 +153,9 @@ struct Status {
     versions: usize,
     /// Failures of the last pass.
     failures: usize,
+    /// How long the last pass took (absent in trees of older versions).
+    #[serde(default)]
+    duration_ms: Option<u64>,
     /// Where the mirror syncs from, and how far it got.
     upstreams: Vec<String>,
     index_git: Option<String>,
@@ -700,6 +703,7 @@ impl Mirror {
             crates: summary.total_crates,
             versions: summary.total_versions,
             failures: summary.failures.len(),
+            duration_ms: Some(summary.duration_ms),
             upstreams: self.upstream_urls.iter().map(|u| redact(u)).collect(),
             index_git: self.git.as_ref().map(|g| redact(&g.url)),
             cursor,

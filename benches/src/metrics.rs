@@ -1,0 +1,108 @@
+//! The cost of recording request metrics on index hits: the same files from
+//! two wharf servers in one process, one recording every request's count,
+//! bytes and latency (as `wharf serve` does) and one recording nothing.
+
+use std::sync::Arc;
+
+use wharf_config::{CacheRegistry, Config, Registry};
+use wharf_server::AppState;
+use wharf_test_support::{
+    fixture::{CrateBuilder, sparse_path},
+    upstream::FakeUpstream,
+};
+
+use crate::{Options, ROUNDS, wrk, wrk_script_with};
+
+/// Crates in the fixture, each with a few versions.
+const CRATES: usize = 200;
+
+/// Runs the comparison and prints one table.
+pub fn metrics(
+    options: &Options,
+    upstream_rt: &tokio::runtime::Runtime,
+    wharf_rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let fixtures: Vec<_> = (0..CRATES)
+        .flat_map(|c| {
+            (0..5).map(move |v| CrateBuilder::new(&format!("met-{c}"), &format!("1.0.{v}")).build())
+        })
+        .collect();
+    let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures));
+    let dir = tempfile::tempdir()?;
+    let paths: Vec<String> = (0..CRATES)
+        .map(|c| format!("/crates-io/index/{}", sparse_path(&format!("met-{c}"))))
+        .collect();
+    let mut servers = Vec::new();
+    for recording in [true, false] {
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().join(format!("data-{recording}")),
+            registries: [(
+                "crates-io".to_owned(),
+                Registry::Cache(CacheRegistry {
+                    upstreams: vec![upstream.index_url()],
+                    ..CacheRegistry::default()
+                }),
+            )]
+            .into(),
+            ..Config::default()
+        };
+        let (addr, stop) = wharf_rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            let addr = listener.local_addr()?;
+            let mut state =
+                AppState::build(&config, &wharf_server::public_url(&config, addr)).await?;
+            if !recording {
+                state.requests = None;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(wharf_server::serve(listener, Arc::new(state), async move {
+                let _ = rx.await;
+            }));
+            // Warm it: each file fetched once, so what follows are hits.
+            let client = reqwest::Client::new();
+            for path in &paths {
+                client
+                    .get(format!("http://{addr}{path}"))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            anyhow::Ok((addr, tx))
+        })?;
+        servers.push((recording, addr, stop));
+    }
+    println!(
+        "\nrequest metrics: index hits on {CRATES} files, gzip as cargo asks; wrk -t2 -c{} -d{}s, {} rounds, which goes first alternating, best of each",
+        options.connections,
+        options.duration_secs,
+        ROUNDS * 2
+    );
+    println!("{:<40} {:>12} {:>10}", "", "req/s", "vs off");
+    let script = wrk_script_with(
+        dir.path(),
+        "metrics",
+        &paths,
+        &[("Accept-Encoding", "deflate, gzip")],
+    )?;
+    let mut best = [0f64; 2];
+    for round in 0..ROUNDS * 2 {
+        // Which goes first swaps each round: a second run in a row is not
+        // always as fast as the first on a busy machine.
+        for i in [round % 2, 1 - round % 2] {
+            let addr = servers[i].1;
+            let load = wrk(options, &format!("http://{addr}"), &script)?;
+            anyhow::ensure!(!load.errors, "some responses were not 2xx");
+            best[i] = best[i].max(load.requests_per_sec);
+        }
+    }
+    let [on, off] = best;
+    println!("{:<40} {off:>12.0} {:>9.2}x", "metrics off", 1.0);
+    println!(
+        "{:<40} {on:>12.0} {:>9.2}x   (cost {:.1}%)",
+        "metrics on (as served)",
+        on / off,
+        (1.0 - on / off) * 100.0
+    );
+    Ok(())
+}
