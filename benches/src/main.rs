@@ -23,9 +23,9 @@ use wharf_test_support::{
 mod auth;
 mod fallback;
 mod hosted;
+mod metrics;
 mod storage;
 mod wharf_binary;
-mod metrics;
 
 struct Options {
     duration_secs: u64,
@@ -111,7 +111,8 @@ fn main() -> anyhow::Result<()> {
         fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving && !options.hosted && !options.auth && !options.storage && !options.metrics {
+    if !options.serving && !options.hosted && !options.auth && !options.storage && !options.metrics
+    {
     } else if tools {
         if options.serving {
             let (upstream_rt, wharf_rt) = runtimes()?;

@@ -66,7 +66,12 @@ pub fn storage(
         .collect();
     let crate_paths: Vec<String> = newest
         .iter()
-        .map(|name| format!("/crates-io/crates/{name}/{name}-{}.crate", last_version(name)))
+        .map(|name| {
+            format!(
+                "/crates-io/crates/{name}/{name}-{}.crate",
+                last_version(name)
+            )
+        })
         .collect();
     let upstream = upstream_rt.block_on(FakeUpstream::start(fixtures.clone()));
     let dir = tempfile::tempdir()?;

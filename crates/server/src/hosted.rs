@@ -162,14 +162,8 @@ impl HostedRegistry {
             self.store.get(&key).await?.ok_or_else(|| {
                 ApiError::not_found(format!("this registry has no {krate} {vers}"))
             })?;
-        let index = match self.index_file(&IndexPath::for_name(krate)).await? {
-            Lookup::Found(entry) => Some(entry.body.clone()),
-            Lookup::NotFound => None,
-        };
-        match self
-            .verified
-            .check(&key, &bytes, index.as_deref(), vers.as_str())
-        {
+        let index = self.index_file(&IndexPath::for_name(krate)).await?;
+        match self.verified.check(&key, &bytes, &index, vers.as_str()) {
             Stored::Good | Stored::Unlisted => Ok(bytes),
             Stored::Damaged { expected, found } => {
                 tracing::error!(registry = %self.name, krate.name = %krate, krate.vers = %vers, %expected, %found, storage.key = %key, "stored crate file is damaged; not served");

@@ -137,14 +137,8 @@ impl MirrorRegistry {
             .await?
             .ok_or_else(|| ApiError::not_found(format!("this mirror has no {krate} {vers}")))?;
         let path = IndexPath::for_name(krate);
-        let index = match self.index_file(&path).await? {
-            Lookup::Found(entry) => Some(entry.body.clone()),
-            Lookup::NotFound => None,
-        };
-        match self
-            .verified
-            .check(&key, &bytes, index.as_deref(), vers.as_str())
-        {
+        let index = self.index_file(&path).await?;
+        match self.verified.check(&key, &bytes, &index, vers.as_str()) {
             Stored::Good | Stored::Unlisted => Ok(bytes),
             Stored::Damaged { expected, found } => {
                 warn!(registry = %self.name, krate.name = %krate, krate.vers = %vers, %expected, %found, "stored crate file is damaged; removed, the next sync pass downloads it again");

@@ -6,6 +6,8 @@
 use wharf_index::{Cksum, find_version};
 use wharf_storage::BlobKey;
 
+use crate::cache::Lookup;
+
 /// What a stored crate file is, against its index line.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stored {
@@ -31,18 +33,15 @@ impl Verified {
     }
 
     /// Checks `bytes`, stored under `key`, against version `vers` of the
-    /// index file `index`.
-    pub(crate) fn check(
-        &self,
-        key: &BlobKey,
-        bytes: &[u8],
-        index: Option<&[u8]>,
-        vers: &str,
-    ) -> Stored {
+    /// crate's index file as the registry serves it (`index`).
+    pub(crate) fn check(&self, key: &BlobKey, bytes: &[u8], index: &Lookup, vers: &str) -> Stored {
         if self.0.contains_key(key) {
             return Stored::Good;
         }
-        let Some(line) = index.and_then(|index| find_version(index, vers)) else {
+        let Lookup::Found(entry) = index else {
+            return Stored::Unlisted;
+        };
+        let Some(line) = find_version(&entry.body, vers) else {
             return Stored::Unlisted;
         };
         let found = Cksum::of(bytes);
