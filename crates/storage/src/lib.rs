@@ -114,7 +114,13 @@ pub trait BlobStore: Send + Sync + 'static {
 /// within `within`: a wrong endpoint, refused credentials or a missing
 /// bucket fail here with the service's words, not on the first request.
 pub async fn check(store: &dyn BlobStore, within: std::time::Duration) -> Result<(), StoreError> {
-    let key = BlobKey::new(".probe/start").expect("a constant key is valid");
+    // A key of this process alone: instances starting together on one
+    // bucket must not read each other's marker.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let key = BlobKey::new(format!(".probe/start-{}-{nanos}", std::process::id()))
+        .expect("a probe key of digits is valid");
     let unavailable = |reason: String| StoreError::Unavailable {
         op: "check",
         key: key.to_string(),

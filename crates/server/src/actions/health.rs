@@ -40,14 +40,21 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// Writes a marker blob and reads it back.
 async fn probe_storage(store: &dyn BlobStore) -> Result<(), StoreError> {
-    let key = BlobKey::new(".probe/ready").expect("a constant key is valid");
+    // One key per probe: instances sharing a bucket, and probes of one
+    // process, never read each other's marker.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let key = BlobKey::new(format!(".probe/ready-{}-{n}", std::process::id()))
+        .expect("a probe key of digits is valid");
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos()
         .to_string();
     store.put(&key, Bytes::from(stamp.clone())).await?;
-    match store.get(&key).await? {
+    let back = store.get(&key).await?;
+    store.delete(&key).await?;
+    match back {
         Some(back) if back == stamp.as_bytes() => Ok(()),
         _ => Err(StoreError::Unavailable {
             op: "read",
