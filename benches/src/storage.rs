@@ -13,12 +13,14 @@ use crate::{
     start_wharf_with, timed_fetch, wrk, wrk_script,
 };
 
-/// The `[storage]` of a fresh bucket of the run's SeaweedFS.
+/// The `[storage]` of a fresh place (a prefix) in the run's SeaweedFS.
 fn bucket() -> Storage {
     let s3 = TestS3::shared();
+    let (bucket, prefix) = s3.place();
     Storage {
         kind: StorageKind::S3,
-        bucket: Some(s3.bucket()),
+        bucket: Some(bucket),
+        prefix: Some(prefix),
         endpoint: Some(s3.endpoint.clone()),
         region: Some("us-east-1".to_owned()),
         allow_http: true,

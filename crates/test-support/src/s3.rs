@@ -5,7 +5,9 @@
 //! few seconds to start and a fixed set of ports, so one server serves the
 //! whole run: the first test that needs it starts it (under a file lock, as
 //! its own session, so it outlives that test) and the others find it
-//! answering. Every test gets a bucket of its own ([`TestS3::bucket`]).
+//! answering. Every test gets a prefix of its own in one shared bucket
+//! ([`TestS3::place`]): SeaweedFS gives each bucket volumes of its own, and
+//! a bucket per test used up the volumes a small disk allows.
 //! `WHARF_TEST_S3_ENDPOINT` points the tests at another server instead.
 
 use std::{
@@ -85,6 +87,10 @@ impl TestS3 {
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             "-master.telemetry=false",
+            // Small volumes, and enough of them whatever the free disk space
+            // (by default their number is free space / volume size).
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=500",
         ])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -109,7 +115,33 @@ impl TestS3 {
         ))
     }
 
-    /// A new, empty bucket for one test.
+    /// The bucket every test of the run shares, and a prefix no other test
+    /// uses: one test's own, empty place.
+    pub fn place(&self) -> (String, String) {
+        static BUCKET: OnceLock<String> = OnceLock::new();
+        let bucket = BUCKET.get_or_init(|| {
+            let name = "wharf-tests".to_owned();
+            // Made by the first test of the run; later ones find it there.
+            if let Err(e) = self.request("PUT", &format!("/{name}"))
+                && !e.contains("409")
+            {
+                panic!("cannot create bucket {name}: {e}");
+            }
+            name
+        });
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let prefix = format!(
+            "t-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        (bucket.clone(), prefix)
+    }
+
+    /// A new, empty bucket, for what must have a bucket of its own.
     pub fn bucket(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()

@@ -39,9 +39,11 @@ impl Backend {
             Self::Fs => wharf_config::Storage::default(),
             Self::S3 => {
                 let s3 = wharf_test_support::s3::TestS3::shared();
+                let (bucket, prefix) = s3.place();
                 wharf_config::Storage {
                     kind: wharf_config::StorageKind::S3,
-                    bucket: Some(s3.bucket()),
+                    bucket: Some(bucket),
+                    prefix: Some(prefix),
                     endpoint: Some(s3.endpoint.clone()),
                     region: Some("us-east-1".to_owned()),
                     allow_http: true,
@@ -58,8 +60,9 @@ impl Backend {
         match storage.kind {
             wharf_config::StorageKind::Fs => String::new(),
             wharf_config::StorageKind::S3 => format!(
-                "[storage]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\nanonymous = true\n\n",
+                "[storage]\nkind = \"s3\"\nbucket = \"{}\"\nprefix = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\nanonymous = true\n\n",
                 storage.bucket.unwrap_or_default(),
+                storage.prefix.unwrap_or_default(),
                 storage.endpoint.unwrap_or_default()
             ),
         }
@@ -72,8 +75,9 @@ pub async fn stored_keys(storage: &wharf_config::Storage, data_dir: &Path) -> Ve
     match storage.kind {
         wharf_config::StorageKind::Fs => files_under(data_dir),
         wharf_config::StorageKind::S3 => {
+            let prefix = format!("{}/", storage.prefix.as_deref().unwrap_or_default());
             let url = format!(
-                "{}/{}?list-type=2&max-keys=1000",
+                "{}/{}?list-type=2&max-keys=1000&prefix={prefix}",
                 storage.endpoint.as_deref().unwrap_or_default(),
                 storage.bucket.as_deref().unwrap_or_default()
             );
@@ -91,6 +95,7 @@ pub async fn stored_keys(storage: &wharf_config::Storage, data_dir: &Path) -> Ve
                 .split("<Key>")
                 .skip(1)
                 .filter_map(|rest| rest.split("</Key>").next())
+                .filter_map(|key| key.strip_prefix(&prefix))
                 .map(str::to_owned)
                 .collect();
             keys.sort();

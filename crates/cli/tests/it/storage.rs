@@ -414,9 +414,10 @@ async fn plant(storage: &wharf_config::Storage, data_dir: &Path, key: &str, byte
         wharf_config::StorageKind::Fs => std::fs::write(data_dir.join(key), bytes).unwrap(),
         wharf_config::StorageKind::S3 => {
             let url = format!(
-                "{}/{}/{key}",
+                "{}/{}/{}/{key}",
                 storage.endpoint.as_deref().unwrap(),
-                storage.bucket.as_deref().unwrap()
+                storage.bucket.as_deref().unwrap(),
+                storage.prefix.as_deref().unwrap()
             );
             let status = reqwest::Client::new()
                 .put(url)
