@@ -12,14 +12,19 @@ use wharf_test_support::{
 
 use crate::common::{Wharf, cache, cargo_err, cargo_ok, sha256};
 
+crate::on_both_backends!(
+    corrupt_crate_bytes_are_refused_and_nothing_is_stored,
+    super::corrupt_crate_bytes_are_refused
+);
+
 /// Acceptance 4: wrong bytes from upstream give cargo a clear error naming
 /// the crate, nothing is stored; a later good response is stored and served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_crate_bytes_are_refused_and_nothing_is_stored() {
+/// On the disk and on S3.
+async fn corrupt_crate_bytes_are_refused(backend: crate::common::Backend) {
     let solo = CrateBuilder::new("solo", "1.0.0").build();
     let upstream = FakeUpstream::start([solo.clone()]).await;
     upstream.set_fault(Target::Crates, Fault::WrongBytes);
-    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let wharf = Wharf::start_on(backend, cache(&[upstream.index_url()])).await;
     let project = CargoProject::new(&wharf.index_url(), &[("solo", "1")]);
 
     let failed = cargo_err(&project, &["fetch"]);
@@ -33,22 +38,23 @@ async fn corrupt_crate_bytes_are_refused_and_nothing_is_stored() {
         "says why: {}",
         failed.stderr
     );
-    let stored = wharf.stored_files();
+    let stored = wharf.keys().await;
     assert!(
         !stored.iter().any(|f| f.ends_with(".crate")),
         "nothing stored: {stored:?}"
     );
+    let local = wharf.stored_files();
     assert!(
-        !stored.iter().any(|f| f.starts_with(".tmp/")),
-        "no temporary file left: {stored:?}"
+        !local.iter().any(|f| f.starts_with(".tmp/")),
+        "no temporary file left: {local:?}"
     );
 
     upstream.clear_faults();
     cargo_ok(&project, &["fetch"]);
-    let path = wharf
-        .data_dir
-        .join("crates-io/crates/solo/solo-1.0.0.crate");
-    let kept = std::fs::read(&path).expect("the good crate is stored");
+    let kept = wharf
+        .read_stored("crates-io/crates/solo/solo-1.0.0.crate")
+        .await
+        .expect("the good crate is stored");
     assert_eq!(sha256(&kept), solo.cksum);
     wharf.stop().await;
 }
@@ -83,10 +89,15 @@ async fn a_dead_primary_costs_one_timeout_not_one_per_file() {
     wharf.stop().await;
 }
 
+crate::on_both_backends!(
+    fifty_concurrent_misses_make_one_download,
+    super::fifty_concurrent_misses
+);
+
 /// Acceptance 6: 50 concurrent requests for one uncached crate make exactly
 /// one upstream download, and all 50 get the same verified bytes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_misses_make_one_download() {
+/// On the disk and on S3.
+async fn fifty_concurrent_misses(backend: crate::common::Backend) {
     let krate = CrateBuilder::new("crowd", "1.0.0").build();
     let upstream = FakeUpstream::start([krate.clone()]).await;
     // A slow body keeps the download in flight while the crowd arrives.
@@ -97,7 +108,7 @@ async fn fifty_concurrent_misses_make_one_download() {
             delay: Duration::from_millis(20),
         },
     );
-    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let wharf = Wharf::start_on(backend, cache(&[upstream.index_url()])).await;
     let client = reqwest::Client::new();
     let url = wharf.url("/crates-io/crates/crowd/crowd-1.0.0.crate");
     let requests = (0..50).map(|_| {

@@ -22,11 +22,16 @@ fn many_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn index_files_are_relayed_byte_for_byte_with_etag_304_and_compression() {
+crate::on_both_backends!(
+    index_files_are_relayed_byte_for_byte_with_etag_304_and_compression,
+    super::index_files_relayed
+);
+
+/// On the disk and on S3.
+async fn index_files_relayed(backend: crate::common::Backend) {
     let versions = many_versions();
     let upstream = FakeUpstream::start(versions.clone()).await;
-    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let wharf = Wharf::start_on(backend, cache(&[upstream.index_url()])).await;
     let client = raw_client();
     let url = wharf.url(&format!("/crates-io/index/{}", sparse_path("popular")));
     let expected: String = versions.iter().map(|v| v.index_line() + "\n").collect();
@@ -117,11 +122,16 @@ async fn config_json_points_dl_at_wharf() {
     wharf.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crate_files_are_immutable_and_head_works() {
+crate::on_both_backends!(
+    crate_files_are_immutable_and_head_works,
+    super::crate_files_immutable
+);
+
+/// On the disk and on S3.
+async fn crate_files_immutable(backend: crate::common::Backend) {
     let krate = CrateBuilder::new("headed", "0.1.0").build();
     let upstream = FakeUpstream::start([krate.clone()]).await;
-    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let wharf = Wharf::start_on(backend, cache(&[upstream.index_url()])).await;
     let client = raw_client();
     let url = wharf.url("/crates-io/crates/headed/headed-0.1.0.crate");
 

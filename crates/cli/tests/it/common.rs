@@ -18,6 +18,8 @@ use wharf_test_support::cargo::{CargoProject, Outcome};
 pub struct Wharf {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where it keeps what it serves.
+    pub storage: wharf_config::Storage,
     _data: Option<TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -186,9 +188,35 @@ impl Wharf {
         Self {
             addr,
             data_dir,
+            storage: config.storage.clone(),
             _data: None,
             shutdown: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// Every key its storage holds (disk or bucket), sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        stored_keys(&self.storage, &self.data_dir).await
+    }
+
+    /// The bytes stored under `key`, read behind wharf's back.
+    pub async fn read_stored(&self, key: &str) -> Option<Vec<u8>> {
+        match self.storage.kind {
+            wharf_config::StorageKind::Fs => std::fs::read(self.data_dir.join(key)).ok(),
+            wharf_config::StorageKind::S3 => {
+                let url = format!(
+                    "{}/{}/{}/{key}",
+                    self.storage.endpoint.as_deref().unwrap_or_default(),
+                    self.storage.bucket.as_deref().unwrap_or_default(),
+                    self.storage.prefix.as_deref().unwrap_or_default()
+                );
+                let response = reqwest::get(url).await.ok()?;
+                if !response.status().is_success() {
+                    return None;
+                }
+                response.bytes().await.ok().map(|b| b.to_vec())
+            }
         }
     }
 
