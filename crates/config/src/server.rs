@@ -1,0 +1,129 @@
+//! How the server itself runs, apart from its registries: where the served
+//! bytes live (`[storage]`), bounds on client connections (`[connections]`),
+//! and which reverse proxies are believed about who a client is.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where index files, crate files and a mirror's status live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `fs` (files under `data_dir`) or `s3` (any S3-compatible service).
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// The bucket (`s3`).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Prepended to every key in the bucket (`prod/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The service's URL, for anything but AWS (`http://127.0.0.1:8333`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The bucket's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (loopback or a private network).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Unsigned requests, for a bucket that takes anonymous writes; otherwise
+    /// credentials come from the usual AWS chain (`AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`, a profile, instance metadata).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Bound on connecting to the service and on each request's first byte.
+    #[serde(default = "default_storage_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            kind: StorageKind::Fs,
+            bucket: None,
+            prefix: None,
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            anonymous: false,
+            timeout: default_storage_timeout(),
+        }
+    }
+}
+
+fn default_storage_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The kind of [`Storage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Files under `data_dir`.
+    #[default]
+    Fs,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// Bounds on client connections, so that idle, slow or too many connections
+/// cannot use up the process's file descriptors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connections {
+    /// Connections open at once; more are accepted and closed at once.
+    /// Also kept below the process's file limit (raised to its hard limit
+    /// at start), less a reserve for files, the database and upstreams.
+    #[serde(default = "default_max_connections")]
+    pub max: usize,
+    /// How long a connection may take to send a complete request head,
+    /// counted from when it opened or its previous response was sent: the
+    /// keep-alive idle timeout, and the bound on a slowly sent request.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The longest pause while a request body (a publish) arrives.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            max: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            body_timeout: default_body_timeout(),
+        }
+    }
+}
+
+/// A list of addresses (`127.0.0.1`, `::1`) and CIDRs (`10.0.0.0/8`).
+pub(crate) fn addresses_or_cidrs<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is neither an address (127.0.0.1) nor a CIDR (10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn default_max_connections() -> usize {
+    16_384
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
