@@ -93,17 +93,10 @@ fn paid_consumer(
     project
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_with_passwords_tokens_and_grants_on_sqlite() {
-    clients_with_passwords_tokens_and_grants(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_with_passwords_tokens_and_grants_on_postgres() {
-    let postgres = TempPostgres::shared();
-    let url = postgres.create_database();
-    clients_with_passwords_tokens_and_grants(Some(&url)).await;
-}
+crate::on_both_databases!(
+    clients_with_passwords_tokens_and_grants,
+    super::clients_with_passwords_tokens_and_grants
+);
 
 /// The same with PostgreSQL and the files in a bucket: the scale-out setup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

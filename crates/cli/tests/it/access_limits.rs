@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use wharf_config::Config;
-use wharf_test_support::{
-    cargo::CargoProject, fixture::CrateBuilder, postgres::TempPostgres, upstream::FakeUpstream,
-};
+use wharf_test_support::{cargo::CargoProject, fixture::CrateBuilder, upstream::FakeUpstream};
 
 use crate::common::{Wharf, wharf_cli};
 
@@ -181,17 +179,10 @@ async fn search_counts_only_what_a_client_may_see(database_url: Option<&str>) {
     wharf.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn search_counts_only_what_a_client_may_see_on_sqlite() {
-    search_counts_only_what_a_client_may_see(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn search_counts_only_what_a_client_may_see_on_postgres() {
-    let postgres = TempPostgres::shared();
-    let url = postgres.create_database();
-    search_counts_only_what_a_client_may_see(Some(&url)).await;
-}
+crate::on_both_databases!(
+    search_counts_only_what_a_client_may_see,
+    super::search_counts_only_what_a_client_may_see
+);
 
 /// Issue 13.5: `cargo owner` adds only users the registry knows, never leaves
 /// a crate without an owner who can publish, and a change names at most 100
@@ -289,17 +280,10 @@ async fn owners_are_known_users_and_one_can_always_act(database_url: Option<&str
     wharf.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owners_are_known_users_and_one_can_always_act_on_sqlite() {
-    owners_are_known_users_and_one_can_always_act(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owners_are_known_users_and_one_can_always_act_on_postgres() {
-    let postgres = TempPostgres::shared();
-    let url = postgres.create_database();
-    owners_are_known_users_and_one_can_always_act(Some(&url)).await;
-}
+crate::on_both_databases!(
+    owners_are_known_users_and_one_can_always_act,
+    super::owners_are_known_users_and_one_can_always_act
+);
 
 /// Issue 13.11: with `deny = { serde = "<1.0.100" }`, a cache served
 /// `0.8.0-rc1` … `0.9.0-rc4`, because a requirement matches only the

@@ -124,6 +124,27 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Runs `$body(database_url)` as two tests, `$name::on_sqlite` (the
+/// embedded default, `None`) and `$name::on_postgres` (a database of its own
+/// on the run's PostgreSQL).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                $body(None).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let url = wharf_test_support::postgres::TempPostgres::shared().create_database();
+                $body(Some(&url)).await;
+            }
+        }
+    };
+}
+
 /// Settings of the `crates-io` cache registry for a test.
 pub fn cache(upstreams: &[String]) -> CacheRegistry {
     CacheRegistry {

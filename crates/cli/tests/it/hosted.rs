@@ -9,9 +9,7 @@ use std::sync::{
 };
 
 use wharf_config::Config;
-use wharf_test_support::{
-    cargo::CargoProject, fixture::CrateBuilder, postgres::TempPostgres, upstream::FakeUpstream,
-};
+use wharf_test_support::{cargo::CargoProject, fixture::CrateBuilder, upstream::FakeUpstream};
 
 use crate::common::{Wharf, wharf_cli};
 
@@ -302,22 +300,15 @@ async fn publish_consume_yank_own_search_install_on(
     wharf.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cargo_publishes_and_consumes_private_crates_on_sqlite() {
-    publish_consume_yank_own_search_install(None).await;
-}
+crate::on_both_databases!(
+    cargo_publishes_and_consumes_private_crates,
+    super::publish_consume_yank_own_search_install
+);
 
 /// The same with the crate files in a bucket (and what the cache fetches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_publishes_and_consumes_private_crates_on_sqlite_and_s3() {
     publish_consume_yank_own_search_install_on(None, crate::common::Backend::S3).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cargo_publishes_and_consumes_private_crates_on_postgres() {
-    let postgres = TempPostgres::shared();
-    let url = postgres.create_database();
-    publish_consume_yank_own_search_install(Some(&url)).await;
 }
 
 /// cargo's publish body: length-prefixed JSON metadata, then the tarball.
@@ -560,29 +551,15 @@ async fn bad_publishes_write_nothing(database_url: Option<&str>) {
     wharf.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_publishes_write_nothing_on_sqlite() {
-    bad_publishes_write_nothing(None).await;
-}
+crate::on_both_databases!(
+    bad_publishes_write_nothing,
+    super::bad_publishes_write_nothing
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_publishes_write_nothing_on_postgres() {
-    let postgres = TempPostgres::shared();
-    let url = postgres.create_database();
-    bad_publishes_write_nothing(Some(&url)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_during_publish_a_version_is_whole_or_absent_on_sqlite() {
-    killed_during_publish(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_during_publish_a_version_is_whole_or_absent_on_postgres() {
-    let postgres = TempPostgres::shared();
-    let url = postgres.create_database();
-    killed_during_publish(Some(&url)).await;
-}
+crate::on_both_databases!(
+    killed_during_publish_a_version_is_whole_or_absent,
+    super::killed_during_publish
+);
 
 /// Acceptance 6: `wharf serve` killed (SIGKILL) while publishes are under
 /// way: after a restart, every version in the index has its crate file with
