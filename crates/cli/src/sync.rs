@@ -53,7 +53,7 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
             mirror_config,
             store.clone(),
             &public_url,
-            &wharf_sync::work_dir(&config.data_dir, name),
+            &wharf_sync::work_dir(config.work_dir(), name),
         )?;
         let progress = progress_for(name);
         let kind = if args.feed {

@@ -14,7 +14,6 @@ use anyhow::{Context, bail};
 use wharf_config::CRATES_IO_SPARSE;
 use wharf_index::{CrateName, IndexPath, parse_line};
 use wharf_storage::{BlobKey, BlobStore, FsStore, Layout};
-use wharf_sync::manifest::files_under;
 use wharf_upstream::{FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings};
 
 use crate::VerifyArgs;
@@ -455,7 +454,7 @@ pub async fn run_local(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::
         println!("{name:<16} {kind:<7} {lines_total:>11} {ok:>9} {absent:>12} {unreferenced:>11}");
     }
     let partial = match config.storage.kind {
-        wharf_config::StorageKind::Fs => files_under(&config.data_dir.join(".tmp")).len(),
+        wharf_config::StorageKind::Fs => wharf_storage::FsStore::temporary_files(&config.data_dir),
         // A bucket has no temporary objects: an upload is visible whole or not at all.
         wharf_config::StorageKind::S3 => 0,
     };

@@ -56,6 +56,12 @@ pub struct Config {
     /// Where files and the embedded database live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Local working state that is never served: a mirror's git clone and
+    /// the lock that keeps its passes apart. Defaults to `data_dir`; set it
+    /// when the served tree is in a bucket and `data_dir` should hold
+    /// nothing but the database.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
     /// The URL clients reach this server at, written into `config.json`.
     /// Derived from `listen` when absent.
     #[serde(default)]
@@ -412,6 +418,7 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            work_dir: None,
             public_url: None,
             memory_index_mb: default_memory_index_mb(),
             memory_crates_mb: default_memory_crates_mb(),
@@ -447,6 +454,11 @@ impl Config {
                 Self::from_toml(&text, path)
             }
         }
+    }
+
+    /// Where local working state goes: `work_dir`, or else `data_dir`.
+    pub fn work_dir(&self) -> &Path {
+        self.work_dir.as_deref().unwrap_or(&self.data_dir)
     }
 
     /// Applies `WHARF_LISTEN`, `WHARF_DATA_DIR` and `WHARF_PUBLIC_URL` from `vars`.

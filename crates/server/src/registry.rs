@@ -368,7 +368,7 @@ impl AppState {
                         mirror_config,
                         store.clone(),
                         &public_url,
-                        &wharf_sync::work_dir(&config.data_dir, name),
+                        &wharf_sync::work_dir(config.work_dir(), name),
                     )?);
                     let registry = Arc::new(MirrorRegistry::new(
                         mirror,

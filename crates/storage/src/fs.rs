@@ -67,6 +67,12 @@ impl FsStore {
         Ok(store)
     }
 
+    /// The temporary files of the store rooted at `root` (writes under way,
+    /// or left by a killed process), without opening it (opening sweeps them).
+    pub fn temporary_files(root: &Path) -> usize {
+        std::fs::read_dir(root.join(".tmp")).map_or(0, |dir| dir.flatten().count())
+    }
+
     /// Removes temporary files older than `age`, and those of writers that are
     /// no longer running (their process id is part of the file name). Files of
     /// writes still under way, by this or another live process, are left alone.

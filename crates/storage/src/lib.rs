@@ -150,3 +150,119 @@ pub trait StagedBlob: Send {
     /// Makes the blob visible under its key, atomically.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
+
+#[cfg(test)]
+mod invariant {
+    //! ARCHITECTURE.md's invariant, checked: outside this crate, no code
+    //! touches files except where it handles local state that is not a
+    //! registry's bytes. A new file that reads or writes files must be
+    //! added here, with its reason, or use [`BlobStore`].
+
+    use std::path::{Path, PathBuf};
+
+    /// The sources allowed to use `std::fs` or `tokio::fs`, and what for.
+    const LOCAL_FILES: &[(&str, &str)] = &[
+        (
+            "crates/cli/src/main.rs",
+            "`wharf keys generate` writes a key file",
+        ),
+        (
+            "crates/cli/src/mirrors.rs",
+            "reads a mirror list the operator names",
+        ),
+        (
+            "crates/cli/src/run.rs",
+            "`wharf run`'s cargo shim and cargo's own config",
+        ),
+        (
+            "crates/cli/src/setup.rs",
+            "`wharf setup` edits cargo's config, with a backup",
+        ),
+        (
+            "crates/cli/src/verify.rs",
+            "reads the lockfiles the operator names",
+        ),
+        ("crates/config/src/lib.rs", "reads the configuration file"),
+        ("crates/db/src/db.rs", "creates the SQLite file 0600"),
+        (
+            "crates/server/src/registry.rs",
+            "reads the mirror list the operator names",
+        ),
+        (
+            "crates/sync/src/git.rs",
+            "the git clone, in the local work_dir",
+        ),
+        ("crates/sync/src/manifest.rs", "reads the signing key file"),
+        (
+            "crates/sync/src/selection.rs",
+            "reads list files and lockfiles",
+        ),
+        (
+            "crates/sync/src/sync/work.rs",
+            "the pass lock, in the local work_dir",
+        ),
+    ];
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir)
+            .expect("a source directory")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Whether the code of `source` (its unit tests left aside) uses files.
+    fn uses_files(source: &str) -> bool {
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        code.contains("std::fs") || code.contains("tokio::fs") || code.contains("use std::{fs")
+    }
+
+    #[test]
+    fn only_local_state_is_touched_outside_the_store() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut sources = Vec::new();
+        for dir in std::fs::read_dir(workspace.join("crates"))
+            .unwrap()
+            .flatten()
+        {
+            let name = dir.file_name();
+            // This crate is the store; test-support plays the world around it.
+            if name != "storage" && name != "test-support" {
+                rust_files(&dir.path().join("src"), &mut sources);
+            }
+        }
+        assert!(sources.len() > 50, "found only {} sources", sources.len());
+        let mut unexpected = Vec::new();
+        let mut used = Vec::new();
+        for path in &sources {
+            let relative = path
+                .strip_prefix(&workspace)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if !uses_files(&std::fs::read_to_string(path).unwrap()) {
+                continue;
+            }
+            match LOCAL_FILES.iter().find(|(file, _)| *file == relative) {
+                Some(_) => used.push(relative),
+                None => unexpected.push(relative),
+            }
+        }
+        assert!(
+            unexpected.is_empty(),
+            "these sources use std::fs or tokio::fs; registry bytes must go through BlobStore \
+             (or, for local state, list the file in LOCAL_FILES with why): {unexpected:?}"
+        );
+        let stale: Vec<_> = LOCAL_FILES
+            .iter()
+            .filter(|(file, _)| !used.iter().any(|u| u == file))
+            .collect();
+        assert!(stale.is_empty(), "no longer use files: {stale:?}");
+    }
+}

@@ -135,9 +135,30 @@ fn failure(op: &'static str, key: &str, e: object_store::Error) -> StoreError {
         e => StoreError::Unavailable {
             op,
             key: key.to_owned(),
-            reason: one_line(&e),
+            reason: diagnosed(&one_line(&e)),
         },
     }
+}
+
+/// `detail` led by what it means in plain words, when the service's
+/// answer says: the operator reads the first words.
+fn diagnosed(detail: &str) -> String {
+    let meaning = if detail.contains("NoSuchBucket") {
+        "no such bucket"
+    } else if [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "403 Forbidden",
+    ]
+    .iter()
+    .any(|code| detail.contains(code))
+    {
+        "the service refused wharf's credentials"
+    } else {
+        return detail.to_owned();
+    };
+    format!("{meaning} ({detail})")
 }
 
 /// The error and its causes on one line.
@@ -301,5 +322,20 @@ impl Drop for S3Stage {
                 let _ = upload.abort().await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diagnosed;
+
+    #[test]
+    fn the_services_codes_are_said_in_plain_words() {
+        assert!(diagnosed("... <Code>NoSuchBucket</Code> ...").starts_with("no such bucket ("));
+        assert!(
+            diagnosed("status 403 Forbidden: <Code>SignatureDoesNotMatch</Code>")
+                .starts_with("the service refused wharf's credentials (")
+        );
+        assert_eq!(diagnosed("connection refused"), "connection refused");
     }
 }

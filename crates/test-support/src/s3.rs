@@ -33,6 +33,16 @@ const DIR: &str = "/tmp/wharf-test-seaweedfs";
 /// The S3 port of `weed mini`.
 const S3_ADDR: &str = "127.0.0.1:8333";
 
+/// The port of the gateway that checks credentials ([`TestS3::signed_endpoint`]);
+/// its gRPC twin is 10000 above.
+const SIGNED_ADDR: &str = "127.0.0.1:8433";
+
+/// The one access key [`TestS3::signed_endpoint`] accepts.
+pub const SIGNED_ACCESS_KEY: &str = "wharf-test-key";
+
+/// Its secret.
+pub const SIGNED_SECRET_KEY: &str = "wharf-test-secret-do-not-use";
+
 /// How long the server may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -155,6 +165,78 @@ impl TestS3 {
         self.request("PUT", &format!("/{name}"))
             .unwrap_or_else(|e| panic!("cannot create bucket {name}: {e}"));
         name
+    }
+
+    /// A second S3 gateway onto the same server that checks credentials:
+    /// only [`SIGNED_ACCESS_KEY`] with [`SIGNED_SECRET_KEY`] may read and
+    /// write; started once for the run, like the server itself. Its URL.
+    pub fn signed_endpoint(&self) -> String {
+        static SIGNED: OnceLock<String> = OnceLock::new();
+        SIGNED
+            .get_or_init(|| match self.find_or_start_signed() {
+                Ok(endpoint) => endpoint,
+                Err(e) => panic!("cannot start a SeaweedFS S3 gateway with credentials: {e}"),
+            })
+            .clone()
+    }
+
+    fn find_or_start_signed(&self) -> Result<String, String> {
+        let signed = TestS3 {
+            endpoint: format!("http://{SIGNED_ADDR}"),
+            addr: SIGNED_ADDR.to_owned(),
+        };
+        if std::env::var_os(ENDPOINT_ENV).is_some() {
+            return Err(format!(
+                "{ENDPOINT_ENV} points at another server; the credential tests need `weed`"
+            ));
+        }
+        let lock = File::create(format!("{DIR}/lock")).map_err(|e| format!("{DIR}/lock: {e}"))?;
+        lock.lock().map_err(|e| format!("{DIR}/lock: {e}"))?;
+        // Anything answering with 403 to an unsigned request is the gateway.
+        if matches!(signed.request("GET", "/"), Err(e) if e.contains("403")) {
+            return Ok(signed.endpoint);
+        }
+        let identities = format!("{DIR}/identities.json");
+        std::fs::write(
+            &identities,
+            format!(
+                r#"{{"identities":[{{"name":"wharf","credentials":[{{"accessKey":"{SIGNED_ACCESS_KEY}","secretKey":"{SIGNED_SECRET_KEY}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
+            ),
+        )
+        .map_err(|e| format!("{identities}: {e}"))?;
+        let log = File::create(format!("{DIR}/weed-signed.log")).map_err(|e| e.to_string())?;
+        let (host, port) = SIGNED_ADDR.split_once(':').expect("host:port");
+        let port: u16 = port.parse().expect("a port");
+        Command::new("weed")
+            .args([
+                "s3",
+                &format!("-port={port}"),
+                &format!("-port.grpc={}", port + 10000),
+                "-port.iceberg=0",
+                "-port.lance=0",
+                &format!("-ip.bind={host}"),
+                &format!("-ip={host}"),
+                // The filer of the `weed mini` above.
+                &format!("-filer={host}:8888"),
+                &format!("-config={identities}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run `weed s3`: {e}"))?;
+        let started = Instant::now();
+        while started.elapsed() < START_TIMEOUT {
+            if matches!(signed.request("GET", "/"), Err(e) if e.contains("403")) {
+                return Ok(signed.endpoint);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!(
+            "`weed s3` did not answer on {SIGNED_ADDR} within {} s; see {DIR}/weed-signed.log",
+            START_TIMEOUT.as_secs()
+        ))
     }
 
     /// Sends a bodiless request; `Ok` for a 2xx answer.

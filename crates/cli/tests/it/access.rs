@@ -9,7 +9,7 @@ use wharf_test_support::{
     cargo::CargoProject, fixture::CrateBuilder, postgres::TempPostgres, upstream::FakeUpstream,
 };
 
-use crate::common::{Wharf, WharfProcess, wharf_cli};
+use crate::common::{Backend, Wharf, WharfProcess, wharf_cli};
 
 /// Runs `wharf ARGS --config CONFIG`, expecting success; returns stdout.
 fn wharf_ok(config: &Path, args: &[&str]) -> String {
@@ -313,10 +313,14 @@ fn add_rotated(config: &Path, client: &str) -> String {
         .to_owned()
 }
 
+crate::on_both_backends!(
+    an_allow_list_cache_holds_what_is_not_allowed_until_approved,
+    super::an_allow_list_cache_holds_what_is_not_allowed_until_approved
+);
+
 /// Acceptance 3 and 4: an auth-required cache of crates.io with an
 /// allow-list, a version rule and approval.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_allow_list_cache_holds_what_is_not_allowed_until_approved() {
+async fn an_allow_list_cache_holds_what_is_not_allowed_until_approved(backend: Backend) {
     let upstream = FakeUpstream::start([
         CrateBuilder::new("good", "1.0.0").build(),
         CrateBuilder::new("other", "1.0.0").build(),
@@ -330,7 +334,8 @@ async fn an_allow_list_cache_holds_what_is_not_allowed_until_approved() {
     let config = write_config(
         dir.path(),
         &format!(
-            "[registries.company]\nkind = \"cache\"\nupstreams = [\"{}\"]\nauth_required = true\n\n[registries.company.policy]\nmode = \"allow-list\"\napproval = true\nallow = {{ good = \"*\", vr = \"<1.0.200\" }}\n",
+            "{}[registries.company]\nkind = \"cache\"\nupstreams = [\"{}\"]\nauth_required = true\n\n[registries.company.policy]\nmode = \"allow-list\"\napproval = true\nallow = {{ good = \"*\", vr = \"<1.0.200\" }}\n",
+            backend.toml(),
             upstream.index_url()
         ),
     );
@@ -454,10 +459,14 @@ async fn an_allow_list_cache_holds_what_is_not_allowed_until_approved() {
     wharf.stop().await;
 }
 
+crate::on_both_backends!(
+    a_licence_rule_refuses_a_crate_naming_its_licence,
+    super::a_licence_rule_refuses_a_crate_naming_its_licence
+);
+
 /// Acceptance 5: a licence rule refuses a crate whose licence is not
 /// allowed, with a message naming it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_licence_rule_refuses_a_crate_naming_its_licence() {
+async fn a_licence_rule_refuses_a_crate_naming_its_licence(backend: Backend) {
     let upstream = FakeUpstream::start([
         CrateBuilder::new("lic-ok", "1.0.0")
             .license("MIT OR Apache-2.0")
@@ -471,7 +480,8 @@ async fn a_licence_rule_refuses_a_crate_naming_its_licence() {
     let config = write_config(
         dir.path(),
         &format!(
-            "[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.crates-io.policy]\nlicenses = [\"MIT\", \"Apache-2.0\"]\n",
+            "{}[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.crates-io.policy]\nlicenses = [\"MIT\", \"Apache-2.0\"]\n",
+            backend.toml(),
             upstream.index_url()
         ),
     );
@@ -577,11 +587,15 @@ async fn brute_force_is_throttled_per_address() {
     assert!(log.contains("locked out"), "{log}");
 }
 
+crate::on_both_backends!(
+    an_auth_required_mirror_with_a_deny_rule,
+    super::an_auth_required_mirror_with_a_deny_rule
+);
+
 /// `auth_required` and a deny-list policy on a mirror registry: served by
 /// wharf, its config.json says auth-required, every file needs credentials,
 /// and what the policy denies is gone from cargo's view.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_auth_required_mirror_with_a_deny_rule() {
+async fn an_auth_required_mirror_with_a_deny_rule(backend: Backend) {
     let upstream = FakeUpstream::start([
         CrateBuilder::new("good", "1.0.0").build(),
         CrateBuilder::new("good", "2.0.0").build(),
@@ -589,7 +603,8 @@ async fn an_auth_required_mirror_with_a_deny_rule() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::mirror::mirror_config(
+    let config = crate::mirror::mirror_config_on(
+        backend,
         dir.path(),
         &upstream,
         "include = [\"good\", \"bad\"]\nauth_required = true\n[registries.m.policy]\ndeny = { bad = \"*\", good = \">=2\" }\n",

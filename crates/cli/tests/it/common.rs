@@ -74,36 +74,183 @@ impl Backend {
 /// Every key `storage` holds (the files under `data_dir`, or the objects of
 /// the bucket), sorted.
 pub async fn stored_keys(storage: &wharf_config::Storage, data_dir: &Path) -> Vec<String> {
-    match storage.kind {
-        wharf_config::StorageKind::Fs => files_under(data_dir),
-        wharf_config::StorageKind::S3 => {
-            let prefix = format!("{}/", storage.prefix.as_deref().unwrap_or_default());
-            let url = format!(
+    Stored::new(storage, data_dir).keys().await
+}
+
+/// A registry's storage read (and damaged) behind wharf's back: the files
+/// under the data directory, or the objects under the test's prefix of the
+/// bucket, by the keys wharf uses (`m/index/3/a/abc`).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    storage: wharf_config::Storage,
+    data_dir: PathBuf,
+}
+
+impl Stored {
+    /// The storage of a config with `storage` and `data_dir`.
+    pub fn new(storage: &wharf_config::Storage, data_dir: &Path) -> Self {
+        Self {
+            storage: storage.clone(),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// The storage a config file names.
+    pub fn of_config(config: &Path) -> Self {
+        let config = Config::load(Some(config)).expect("the test's config loads");
+        Self::new(&config.storage, &config.data_dir)
+    }
+
+    fn is_s3(&self) -> bool {
+        self.storage.kind == wharf_config::StorageKind::S3
+    }
+
+    /// The URL of `key` in the bucket.
+    fn object_url(&self, key: &str) -> String {
+        format!(
+            "{}/{}/{}/{key}",
+            self.storage.endpoint.as_deref().unwrap_or_default(),
+            self.storage.bucket.as_deref().unwrap_or_default(),
+            self.storage.prefix.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Every key, sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        self.keys_under("").await
+    }
+
+    /// The keys below `dir` (`m/crates`), relative to it, sorted; none when
+    /// nothing is there.
+    pub async fn keys_under(&self, dir: &str) -> Vec<String> {
+        self.listing(dir).await.into_keys().collect()
+    }
+
+    /// When each key was last written (a file's mtime, an object's
+    /// `LastModified`, which counts whole seconds), by key.
+    pub async fn modified(&self) -> std::collections::BTreeMap<String, String> {
+        self.listing("").await
+    }
+
+    /// The keys below `dir`, relative to it, each with when it was written.
+    async fn listing(&self, dir: &str) -> std::collections::BTreeMap<String, String> {
+        if !self.is_s3() {
+            let root = self.data_dir.join(dir);
+            return files_under(&root)
+                .into_iter()
+                .map(|key| {
+                    let when = std::fs::metadata(root.join(&key))
+                        .and_then(|m| m.modified())
+                        .map(|t| format!("{t:?}"))
+                        .unwrap_or_default();
+                    (key, when)
+                })
+                .collect();
+        }
+        let dir = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", dir.trim_end_matches('/'))
+        };
+        let prefix = format!(
+            "{}/{dir}",
+            self.storage.prefix.as_deref().unwrap_or_default()
+        );
+        let mut keys = std::collections::BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!(
                 "{}/{}?list-type=2&max-keys=1000&prefix={prefix}",
-                storage.endpoint.as_deref().unwrap_or_default(),
-                storage.bucket.as_deref().unwrap_or_default()
+                self.storage.endpoint.as_deref().unwrap_or_default(),
+                self.storage.bucket.as_deref().unwrap_or_default()
             );
+            if let Some(token) = &token {
+                url.push_str("&continuation-token=");
+                url.push_str(&url_encode(token));
+            }
             let listing = reqwest::get(url)
                 .await
                 .expect("list the bucket")
                 .text()
                 .await
                 .expect("a listing");
-            assert!(
-                !listing.contains("<IsTruncated>true"),
-                "more than a page of keys"
-            );
-            let mut keys: Vec<String> = listing
-                .split("<Key>")
-                .skip(1)
-                .filter_map(|rest| rest.split("</Key>").next())
-                .filter_map(|key| key.strip_prefix(&prefix))
-                .map(str::to_owned)
-                .collect();
-            keys.sort();
-            keys
+            for object in listing.split("<Contents>").skip(1) {
+                let key = element(object, "Key").unwrap_or_default();
+                if let Some(key) = key.strip_prefix(&prefix) {
+                    let when = element(object, "LastModified").unwrap_or_default();
+                    keys.insert(key.to_owned(), when.to_owned());
+                }
+            }
+            token = element(&listing, "NextContinuationToken").map(str::to_owned);
+            if token.is_none() || !listing.contains("<IsTruncated>true") {
+                break;
+            }
         }
+        keys
     }
+
+    /// The bytes under `key`, if there are any.
+    pub async fn read(&self, key: &str) -> Option<Vec<u8>> {
+        if !self.is_s3() {
+            return std::fs::read(self.data_dir.join(key)).ok();
+        }
+        let response = reqwest::get(self.object_url(key)).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.bytes().await.ok().map(|b| b.to_vec())
+    }
+
+    /// The text under `key`; panics when it is missing.
+    pub async fn read_text(&self, key: &str) -> String {
+        let bytes = self
+            .read(key)
+            .await
+            .unwrap_or_else(|| panic!("{key} is not stored"));
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    /// Whether anything is stored under `key`.
+    pub async fn exists(&self, key: &str) -> bool {
+        self.read(key).await.is_some()
+    }
+
+    /// Replaces the bytes under `key` (to plant damage).
+    pub async fn write(&self, key: &str, bytes: &[u8]) {
+        if !self.is_s3() {
+            std::fs::write(self.data_dir.join(key), bytes).expect("write the stored file");
+            return;
+        }
+        let status = reqwest::Client::new()
+            .put(self.object_url(key))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("put the object")
+            .status();
+        assert!(status.is_success(), "put {key}: {status}");
+    }
+}
+
+/// The text of the first `<name>` element of `xml`.
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    xml.split(&format!("<{name}>"))
+        .nth(1)?
+        .split(&format!("</{name}>"))
+        .next()
+}
+
+/// Percent-encodes a query value.
+fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Runs `$body(backend)` as two tests, `$name::on_fs` and `$name::on_s3`.
@@ -216,29 +363,19 @@ impl Wharf {
         }
     }
 
+    /// Its storage (disk or bucket), read behind its back.
+    pub fn stored(&self) -> Stored {
+        Stored::new(&self.storage, &self.data_dir)
+    }
+
     /// Every key its storage holds (disk or bucket), sorted.
     pub async fn keys(&self) -> Vec<String> {
-        stored_keys(&self.storage, &self.data_dir).await
+        self.stored().keys().await
     }
 
     /// The bytes stored under `key`, read behind wharf's back.
     pub async fn read_stored(&self, key: &str) -> Option<Vec<u8>> {
-        match self.storage.kind {
-            wharf_config::StorageKind::Fs => std::fs::read(self.data_dir.join(key)).ok(),
-            wharf_config::StorageKind::S3 => {
-                let url = format!(
-                    "{}/{}/{}/{key}",
-                    self.storage.endpoint.as_deref().unwrap_or_default(),
-                    self.storage.bucket.as_deref().unwrap_or_default(),
-                    self.storage.prefix.as_deref().unwrap_or_default()
-                );
-                let response = reqwest::get(url).await.ok()?;
-                if !response.status().is_success() {
-                    return None;
-                }
-                response.bytes().await.ok().map(|b| b.to_vec())
-            }
-        }
+        self.stored().read(key).await
     }
 
     /// The sparse index URL cargo is pointed at.
@@ -350,20 +487,26 @@ impl WharfProcess {
     /// Starts `wharf serve --config CONFIG` and waits until it prints the
     /// registry URL it serves.
     pub fn spawn(config: &Path) -> Self {
-        Self::spawn_with_stderr(config, Stdio::inherit())
+        Self::spawn_with_stderr(config, Stdio::inherit(), &[])
+    }
+
+    /// Starts it like [`WharfProcess::spawn`], with `env` set.
+    pub fn spawn_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_stderr(config, Stdio::inherit(), env)
     }
 
     /// Starts it like [`WharfProcess::spawn`], with its log written to `log`.
     pub fn spawn_logging_to(config: &Path, log: &Path) -> Self {
         let file = std::fs::File::create(log).expect("create the log file");
-        Self::spawn_with_stderr(config, Stdio::from(file))
+        Self::spawn_with_stderr(config, Stdio::from(file), &[])
     }
 
-    fn spawn_with_stderr(config: &Path, stderr: Stdio) -> Self {
+    fn spawn_with_stderr(config: &Path, stderr: Stdio, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .args(["serve", "--config"])
             .arg(config)
             .env("WHARF_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -10,6 +10,7 @@ use wharf_test_support::{
     upstream::{Blackhole, FakeUpstream, Fault, RequestKind, Target},
 };
 
+use crate::common::Stored;
 use crate::common::{Wharf, cargo_ok, files_under};
 use crate::mirror::{assert_consistent, kill_sync_when, mirror_config, sync, sync_ok, text};
 
@@ -69,6 +70,7 @@ async fn a_full_mirror_follows_the_git_index() {
         ),
     );
     let tree = dir.path().join("data/m");
+    let stored = Stored::of_config(&config);
 
     // The first pass: everything, from the git index (no sparse requests),
     // every request saying who asks and how to reach them.
@@ -91,7 +93,7 @@ async fn a_full_mirror_follows_the_git_index() {
     );
     assert_eq!(upstream.count(RequestKind::Crate), 1000);
     assert_eq!(upstream.count(RequestKind::Index), 0);
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
     let status: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tree.join("status.json")).unwrap()).unwrap();
     assert_eq!(status["versions"], 1000, "{status}");
@@ -134,7 +136,7 @@ async fn a_full_mirror_follows_the_git_index() {
         "two downloads, config.json and a git fetch: {asked:#?}"
     );
     assert!(index_lines(&tree, "fm-7")[4].contains("\"yanked\":true"));
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
 
     // The upstream squashes its history into one new root commit holding the
     // same tree plus one change: the next pass picks up just that change.
@@ -148,7 +150,7 @@ async fn a_full_mirror_follows_the_git_index() {
     );
     assert_eq!(upstream.count(RequestKind::Crate), 1);
     assert_eq!(index_lines(&tree, "fm-9").len(), 6);
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
 
     // With the upstream gone, cargo builds from the mirror and sees all
     // three changes: the new crate, the new version, and the yank.
@@ -186,6 +188,7 @@ async fn a_lost_crate_file_is_retried_once_per_pass_and_does_not_hold_the_cursor
         &format!("index_git = \"{}\"", upstream.git_url()),
     );
     let tree = dir.path().join("data/m");
+    let stored = Stored::of_config(&config);
     let asked_for_lost = |upstream: &FakeUpstream| {
         upstream
             .requests()
@@ -209,7 +212,7 @@ async fn a_lost_crate_file_is_retried_once_per_pass_and_does_not_hold_the_cursor
         files_under(&dir.path().join("data/.tmp")).is_empty(),
         "no stray partial file"
     );
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
 
     // Another crate changes: the next pass takes that change and retries
     // the lost file once.
@@ -229,7 +232,7 @@ async fn a_lost_crate_file_is_retried_once_per_pass_and_does_not_hold_the_cursor
     upstream.clear_faults();
     let stdout = sync_ok(&config);
     assert!(stdout.contains("serves 5 crates, 6 versions"), "{stdout}");
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
     let stdout = sync_ok(&config);
     assert!(stdout.contains("looked at 0 index files"), "{stdout}");
 }
@@ -267,6 +270,7 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
         ),
     );
     let tree = dir.path().join("data/m");
+    let stored = Stored::of_config(&config);
     sync_ok(&config);
     // The first poll takes in the feed as it is.
     sync_with(&config, "--feed");
@@ -288,7 +292,7 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
     assert_eq!(upstream.count(RequestKind::Crate), 2, "{asked:#?}");
     assert_eq!(upstream.count(RequestKind::Git), 0, "{asked:#?}");
     assert_eq!(index_lines(&tree, "fd-3").len(), 2);
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
 
     // Polling again: the feed answers 304, nothing else is asked.
     upstream.clear_log();
@@ -336,7 +340,7 @@ async fn feed_polls_and_reconciliation_fill_the_gaps_between_git_passes() {
         index.len() == 30 && index.iter().all(|r| r.status == 304),
         "{index:#?}"
     );
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
 }
 
 /// Acceptance 4, following a git index: `wharf sync` killed at ten points
@@ -391,7 +395,7 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
             upstream.git_url()
         ),
     );
-    let tree = dir.path().join("data/m");
+    let stored = Stored::of_config(&config);
     let clone_head = || {
         let out = std::process::Command::new("git")
             .arg("--git-dir")
@@ -408,7 +412,7 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         let (_, _, after) = kill_sync_when(
             &config,
             &upstream,
-            &tree,
+            &stored,
             "during the git fetch",
             |_, now| now.pack_requests >= 1,
         )
@@ -416,20 +420,20 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         assert_ne!(clone_head(), head, "the fetch completed before the kill");
         assert_eq!(after.crate_requests, 0, "{after:?}");
         fetches_cut += 1;
-        assert_consistent(&tree);
+        assert_consistent(&stored).await;
     }
     upstream.clear_faults();
     slow_crates();
 
     // Some files of this round are stored and more are being downloaded.
-    for stored in [2, 4, 6, 8] {
+    for files in [2, 4, 6, 8] {
         let (start, _, after) = kill_sync_when(
             &config,
             &upstream,
-            &tree,
+            &stored,
             "with crate downloads in flight",
             |start, now| {
-                now.crate_files >= start.crate_files + stored
+                now.crate_files >= start.crate_files + files
                     && now.crate_requests > now.crate_files - start.crate_files
             },
         )
@@ -438,7 +442,7 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         if after.crate_requests > after.crate_files - start.crate_files {
             downloads_cut += 1;
         }
-        assert_consistent(&tree);
+        assert_consistent(&stored).await;
     }
 
     // At least half the index is published, the rest is not.
@@ -446,7 +450,7 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         let (start, _, after) = kill_sync_when(
             &config,
             &upstream,
-            &tree,
+            &stored,
             "with the index half published",
             |start, now| {
                 now.index_files >= (start.index_files + more).max(CRATES / 2)
@@ -457,7 +461,7 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
         if after.index_files > start.index_files && after.index_files < CRATES {
             publishing_cut += 1;
         }
-        assert_consistent(&tree);
+        assert_consistent(&stored).await;
     }
     assert!(
         fetches_cut >= 1 && downloads_cut >= 1 && publishing_cut >= 1,
@@ -468,7 +472,7 @@ async fn killed_at_ten_points_a_git_sync_stays_consistent_and_a_rerun_completes(
     upstream.clear_faults();
     let stdout = sync_ok(&config);
     assert!(stdout.contains("serves 40 crates, 80 versions"), "{stdout}");
-    assert_consistent(&tree);
+    assert_consistent(&stored).await;
     let stdout = sync_ok(&config);
     assert!(stdout.contains("looked at 0 index files"), "{stdout}");
 }

@@ -194,6 +194,11 @@ async fn a_full_or_read_only_disk_answers_503_and_blames_no_upstream() {
 /// Runs `wharf serve` on a config whose storage cannot be used; it must
 /// stop by itself within 10 s (and a little), saying why. Returns stderr.
 fn serve_fails_at_start(storage: &str) -> String {
+    serve_fails_at_start_with(storage, &[])
+}
+
+/// [`serve_fails_at_start`] with `env` set for wharf.
+fn serve_fails_at_start_with(storage: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wharf.toml");
     std::fs::write(
@@ -210,6 +215,7 @@ fn serve_fails_at_start(storage: &str) -> String {
         .arg(&config)
         .env("WHARF_LOG", "warn")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run wharf");
@@ -261,6 +267,93 @@ fn unusable_storage_stops_the_start_naming_the_problem() {
     );
 }
 
+/// Wrong credentials stop `wharf serve` at start within 10 s, saying the
+/// service refused them and never showing the secret; the right ones, from
+/// the usual AWS environment variables, serve a crate through the bucket.
+#[test]
+fn wrong_credentials_stop_the_start_and_the_right_ones_serve() {
+    use wharf_test_support::s3::{SIGNED_ACCESS_KEY, SIGNED_SECRET_KEY, TestS3};
+    let s3 = TestS3::shared();
+    let endpoint = s3.signed_endpoint();
+    let (bucket, prefix) = s3.place();
+    let storage = format!(
+        "[storage]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"{prefix}\"\nendpoint = \"{endpoint}\"\nallow_http = true\n"
+    );
+    let wrong_secret = "not-the-secret-0123456789";
+    let refused = serve_fails_at_start_with(
+        &storage,
+        &[
+            ("AWS_ACCESS_KEY_ID", SIGNED_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", wrong_secret),
+        ],
+    );
+    assert!(
+        refused.contains("the service refused wharf's credentials")
+            && refused.contains(&format!("bucket `{bucket}`")),
+        "{refused}"
+    );
+    assert!(!refused.contains(wrong_secret), "{refused}");
+    let unknown = serve_fails_at_start_with(
+        &storage,
+        &[
+            ("AWS_ACCESS_KEY_ID", "nobody-knows-this-key"),
+            ("AWS_SECRET_ACCESS_KEY", SIGNED_SECRET_KEY),
+        ],
+    );
+    assert!(
+        unknown.contains("the service refused wharf's credentials"),
+        "{unknown}"
+    );
+
+    // The right credentials: wharf starts and stores a crate file it fetched.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let upstream = FakeUpstream::start([CrateBuilder::new("signed", "1.0.0").build()]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("wharf.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{storage}\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n",
+                dir.path().join("data").display(),
+                upstream.index_url()
+            ),
+        )
+        .unwrap();
+        let wharf = crate::common::WharfProcess::spawn_with_env(
+            &config,
+            &[
+                ("AWS_ACCESS_KEY_ID", SIGNED_ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", SIGNED_SECRET_KEY),
+            ],
+        );
+        let url = format!("{}/crates-io/crates/signed/signed-1.0.0.crate", wharf.base_url);
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        // Stored in the bucket (read through the gateway that checks
+        // nothing), where the credentials wrote it.
+        let stored = crate::common::Stored::new(
+            &wharf_config::Storage {
+                kind: wharf_config::StorageKind::S3,
+                bucket: Some(bucket.clone()),
+                prefix: Some(prefix.clone()),
+                endpoint: Some(s3.endpoint.clone()),
+                ..wharf_config::Storage::default()
+            },
+            dir.path(),
+        );
+        assert!(
+            stored
+                .exists("crates-io/crates/signed/signed-1.0.0.crate")
+                .await
+        );
+        wharf.kill();
+    });
+}
+
 /// Acceptance 2 of issue 11: a mirror synced into a bucket. Its signed
 /// manifest lists every index file of the bucket, `wharf verify --key`
 /// accepts it, and cargo builds from it with the upstream stopped; nothing
@@ -278,7 +371,8 @@ async fn a_mirror_synced_into_a_bucket_is_signed_verified_and_builds_alone() {
         .find_map(|l| l.strip_prefix("public key: "))
         .expect("a public key")
         .to_owned();
-    let config = crate::mirror::mirror_config(
+    let config = crate::mirror::mirror_config_on(
+        Backend::S3,
         dir.path(),
         &upstream,
         &format!(
@@ -286,9 +380,13 @@ async fn a_mirror_synced_into_a_bucket_is_signed_verified_and_builds_alone() {
             key_file.display()
         ),
     );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push('\n');
-    text.push_str(&Backend::S3.toml());
+    // Local working state on a disk of its own.
+    let work = dir.path().join("work");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "data_dir = ",
+        &format!("work_dir = \"{}\"\ndata_dir = ", work.display()),
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let summary = crate::mirror::sync_ok(&config);
     assert!(summary.contains("8 crates"), "{summary}");
@@ -331,16 +429,11 @@ async fn a_mirror_synced_into_a_bucket_is_signed_verified_and_builds_alone() {
     let project = wharf_test_support::cargo::CargoProject::new(&mirror_url, &[("sb-0", "1")]);
     cargo_ok(&project, &["generate-lockfile"]);
     cargo_ok(&project, &["build"]);
-    // The served tree is in the bucket; the disk holds working state only.
-    let served: Vec<_> = wharf
-        .stored_files()
-        .into_iter()
-        .filter(|f| !f.starts_with("m/.sync/") && !f.starts_with(".probe"))
-        .collect();
-    assert!(
-        served.is_empty(),
-        "served files on the local disk: {served:?}"
-    );
+    // The served tree is in the bucket; the pass's lock is in work_dir, and
+    // data_dir holds nothing.
+    let local = wharf.stored_files();
+    assert!(local.is_empty(), "files in data_dir: {local:?}");
+    assert!(work.join("m/.sync/lock").is_file());
     wharf.stop().await;
 }
 
@@ -407,30 +500,6 @@ async fn a_bucket_that_goes_away_is_503_and_service_resumes() {
     wharf.stop().await;
 }
 
-/// Writes `bytes` under `key` behind wharf's back, where `backend` keeps
-/// its files (`data_dir`, or the bucket of `storage`).
-async fn plant(storage: &wharf_config::Storage, data_dir: &Path, key: &str, bytes: Vec<u8>) {
-    match storage.kind {
-        wharf_config::StorageKind::Fs => std::fs::write(data_dir.join(key), bytes).unwrap(),
-        wharf_config::StorageKind::S3 => {
-            let url = format!(
-                "{}/{}/{}/{key}",
-                storage.endpoint.as_deref().unwrap(),
-                storage.bucket.as_deref().unwrap(),
-                storage.prefix.as_deref().unwrap()
-            );
-            let status = reqwest::Client::new()
-                .put(url)
-                .body(bytes)
-                .send()
-                .await
-                .unwrap()
-                .status();
-            assert!(status.is_success(), "{status}");
-        }
-    }
-}
-
 /// `bytes` with one byte flipped.
 fn damaged(mut bytes: Vec<u8>) -> Vec<u8> {
     let at = bytes.len() / 2;
@@ -446,22 +515,19 @@ async fn damaged_crate_files_are_never_served(backend: crate::common::Backend) {
     let good = crates[2].bytes.to_vec();
     let upstream = FakeUpstream::start(crates).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::mirror::mirror_config(dir.path(), &upstream, "include = [\"dm-0\"]");
-    let storage_toml = backend.toml();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push('\n');
-    text.push_str(&storage_toml);
-    text.push_str("\n[registries.private]\nkind = \"hosted\"\n");
-    std::fs::write(&config, text).unwrap();
+    let config = crate::mirror::mirror_config_on(
+        backend,
+        dir.path(),
+        &upstream,
+        "include = [\"dm-0\"]\n\n[registries.private]\nkind = \"hosted\"",
+    );
     crate::mirror::sync_ok(&config);
-    let loaded = wharf_config::Config::load(Some(&config)).unwrap();
-    let storage = loaded.storage.clone();
-    let data_dir = loaded.data_dir.clone();
-    let wharf = Wharf::start_with(loaded).await;
+    let stored = crate::common::Stored::of_config(&config);
+    let wharf = Wharf::start_with(wharf_config::Config::load(Some(&config)).unwrap()).await;
 
     // A mirror: reported and removed, then fetched again by the next pass.
     let key = "m/crates/dm-2/dm-2-1.0.0.crate";
-    plant(&storage, &data_dir, key, damaged(good.clone())).await;
+    stored.write(key, &damaged(good.clone())).await;
     // `wharf verify --local` reads the same store, disk or bucket.
     let verified = tokio::task::block_in_place(|| {
         crate::common::wharf_cli(&["verify", "--local", "--config", config.to_str().unwrap()])
@@ -506,7 +572,7 @@ async fn damaged_crate_files_are_never_served(backend: crate::common::Backend) {
         published.text().await.unwrap_or_default()
     );
     let key = "private/crates/hd/hd-1.0.0.crate";
-    plant(&storage, &data_dir, key, damaged(krate.bytes.to_vec())).await;
+    stored.write(key, &damaged(krate.bytes.to_vec())).await;
     let (status, body) = get(&wharf, &format!("/{key}")).await;
     assert_eq!(status, 500, "{body}");
     assert!(

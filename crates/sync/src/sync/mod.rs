@@ -20,24 +20,17 @@ use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::Instant,
 };
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use gix::ObjectId;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{info, warn};
 use wharf_config::{MirrorRegistry, sparse_base};
 use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, same_registry_deps};
 use wharf_storage::{BlobKey, BlobStore, Layout, StoreError};
-
-mod one_crate;
-mod waves;
-
-/// Keys made of a validated registry name, sparse path, crate name and
-/// version are always valid.
-const VALID: &str = "validated parts make a valid key";
 use wharf_upstream::{
     FetchError, IndexFetch, Limits, UpstreamSet, UpstreamSettings, Validators, redact, redact_in,
 };
@@ -47,6 +40,21 @@ use crate::{
     git::{GitError, GitHttp, GitIndex},
     selection::Selection,
 };
+
+mod one_crate;
+mod record;
+#[cfg(test)]
+mod testing;
+mod waves;
+mod work;
+
+use record::{Delta, State, count_lines};
+pub use work::work_dir;
+use work::{GitRemote, blocking};
+
+/// Keys made of a validated registry name, sparse path, crate name and
+/// version are always valid.
+const VALID: &str = "validated parts make a valid key";
 
 /// Why a sync pass could not run at all. Failures of single crates are not
 /// errors: they are listed in the [`Summary`] and retried next pass.
@@ -141,54 +149,6 @@ impl Progress for SilentProgress {
     fn crate_done(&self, _: &str) {}
 }
 
-/// The `status.json` at the root of a mirror's tree.
-#[derive(Debug, Serialize, Deserialize)]
-struct Status {
-    /// When the last pass ended (seconds since the epoch).
-    last_sync: u64,
-    /// When the last pass without failures ended.
-    last_success: Option<u64>,
-    /// Crates and versions served.
-    crates: usize,
-    versions: usize,
-    /// Failures of the last pass.
-    failures: usize,
-    /// How long the last pass took (absent in trees of older versions).
-    #[serde(default)]
-    duration_ms: Option<u64>,
-    /// Where the mirror syncs from, and how far it got.
-    upstreams: Vec<String>,
-    index_git: Option<String>,
-    cursor: Option<String>,
-    /// The wharf that wrote it.
-    generator: String,
-}
-
-/// What the engine remembers between passes, in `{R}/.sync/state.json`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
-    /// The selection the tree was last synced with.
-    selection: String,
-    /// The git index tree every published file is synced to.
-    git_tree: Option<String>,
-    /// Crates and versions the tree serves.
-    crates: usize,
-    versions: usize,
-    /// Crates of a listing mirror whose sync failed: looked at again next
-    /// pass, whatever the git index says. This journal lets the git cursor
-    /// move past a crate file that upstream lost, without losing the crate.
-    #[serde(default)]
-    retry: BTreeSet<String>,
-    /// The items of the feed at its last poll, and its validators.
-    #[serde(default)]
-    feed_seen: BTreeSet<String>,
-    #[serde(default)]
-    feed_validators: Option<Validators>,
-    /// False while a pass runs: a pass that finds it false knows the last
-    /// one was killed, and counts everything again.
-    complete: bool,
-}
-
 /// Where a crate's upstream index file comes from in this pass.
 #[derive(Clone, Copy)]
 enum Source {
@@ -221,13 +181,6 @@ enum Follow {
     All(Source),
 }
 
-/// Where a mirror whose tree lives in files under `data_dir` keeps what is
-/// not part of the tree (its git clone): `{data_dir}/{name}/.sync`, next to
-/// the cursors.
-pub fn work_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join(name).join(".sync")
-}
-
 /// A mirror registry and how to sync it.
 pub struct Mirror {
     name: String,
@@ -243,15 +196,6 @@ pub struct Mirror {
     concurrency: usize,
     /// One pass at a time in this process (the lock file covers others).
     running: tokio::sync::Mutex<()>,
-}
-
-/// A git index and where its clone lives.
-struct GitRemote {
-    url: String,
-    dir: PathBuf,
-    /// Its requests' agent, timeout and limits.
-    http: GitHttp,
-    clone: tokio::sync::Mutex<Option<Arc<GitIndex>>>,
 }
 
 /// What syncing one crate produced.
@@ -512,284 +456,7 @@ impl Mirror {
             .await
     }
 
-    /// Writes the state and `status.json` at the end of a pass.
-    async fn finish(
-        &self,
-        state_key: BlobKey,
-        state: State,
-        mut summary: Summary,
-        started: Instant,
-        requests_before: u64,
-    ) -> Result<Summary, SyncError> {
-        self.put_state(&state_key, &state).await?;
-        summary.total_crates = state.crates;
-        summary.total_versions = state.versions;
-        summary.requests = self.upstreams.requests_made() - requests_before;
-        summary.duration_ms = started.elapsed().as_millis() as u64;
-        self.write_status(&summary, state.git_tree.clone()).await?;
-        self.sign(state.git_tree.clone()).await?;
-        info!(
-            registry = %self.name,
-            kind = ?summary.kind,
-            crates = summary.crates,
-            changed = summary.changed,
-            total_crates = summary.total_crates,
-            total_versions = summary.total_versions,
-            downloaded = summary.downloaded,
-            downloaded_bytes = summary.downloaded_bytes,
-            requests = summary.requests,
-            failures = summary.failures.len(),
-            duration_ms = summary.duration_ms,
-            "sync pass finished"
-        );
-        Ok(summary)
-    }
-
-    /// Writes the signed manifest of the tree, when the mirror has a key:
-    /// every index file in storage with its sha256, then the signature and
-    /// the manifest, each replaced atomically.
-    async fn sign(&self, cursor: Option<String>) -> Result<(), SyncError> {
-        let Some(key) = self.signing_key.clone() else {
-            return Ok(());
-        };
-        let layout = self.layout();
-        let index = layout.index_dir().expect(VALID);
-        let below = format!("{index}/");
-        let mut files = std::collections::BTreeMap::new();
-        for file in self.store.list(&index).await? {
-            let Some(relative) = file.as_str().strip_prefix(&below) else {
-                continue;
-            };
-            if let Some(bytes) = self.store.get(&file).await? {
-                files.insert(relative.to_owned(), crate::manifest::sha256_hex(&bytes));
-            }
-        }
-        let name = self.name.clone();
-        let (_, body, signature) =
-            tokio::task::spawn_blocking(move || crate::manifest::sign(&name, cursor, files, &key))
-                .await
-                .map_err(|e| SyncError::Setup(e.to_string()))?
-                .map_err(|e| SyncError::Setup(format!("cannot sign the manifest: {e}")))?;
-        self.store
-            .put(
-                &layout.top_file("manifest.json.sig").expect(VALID),
-                Bytes::from(signature),
-            )
-            .await?;
-        self.store
-            .put(
-                &layout.top_file("manifest.json").expect(VALID),
-                Bytes::from(body),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Clones the git index on first use, then fetches it; returns the clone
-    /// and the tree upstream's `HEAD` points at.
-    async fn fetch_git(&self, remote: &GitRemote) -> Result<(Arc<GitIndex>, ObjectId), SyncError> {
-        let git_error = |e: GitError| SyncError::Git {
-            url: redact(&remote.url),
-            message: redact_in(&describe_git(&*e), &remote.url),
-        };
-        // The fetch holds one of the upstreams' concurrency slots while it
-        // runs; each of its requests takes its turn under the request rate.
-        let _slot = self
-            .upstreams
-            .own_slot()
-            .await
-            .map_err(|e| git_error(e.to_string().into()))?;
-        let mut clone = remote.clone.lock().await;
-        let index = match clone.as_ref() {
-            Some(index) => Arc::clone(index),
-            None => {
-                let (url, dir) = (remote.url.clone(), remote.dir.clone());
-                let http = remote.http.clone();
-                let index = blocking(move || GitIndex::open_or_clone(&url, &dir, http))
-                    .await
-                    .map_err(git_error)?;
-                Arc::clone(clone.insert(Arc::new(index)))
-            }
-        };
-        let started = Instant::now();
-        let tree = {
-            let index = Arc::clone(&index);
-            blocking(move || index.fetch()).await.map_err(git_error)?
-        };
-        info!(registry = %self.name, git.url = %redact(&remote.url), tree = %tree, duration_ms = started.elapsed().as_millis() as u64, "git index fetched");
-        Ok((index, tree))
-    }
-
-    /// Takes the mirror's lock file, so two processes never sync one tree
-    /// at once. The lock goes with the returned file.
-    fn lock_file(&self) -> Result<std::fs::File, SyncError> {
-        let path = self.work_dir.join("lock");
-        let open = || {
-            // The work dir (cursors, the git clone, the lock) is never served:
-            // private, whatever the umask.
-            wharf_storage::create_private_dir(&self.work_dir)?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        };
-        let file =
-            open().map_err(|e| SyncError::Setup(format!("cannot open {}: {e}", path.display())))?;
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(SyncError::Busy(self.name.clone(), path)),
-            Err(std::fs::TryLockError::Error(e)) => Err(SyncError::Setup(format!(
-                "cannot lock {}: {e}",
-                path.display()
-            ))),
-        }
-    }
-
     fn layout(&self) -> Layout {
         Layout::new(&self.name)
     }
-
-    async fn put_if_changed(&self, key: &BlobKey, bytes: Bytes) -> Result<bool, SyncError> {
-        if self.store.get(key).await?.as_ref() == Some(&bytes) {
-            return Ok(false);
-        }
-        self.store.put(key, bytes).await?;
-        Ok(true)
-    }
-
-    async fn put_state(&self, key: &BlobKey, state: &State) -> Result<(), SyncError> {
-        let body = serde_json::to_vec(state).expect("state serialises");
-        self.store.put(key, Bytes::from(body)).await?;
-        Ok(())
-    }
-
-    /// The git clone, which `fetch_git` opened earlier in the pass.
-    async fn git_clone(&self) -> Arc<GitIndex> {
-        let remote = self
-            .git
-            .as_ref()
-            .expect("git sources come from a git remote");
-        let clone = remote.clone.lock().await;
-        Arc::clone(
-            clone
-                .as_ref()
-                .expect("the pass fetched the git index first"),
-        )
-    }
-
-    async fn write_status(
-        &self,
-        summary: &Summary,
-        cursor: Option<String>,
-    ) -> Result<(), SyncError> {
-        let key = self.layout().status_json().expect(VALID);
-        let previous: Option<Status> = self
-            .store
-            .get(&key)
-            .await?
-            .and_then(|raw| serde_json::from_slice(&raw).ok());
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        let status = Status {
-            last_sync: now,
-            last_success: if summary.failures.is_empty() {
-                Some(now)
-            } else {
-                previous.and_then(|p| p.last_success)
-            },
-            crates: summary.total_crates,
-            versions: summary.total_versions,
-            failures: summary.failures.len(),
-            duration_ms: Some(summary.duration_ms),
-            upstreams: self.upstream_urls.iter().map(|u| redact(u)).collect(),
-            index_git: self.git.as_ref().map(|g| redact(&g.url)),
-            cursor,
-            generator: format!("wharf {}", env!("CARGO_PKG_VERSION")),
-        };
-        let body = serde_json::to_vec_pretty(&status).expect("status serialises");
-        self.store.put(&key, Bytes::from(body)).await?;
-        Ok(())
-    }
-}
-
-impl Summary {
-    fn add(&mut self, outcome: CrateOutcome) {
-        self.crates += 1;
-        self.changed += usize::from(outcome.changed);
-        self.downloaded += outcome.downloaded;
-        self.downloaded_bytes += outcome.downloaded_bytes;
-        self.failures.extend(outcome.failures);
-    }
-}
-
-/// How the crates and versions served changed over the files a pass saw.
-#[derive(Default)]
-struct Delta {
-    crates_before: usize,
-    crates_after: usize,
-    versions_before: usize,
-    versions_after: usize,
-}
-
-impl Delta {
-    fn add(&mut self, before: usize, after: usize) {
-        self.crates_before += usize::from(before > 0);
-        self.crates_after += usize::from(after > 0);
-        self.versions_before += before;
-        self.versions_after += after;
-    }
-
-    fn merge(&mut self, other: &Delta) {
-        self.crates_before += other.crates_before;
-        self.crates_after += other.crates_after;
-        self.versions_before += other.versions_before;
-        self.versions_after += other.versions_after;
-    }
-
-    /// The totals, when the pass saw every file the tree serves.
-    fn totals(&self) -> (usize, usize) {
-        (self.crates_after, self.versions_after)
-    }
-
-    /// The totals, from the last pass's and this pass's changes.
-    fn apply(&self, (crates, versions): (usize, usize)) -> (usize, usize) {
-        (
-            (crates + self.crates_after).saturating_sub(self.crates_before),
-            (versions + self.versions_after).saturating_sub(self.versions_before),
-        )
-    }
-}
-
-fn count_lines(file: &[u8]) -> usize {
-    file.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .count()
-}
-
-/// Runs blocking git work off the async threads.
-/// A gix error with its causes, each once (gix's own message is often just
-/// the outermost step, such as "Transport handshake failed").
-fn describe_git(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
-) -> Result<T, GitError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(format!("git task failed: {e}").into()))
 }

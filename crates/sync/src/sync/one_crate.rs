@@ -297,3 +297,154 @@ impl Mirror {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wharf_test_support::{
+        fixture::{CrateBuilder, sparse_path},
+        upstream::{Fault, RequestKind, Target},
+    };
+
+    use super::super::{Look, Source, testing::TestMirror};
+
+    fn two_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
+        vec![
+            CrateBuilder::new("one", "1.0.0").dep("dep", "^1").build(),
+            CrateBuilder::new("one", "1.1.0").dep("dep", "^1").build(),
+            CrateBuilder::new("dep", "1.0.0").build(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn crate_files_then_the_index_file_then_the_cursor() {
+        let t = TestMirror::start(two_versions(), "include = [\"one\"]").await;
+        let outcome = t
+            .mirror
+            .sync_crate("one", Source::Sparse, Look::Always, true)
+            .await
+            .unwrap();
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(
+            (outcome.downloaded, outcome.before, outcome.after),
+            (2, 0, 2)
+        );
+        assert!(outcome.changed);
+        assert_eq!(
+            outcome.deps.into_iter().collect::<Vec<_>>(),
+            ["dep"],
+            "its dependencies, for the next wave"
+        );
+        let index = t.read(&format!("m/index/{}", sparse_path("one"))).await;
+        assert_eq!(index, t.upstream.index_file("one"), "relayed byte for byte");
+        for vers in ["1.0.0", "1.1.0"] {
+            assert!(
+                t.read(&format!("m/crates/one/one-{vers}.crate"))
+                    .await
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            t.read(&format!("m/.sync/upstream/{}", sparse_path("one")))
+                .await,
+            index,
+            "the cursor is the upstream's file"
+        );
+        assert!(
+            t.read("m/index/3/d/dep").await.is_none(),
+            "a dependency is the caller's to follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_file_is_not_looked_into_unless_asked() {
+        let t = TestMirror::start(two_versions(), "include = [\"one\"]").await;
+        let m = &t.mirror;
+        m.sync_crate("one", Source::Sparse, Look::Always, false)
+            .await
+            .unwrap();
+        // A crate file lost behind the mirror's back.
+        std::fs::remove_file(t.dir.path().join("data/m/crates/one/one-1.0.0.crate")).unwrap();
+        t.upstream.clear_log();
+
+        let skipped = m
+            .sync_crate("one", Source::Sparse, Look::IfChanged, false)
+            .await
+            .unwrap();
+        assert!(!skipped.changed && skipped.downloaded == 0);
+        assert_eq!((skipped.before, skipped.after), (2, 2));
+        let asked = t.upstream.requests();
+        assert_eq!(asked.len(), 1, "one conditional request: {asked:?}");
+        assert_eq!(asked[0].status, 304);
+
+        let looked = m
+            .sync_crate("one", Source::Sparse, Look::Always, false)
+            .await
+            .unwrap();
+        assert_eq!(looked.downloaded, 1, "the lost file is downloaded again");
+        assert_eq!(t.upstream.count(RequestKind::Crate), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_whose_file_fails_is_left_out_and_the_cursor_stays() {
+        let crates = two_versions();
+        let bad = crates[1].dl_path().split('?').next().unwrap().to_owned();
+        let t = TestMirror::start(crates, "include = [\"one\"]").await;
+        t.upstream.set_fault(Target::Path(bad), Fault::WrongBytes);
+        let outcome = t
+            .mirror
+            .sync_crate("one", Source::Sparse, Look::Always, false)
+            .await
+            .unwrap();
+        assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+        assert!(
+            outcome.failures[0].starts_with("one 1.1.0: ")
+                && outcome.failures[0].contains("checksum"),
+            "{:?}",
+            outcome.failures
+        );
+        let index = t
+            .read(&format!("m/index/{}", sparse_path("one")))
+            .await
+            .unwrap();
+        assert_eq!(index.lines().count(), 1, "only the good version: {index}");
+        assert!(index.contains("\"1.0.0\""));
+        assert!(t.read("m/crates/one/one-1.1.0.crate").await.is_none());
+        assert!(
+            t.read(&format!("m/.sync/upstream/{}", sparse_path("one")))
+                .await
+                .is_none(),
+            "the cursor does not move past a failure"
+        );
+
+        t.upstream.clear_faults();
+        let retried = t
+            .mirror
+            .sync_crate("one", Source::Sparse, Look::IfChanged, false)
+            .await
+            .unwrap();
+        assert!(retried.failures.is_empty());
+        assert_eq!((retried.downloaded, retried.after), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_crate_deleted_upstream_loses_its_index_file_and_keeps_its_crate_files() {
+        let t = TestMirror::start(two_versions(), "include = [\"one\"]").await;
+        t.mirror
+            .sync_crate("one", Source::Sparse, Look::Always, false)
+            .await
+            .unwrap();
+        let path = wharf_index::IndexPath::for_name(&wharf_index::CrateName::new("one").unwrap());
+        assert_eq!(t.mirror.remove_crate(&path).await.unwrap(), 2);
+        assert!(
+            t.read(&format!("m/index/{}", sparse_path("one")))
+                .await
+                .is_none()
+        );
+        assert!(
+            t.read(&format!("m/.sync/upstream/{}", sparse_path("one")))
+                .await
+                .is_none()
+        );
+        assert!(t.read("m/crates/one/one-1.1.0.crate").await.is_some());
+    }
+}
