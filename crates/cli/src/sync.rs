@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 use wharf_config::Registry;
@@ -63,7 +63,29 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
         } else {
             PassKind::Full
         };
-        let summary = mirror.sync(kind, progress.as_ref()).await?;
+        let summary = match &mirror_config.database_url {
+            // Instances that share the database run the passes one at a time.
+            Some(url) => {
+                let db = wharf_db::Db::connect(url)
+                    .await
+                    .with_context(|| format!("registry `{name}`"))?;
+                let lease = wharf_server::PassLease::new(db, name, mirror_config.lease_heartbeat);
+                match lease
+                    .run(kind, |_| Some(mirror.sync(kind, progress.as_ref())))
+                    .await?
+                {
+                    wharf_server::Leased::Ran(summary) => summary,
+                    wharf_server::Leased::Busy(held) | wharf_server::Leased::Skipped(held) => {
+                        bail!(
+                            "another instance ({}) runs the passes of mirror `{name}`; its lease ends by {} unless renewed",
+                            held.holder,
+                            humantime::format_rfc3339_seconds(held.expires_at)
+                        )
+                    }
+                }
+            }
+            None => mirror.sync(kind, progress.as_ref()).await?,
+        };
         drop(progress);
         println!(
             "mirror `{name}`{}: serves {} crates, {} versions; this pass looked at {} index files, changed {}, downloaded {} crate files ({}) with {} upstream requests{} in {:.1}s; {} failures",

@@ -177,9 +177,11 @@ impl Registry {
     }
 
     /// Whether it needs the database: hosted registries always, others for
-    /// clients or approvals.
+    /// clients or approvals, and a mirror with a `database_url` for the lease
+    /// of its passes.
     pub fn needs_database(&self) -> bool {
         matches!(self, Self::Hosted(_))
+            || matches!(self, Self::Mirror(m) if m.database_url.is_some())
             || self.auth_required()
             || self.policy().is_some_and(|p| p.approval)
     }
@@ -267,12 +269,22 @@ pub struct MirrorRegistry {
     #[serde(default)]
     pub auth_required: bool,
     /// Where clients and approvals live: `postgres://user@host/db`, or
-    /// `sqlite:///path/wharf.db`. Defaults to `{data_dir}/wharf.db`.
+    /// `sqlite:///path/wharf.db`. Defaults to `{data_dir}/wharf.db`. When
+    /// set, every instance (and `wharf sync`) on it runs this mirror's
+    /// passes one at a time, under a lease kept in it.
     #[serde(default)]
     pub database_url: Option<String>,
+    /// How often the instance running a pass renews its lease; another
+    /// instance takes over a lease not renewed for twice this.
+    #[serde(default = "default_lease_heartbeat", with = "humantime_serde")]
+    pub lease_heartbeat: Duration,
     /// What gets through to cargo: allow and deny rules, licences, approval.
     #[serde(default)]
     pub policy: Option<Policy>,
+}
+
+fn default_lease_heartbeat() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_hedge_after() -> Option<Duration> {

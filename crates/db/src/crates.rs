@@ -84,33 +84,33 @@ pub struct Crates<'a> {
     registry: &'a str,
 }
 
-impl<'a> Crates<'a> {
-    pub(crate) fn new(db: &'a Db, registry: &'a str) -> Self {
-        Self { db, registry }
-    }
+/// A publish that holds its crate's lock: see [`Crates::begin_publish`].
+/// Dropped without [`commit`](Self::commit), nothing of it is kept.
+pub struct PendingPublish<'n> {
+    tx: Tx,
+    registry: String,
+    krate: CrateRow,
+    new_crate: bool,
+    versions: Vec<VersionRow>,
+    new: &'n NewVersion,
+    now: i64,
+}
 
-    /// Publishes a version, all or nothing.
-    ///
-    /// Refused when the name is another spelling of an existing crate, when the
-    /// publisher does not own the existing crate, or when the version exists
-    /// (build metadata ignored). A new crate gets the publisher as its owner.
-    /// The crate's index revision is bumped.
-    pub async fn publish(&self, new: &NewVersion) -> Result<Published, PublishError> {
-        check_index_line(new)?;
+impl PendingPublish<'_> {
+    /// Adds the version and releases the crate's lock.
+    pub async fn commit(self) -> Result<Published, PublishError> {
+        let Self {
+            mut tx,
+            registry,
+            krate,
+            new_crate,
+            versions,
+            new,
+            now,
+        } = self;
         let vers = new.vers.to_string();
         let vers_no_build = without_build(&new.vers).to_string();
         let keywords_json = serde_json::Value::from(new.keywords.clone()).to_string();
-        let now = now_ms();
-
-        let mut tx = self.db.write().await?;
-        let (krate, new_crate) = lock_or_create(&mut tx, self.registry, &new.name, now).await?;
-        let versions = if new_crate {
-            tx.add_owner(krate.id, &new.publisher, &new.publisher, now)
-                .await?;
-            Vec::new()
-        } else {
-            vet(&mut tx, &krate, &new.name, &new.vers, &new.publisher).await?
-        };
         let parsed = parse_versions(&krate, &versions)?;
         tx.insert_version(&NewVersionRow {
             crate_id: krate.id,
@@ -139,12 +139,61 @@ impl<'a> Crates<'a> {
                 .chain([(&new.vers, false)]),
         );
         let revision = tx.bump_crate(krate.id, now, max.as_deref()).await?;
+        tx.notify_index_changed(&registry, &krate.name).await?;
         tx.commit().await?;
         Ok(Published {
             name: krate.name,
             vers,
             new_crate,
             revision,
+        })
+    }
+}
+
+impl<'a> Crates<'a> {
+    pub(crate) fn new(db: &'a Db, registry: &'a str) -> Self {
+        Self { db, registry }
+    }
+
+    /// Publishes a version, all or nothing.
+    ///
+    /// Refused when the name is another spelling of an existing crate, when the
+    /// publisher does not own the existing crate, or when the version exists
+    /// (build metadata ignored). A new crate gets the publisher as its owner.
+    /// The crate's index revision is bumped.
+    pub async fn publish(&self, new: &NewVersion) -> Result<Published, PublishError> {
+        self.begin_publish(new).await?.commit().await
+    }
+
+    /// Starts publishing a version: locks the crate's row (creating the
+    /// crate if it is new) and checks the publish as [`publish`](Self::publish)
+    /// does. Until the returned [`PendingPublish`] is committed or dropped, no
+    /// other publish of this crate, in any process on this database, gets
+    /// past this point: the caller stores the crate file in between, and the
+    /// database has decided who may.
+    pub async fn begin_publish<'n>(
+        &self,
+        new: &'n NewVersion,
+    ) -> Result<PendingPublish<'n>, PublishError> {
+        check_index_line(new)?;
+        let now = now_ms();
+        let mut tx = self.db.write().await?;
+        let (krate, new_crate) = lock_or_create(&mut tx, self.registry, &new.name, now).await?;
+        let versions = if new_crate {
+            tx.add_owner(krate.id, &new.publisher, &new.publisher, now)
+                .await?;
+            Vec::new()
+        } else {
+            vet(&mut tx, &krate, &new.name, &new.vers, &new.publisher).await?
+        };
+        Ok(PendingPublish {
+            tx,
+            registry: self.registry.to_owned(),
+            krate,
+            new_crate,
+            versions,
+            new,
+            now,
         })
     }
 
@@ -221,6 +270,7 @@ impl<'a> Crates<'a> {
                 .map(|(i, (v, row))| (v, if i == target { yanked } else { row.yanked })),
         );
         tx.bump_crate(row.id, now_ms(), max.as_deref()).await?;
+        tx.notify_index_changed(self.registry, &row.name).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -121,6 +121,12 @@ impl Db {
         }
     }
 
+    /// Changes other processes commit to this database, as they commit them
+    /// (PostgreSQL); `None` for SQLite. See [`crate::Changes`].
+    pub async fn listen_for_changes(&self) -> Result<Option<crate::Changes>, DbError> {
+        crate::changes::Changes::listen(&self.pool).await
+    }
+
     /// Opens (and creates) the SQLite database file at `path`: wharf's embedded
     /// default, `{data_dir}/wharf.db`.
     pub async fn connect_sqlite_file(path: &Path) -> Result<Db, DbError> {
@@ -240,6 +246,16 @@ impl Db {
     /// The approval queue and decisions of `registry`'s policy.
     pub fn approvals<'a>(&'a self, registry: &'a str) -> Approvals<'a> {
         Approvals::new(self, registry)
+    }
+
+    /// Failed logins, counted for every instance on this database.
+    pub fn login_failures<'a>(&'a self, registry: &'a str) -> crate::LoginFailures<'a> {
+        crate::LoginFailures::new(self, registry)
+    }
+
+    /// The lease on a mirror's passes.
+    pub fn leases<'a>(&'a self, registry: &'a str) -> crate::Leases<'a> {
+        crate::Leases::new(self, registry)
     }
 
     /// The credentials generation of `registry`: a number that every
@@ -374,6 +390,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "clients and approvals",
                 include_str!("../migrations/sqlite/0002_clients_and_approvals.sql"),
             ),
+            (
+                5,
+                "instances",
+                include_str!("../migrations/sqlite/0005_instances.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -385,6 +406,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "clients and approvals",
                 include_str!("../migrations/postgres/0002_clients_and_approvals.sql"),
+            ),
+            (
+                5,
+                "instances",
+                include_str!("../migrations/postgres/0005_instances.sql"),
             ),
         ],
     };

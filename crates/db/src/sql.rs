@@ -244,6 +244,24 @@ impl Tx {
         })
     }
 
+    /// Tells every wharf listening on this database (PostgreSQL) that the
+    /// index file of `name` in `registry` changed, when the transaction
+    /// commits. SQLite has no listeners: its readers check revisions.
+    pub(crate) async fn notify_index_changed(
+        &mut self,
+        registry: &str,
+        name: &str,
+    ) -> Result<(), sqlx::Error> {
+        if let Tx::Postgres(tx) = self {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::changes::CHANNEL)
+                .bind(format!("{registry}/{name}"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Sets what search shows of the crate.
     pub(crate) async fn set_crate_summary(
         &mut self,

@@ -3,13 +3,15 @@
 //!
 //! Index files are rendered from the database once per change: the rendered
 //! file is kept in memory and served from there; at most once a second per
-//! file the database is asked whether it changed (so several wharf processes
-//! on one PostgreSQL see each other's publishes within a second), and a
-//! publish or yank in this process drops its copy at once.
+//! file the database is asked whether it changed, and a publish or yank in
+//! this process drops its copy at once. On PostgreSQL, a publish or yank
+//! through any other instance drops it at once too ([`follow_changes`]).
 //!
-//! A publish stores the crate file first and commits the version to the
-//! database last, so a killed publish leaves at most an unreferenced crate
-//! file, never an index line without its file.
+//! A publish takes the crate's lock in the database and checks the version
+//! is new, stores the crate file (create-only), and commits the version
+//! last: a killed publish leaves at most an unreferenced crate file, never
+//! an index line without its file, and of two instances publishing one
+//! version, the database lets one through.
 
 use std::{
     sync::Arc,
@@ -17,10 +19,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use tracing::info;
+use tracing::{info, warn};
 use wharf_db::{Db, User};
 use wharf_index::{CrateName, IndexPath, Version};
-use wharf_storage::{BlobKey, BlobStore, Layout};
+use wharf_storage::{BlobKey, BlobStore, Layout, StoreError};
 
 use crate::{
     auth::Principal,
@@ -54,9 +56,6 @@ pub struct HostedRegistry {
     revisions: moka::sync::Cache<String, i64>,
     flights: Arc<Flights<String, Lookup>>,
     verified: Verified,
-    /// One publish at a time: the check that a version is new and the store
-    /// of its crate file must not interleave with another publish.
-    publishing: tokio::sync::Mutex<()>,
 }
 
 impl HostedRegistry {
@@ -85,7 +84,6 @@ impl HostedRegistry {
             revisions: moka::sync::Cache::new(1 << 20),
             flights: Flights::new(),
             verified: Verified::new(),
-            publishing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -199,22 +197,19 @@ impl HostedRegistry {
         Ok(principal)
     }
 
-    /// Publishes a version: the crate file first, then the database.
+    /// Publishes a version. The database first takes the crate's lock and
+    /// checks the publish (so of two publishes of one version, on any
+    /// instances, one gets past this and the other gets the ordinary refusal
+    /// before it writes anything); then the crate file is stored,
+    /// create-only; the version is committed last.
     pub async fn publish(
         &self,
         user: &User,
         request: wharf_publish::PublishRequest,
     ) -> Result<(), ApiError> {
-        let _one_at_a_time = self.publishing.lock().await;
         let krate = request.name().as_str().to_owned();
         let vers = request.vers().as_str().to_owned();
         let crates = self.db.crates(&self.name);
-        // Refusals the database would give are given before anything is
-        // written, so a refused publish leaves no file behind.
-        crates
-            .check_publish(request.name(), request.version(), user)
-            .await
-            .map_err(publish_error)?;
         let line = wharf_publish::index_line(&request, SystemTime::now());
         let new = wharf_db::NewVersion {
             name: request.name().clone(),
@@ -226,17 +221,78 @@ impl HostedRegistry {
             size_bytes: request.tarball().len() as u64,
             publisher: user.clone(),
         };
-        self.store
-            .put(
-                &crate_key(&self.name, &krate, &vers),
-                Bytes::from(request.into_tarball()),
-            )
-            .await?;
-        crates.publish(&new).await.map_err(publish_error)?;
+        let pending = crates.begin_publish(&new).await.map_err(publish_error)?;
+        self.store_crate_file(
+            &crate_key(&self.name, &krate, &vers),
+            Bytes::from(request.into_tarball()),
+        )
+        .await?;
+        pending.commit().await.map_err(publish_error)?;
         self.forget(&krate);
         info!(registry = %self.name, krate.name = %krate, krate.vers = %vers, user = %user, "published");
         Ok(())
     }
+
+    /// Stores a crate file create-only. Called under the crate's lock with
+    /// the version absent from the database, so a file already there was
+    /// left by a publish that never committed (killed, or cut off): it is
+    /// kept when it has these bytes and replaced otherwise. A put still in
+    /// flight from a dead instance can't overwrite what this one stores,
+    /// since every put of a crate file is create-only.
+    async fn store_crate_file(&self, key: &BlobKey, bytes: Bytes) -> Result<(), ApiError> {
+        for _ in 0..2 {
+            match self.store.put_if_absent(key, bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::AlreadyExists { .. }) => {
+                    if self.store.get(key).await?.as_ref() == Some(&bytes) {
+                        return Ok(());
+                    }
+                    warn!(registry = %self.name, storage.key = %key, "replacing a crate file left by a publish that did not complete");
+                    self.store.delete(key).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("another write of `{key}` is under way; publish again in a minute"),
+        ))
+    }
+}
+
+/// Drops the rendered index files of `registries` (all on `db`) as soon as
+/// another process commits a change to them: on PostgreSQL, a task that
+/// listens for the database's notifications, so a publish through one
+/// instance shows through every other at once. Nothing on SQLite, where
+/// the revision check does it within a second.
+pub async fn follow_changes(db: &Db, registries: Vec<Arc<HostedRegistry>>) -> anyhow::Result<()> {
+    let Some(mut changes) = db.listen_for_changes().await? else {
+        return Ok(());
+    };
+    tokio::spawn(async move {
+        loop {
+            match changes.next().await {
+                Ok(wharf_db::Change::IndexFile { registry, name }) => {
+                    for hosted in registries.iter().filter(|h| h.name == registry) {
+                        hosted.forget(&name);
+                    }
+                }
+                Ok(wharf_db::Change::Unknown) => {
+                    for hosted in &registries {
+                        hosted.memory.invalidate_all();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for changes on the database failed; rendered index files are rechecked each second until it works again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    for hosted in &registries {
+                        hosted.memory.invalidate_all();
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Where a hosted registry keeps a crate file.

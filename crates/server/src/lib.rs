@@ -8,6 +8,7 @@ mod encoding;
 mod error;
 mod flight;
 mod hosted;
+mod lease;
 mod listen;
 mod metrics;
 mod mirror;
@@ -24,6 +25,7 @@ use tracing::warn;
 use wharf_config::{Config, DEFAULT_REGISTRY};
 
 pub use error::ApiError;
+pub use lease::{Leased, PassLease, full_pass_due};
 pub use listen::{ConnectionStats, raise_file_limit};
 pub use registry::{AppState, Registry, USER_AGENT, open_store};
 pub use router::router;

@@ -17,6 +17,7 @@ use wharf_storage::{BlobStore, Layout};
 use wharf_sync::{Mirror, PassKind, SilentProgress};
 
 use crate::{
+    PassLease,
     cache::{IndexEntry, Lookup},
     error::ApiError,
     flight::Flights,
@@ -41,6 +42,8 @@ pub struct MirrorRegistry {
     verified: Verified,
     /// Who may read it, and its policy.
     pub access: Access,
+    /// The lease its passes run under, when instances share its database.
+    lease: Option<PassLease>,
 }
 
 impl MirrorRegistry {
@@ -50,6 +53,7 @@ impl MirrorRegistry {
         store: Arc<dyn BlobStore>,
         memory_bytes: u64,
         access: Access,
+        lease: Option<PassLease>,
     ) -> Self {
         let mut config_json = mirror.config_json().clone();
         if access.auth_required {
@@ -71,6 +75,7 @@ impl MirrorRegistry {
             memory: IndexEntry::memory(memory_bytes),
             flights: Flights::new(),
             verified: Verified::new(),
+            lease,
         }
     }
 
@@ -204,7 +209,15 @@ impl MirrorRegistry {
                     tokio::time::sleep_until(due).await;
                     continue;
                 };
-                match this.mirror.sync(kind, &SilentProgress).await {
+                let outcome = match &this.lease {
+                    None => this.mirror.sync(kind, &SilentProgress).await,
+                    Some(lease) => match this.under_lease(lease, kind, full).await {
+                        Ok(Some(summary)) => Ok(summary),
+                        Ok(None) => continue,
+                        Err(e) => Err(e),
+                    },
+                };
+                match outcome {
                     Ok(summary) if summary.failures.is_empty() => {}
                     Ok(summary) => {
                         warn!(registry = %this.name, kind = ?kind, failures = summary.failures.len(), first = %summary.failures[0], "sync pass finished with failures; they are retried next pass")
@@ -216,5 +229,40 @@ impl MirrorRegistry {
                 info!(registry = %this.name, next_full_in_secs = next_full.saturating_duration_since(tokio::time::Instant::now()).as_secs(), "sync pass done");
             }
         });
+    }
+
+    /// Runs a scheduled pass under the lease, waiting while another instance
+    /// holds it (so that one takes over a dead holder's lease once it
+    /// expires). `None` when another instance ended a full pass recently
+    /// enough that this one is not due.
+    async fn under_lease(
+        &self,
+        lease: &PassLease,
+        kind: PassKind,
+        full: Duration,
+    ) -> Result<Option<wharf_sync::Summary>, wharf_sync::SyncError> {
+        let mut waiting_since = None;
+        loop {
+            let leased = lease
+                .run(kind, |info| {
+                    (kind != PassKind::Full || crate::lease::full_pass_due(info, full))
+                        .then(|| self.mirror.sync(kind, &SilentProgress))
+                })
+                .await?;
+            match leased {
+                crate::Leased::Ran(summary) => return Ok(Some(summary)),
+                crate::Leased::Skipped(_) => {
+                    info!(registry = %self.name, "a full pass ended recently on another instance; not repeated");
+                    return Ok(None);
+                }
+                crate::Leased::Busy(held) => {
+                    if waiting_since.is_none() {
+                        info!(registry = %self.name, holder = %held.holder, "another instance runs this mirror's passes; waiting for its lease");
+                        waiting_since = Some(Instant::now());
+                    }
+                    tokio::time::sleep(lease.poll_interval()).await;
+                }
+            }
+        }
     }
 }

@@ -258,6 +258,7 @@ impl AppState {
         let mut metrics = ServerMetrics::new();
         // One connection pool per database, shared by the registries in it.
         let mut databases: BTreeMap<String, wharf_db::Db> = BTreeMap::new();
+        let mut hosted_by_database: BTreeMap<String, Vec<Arc<HostedRegistry>>> = BTreeMap::new();
         for (name, registry) in &config.registries {
             let db = if registry.needs_database() {
                 let url = registry.database_url(&config.data_dir);
@@ -284,18 +285,20 @@ impl AppState {
             match registry {
                 RegistryConfig::Hosted(hosted) => {
                     let db = db.context("a hosted registry has a database")?;
-                    registries.insert(
-                        name.clone(),
-                        Registry::Hosted(Arc::new(HostedRegistry::new(
-                            name,
-                            &format!("{public_url}/{name}"),
-                            db,
-                            store.clone(),
-                            hosted.max_upload_bytes,
-                            access,
-                            (config.memory_index_mb << 20) / share,
-                        ))),
-                    );
+                    let hosted = Arc::new(HostedRegistry::new(
+                        name,
+                        &format!("{public_url}/{name}"),
+                        db,
+                        store.clone(),
+                        hosted.max_upload_bytes,
+                        access,
+                        (config.memory_index_mb << 20) / share,
+                    ));
+                    hosted_by_database
+                        .entry(registry.database_url(&config.data_dir))
+                        .or_default()
+                        .push(hosted.clone());
+                    registries.insert(name.clone(), Registry::Hosted(hosted));
                 }
                 RegistryConfig::Cache(cache) => {
                     let bases = cache
@@ -370,11 +373,18 @@ impl AppState {
                         &public_url,
                         &wharf_sync::work_dir(config.work_dir(), name),
                     )?);
+                    // With a database of its own, instances that share it run
+                    // the passes one at a time.
+                    let lease =
+                        mirror_config.database_url.as_ref().and(db).map(|db| {
+                            crate::PassLease::new(db, name, mirror_config.lease_heartbeat)
+                        });
                     let registry = Arc::new(MirrorRegistry::new(
                         mirror,
                         store.clone(),
                         (config.memory_index_mb << 20) / share,
                         access,
+                        lease,
                     ));
                     if let Some(interval) = mirror_config.sync_interval {
                         registry.schedule(
@@ -429,6 +439,11 @@ impl AppState {
             ),
         ] {
             metrics.register_counter(name, help, counter);
+        }
+        for (url, hosted) in hosted_by_database {
+            crate::hosted::follow_changes(&databases[&url], hosted)
+                .await
+                .context("cannot listen for changes on the database")?;
         }
         let requests = Some(Arc::new(metrics.requests(registries.keys())));
         Ok(Self {

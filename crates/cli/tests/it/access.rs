@@ -12,7 +12,7 @@ use wharf_test_support::{
 use crate::common::{Backend, Wharf, WharfProcess, wharf_cli};
 
 /// Runs `wharf ARGS --config CONFIG`, expecting success; returns stdout.
-fn wharf_ok(config: &Path, args: &[&str]) -> String {
+pub(crate) fn wharf_ok(config: &Path, args: &[&str]) -> String {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--config", config.to_str().unwrap()]);
     let out = wharf_cli(&all);

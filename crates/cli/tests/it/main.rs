@@ -13,6 +13,7 @@ mod crash;
 mod hardening;
 mod help;
 mod hosted;
+mod instances;
 mod metrics;
 mod mirror;
 mod mirror_git;

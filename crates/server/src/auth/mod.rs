@@ -246,12 +246,41 @@ impl Gate {
             }
             _ => None,
         };
-        let verdict = self.verify(credential).await.map_err(|e| match e {
+        let db_error = |e: wharf_db::DbError| match e {
             wharf_db::DbError::Busy(detail) => ApiError::unavailable(detail, 5),
             e => ApiError::internal(e.to_string()),
-        })?;
+        };
+        // The same count in the database, which every instance on it shares.
+        let shared = match (&credential, addr) {
+            (Credential::Password { user, .. }, Some(addr)) => {
+                let subject = format!("{addr} {}", user.to_lowercase());
+                let failures = self.db.login_failures(&self.registry);
+                if let Some(until) = failures.begin(&subject).await.map_err(db_error)? {
+                    self.throttle.metrics.throttled.inc();
+                    let wait_secs = until
+                        .duration_since(SystemTime::now())
+                        .map_or(1, |d| d.as_secs().max(1));
+                    return Err(ApiError::too_many_requests(
+                        format!(
+                            "too many failed logins as `{user}` from {addr}; try again in {wait_secs} s"
+                        ),
+                        wait_secs,
+                    ));
+                }
+                Some(subject)
+            }
+            _ => None,
+        };
+        let verdict = self.verify(credential).await.map_err(db_error)?;
         if let (Ok(_), Some(attempt)) = (&verdict, attempt) {
             attempt.succeeded();
+            if let Some(subject) = shared {
+                self.db
+                    .login_failures(&self.registry)
+                    .succeeded(&subject)
+                    .await
+                    .map_err(db_error)?;
+            }
         }
         Ok(verdict.map(Arc::new))
     }
