@@ -158,12 +158,12 @@ fn run(
 }
 
 /// The URL path of the index file of `name` (four characters or more).
-fn index_path(name: &str) -> String {
+pub(crate) fn index_path(name: &str) -> String {
     format!("/private/index/{}/{}/{name}", &name[..2], &name[2..4])
 }
 
 /// cargo's publish body for a crate with no dependencies.
-fn publish_body(name: &str, vers: &str, tarball: &[u8]) -> Vec<u8> {
+pub(crate) fn publish_body(name: &str, vers: &str, tarball: &[u8]) -> Vec<u8> {
     let meta = serde_json::json!({
         "name": name, "vers": vers, "deps": [], "features": {}, "authors": [],
         "description": "a crate for the benchmark", "license": "MIT",

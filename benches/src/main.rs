@@ -23,6 +23,7 @@ use wharf_test_support::{
 mod auth;
 mod fallback;
 mod hosted;
+mod instances;
 mod metrics;
 mod storage;
 mod wharf_binary;
@@ -38,6 +39,7 @@ struct Options {
     auth: bool,
     storage: bool,
     metrics: bool,
+    instances: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -52,6 +54,7 @@ fn options() -> anyhow::Result<Options> {
         auth: true,
         storage: true,
         metrics: true,
+        instances: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -66,7 +69,7 @@ fn options() -> anyhow::Result<Options> {
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
-            | "--only-auth" | "--only-storage" | "--only-metrics" => {
+            | "--only-auth" | "--only-storage" | "--only-metrics" | "--only-instances" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
@@ -74,6 +77,7 @@ fn options() -> anyhow::Result<Options> {
                 options.auth = flag == "--only-auth";
                 options.storage = flag == "--only-storage";
                 options.metrics = flag == "--only-metrics";
+                options.instances = flag == "--only-instances";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -112,7 +116,12 @@ fn main() -> anyhow::Result<()> {
         fallback::fallback(&options, &upstream_rt)?;
     }
     let tools = which("nginx").is_some() && which("wrk").is_some();
-    if !options.serving && !options.hosted && !options.auth && !options.storage && !options.metrics
+    if !options.serving
+        && !options.hosted
+        && !options.auth
+        && !options.storage
+        && !options.metrics
+        && !options.instances
     {
     } else if tools {
         if options.serving {
@@ -134,6 +143,10 @@ fn main() -> anyhow::Result<()> {
         if options.metrics {
             let (upstream_rt, wharf_rt) = runtimes()?;
             metrics::metrics(&options, &upstream_rt, &wharf_rt)?;
+        }
+        if options.instances {
+            let (upstream_rt, wharf_rt) = runtimes()?;
+            instances::instances(&options, &upstream_rt, &wharf_rt)?;
         }
     } else {
         println!(

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The `[storage]` of a fresh place (a prefix) in the run's SeaweedFS.
-fn bucket() -> Storage {
+pub(crate) fn bucket() -> Storage {
     let s3 = TestS3::shared();
     let (bucket, prefix) = s3.place();
     Storage {

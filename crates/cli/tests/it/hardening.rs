@@ -97,16 +97,16 @@ async fn parallel_wrong_passwords_are_counted_before_they_are_checked() {
     let url = format!("{}/crates-io/index/config.json", server.base_url);
     for (addr, at_once) in [("127.0.0.1", 64), ("127.0.0.2", 200)] {
         let attacker = client_from(addr);
-        let statuses =
-            join_all(
-                (0..at_once).map(|i| {
-                    let (attacker, url) = (&attacker, &url);
-                    async move {
-                        status_of(attacker, url, &basic("acme", &format!("guess-{i}")), &[]).await
-                    }
-                }),
-            )
-            .await;
+        let statuses = join_all((0..at_once).map(|i| {
+            let (attacker, url) = (&attacker, &url);
+            async move {
+                // Guesses of their own per address: a header seen
+                // before is answered from memory, not checked.
+                let guess = format!("{addr}-guess-{i}");
+                status_of(attacker, url, &basic("acme", &guess), &[]).await
+            }
+        }))
+        .await;
         let checked = statuses.iter().filter(|s| **s == 403).count();
         let refused = statuses.iter().filter(|s| **s == 429).count();
         assert_eq!(checked + refused, at_once, "{addr}: {statuses:?}");
@@ -142,7 +142,9 @@ async fn parallel_wrong_passwords_are_counted_before_they_are_checked() {
         status_of(&client_from("127.0.0.9"), &url, &right, &[]).await,
         200
     );
-    assert!(proc_status_mib(pid, "VmRSS") < 200);
+    let resident = proc_status_mib(pid, "VmRSS");
+    eprintln!("server memory resident afterwards: {resident} MiB");
+    assert!(resident < 200, "{resident} MiB resident after the guesses");
 }
 
 /// `wharf clients add NAME` (a token client) on the cache.
@@ -439,4 +441,59 @@ async fn connections_over_the_cap_are_closed_at_once() {
         metrics.contains("wharf_connections_refused_total 5"),
         "{metrics}"
     );
+}
+
+/// Regression for compressing a file on every revalidation: each content is
+/// compressed once per encoding, however many requests ask for it and
+/// however often the file is revalidated (the upstream answers the same
+/// bytes), counted by `wharf_index_compressions_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_content_is_compressed_once_per_encoding() {
+    let versions: Vec<_> = (0..200)
+        .map(|v| CrateBuilder::new("big", &format!("1.0.{v}")).build())
+        .collect();
+    let upstream = FakeUpstream::start(versions).await;
+    let wharf = crate::common::Wharf::start(wharf_config::CacheRegistry {
+        index_ttl: Duration::from_millis(300),
+        ..crate::common::cache(&[upstream.index_url()])
+    })
+    .await;
+    let url = wharf.url("/crates-io/index/3/b/big");
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    for round in 0..3 {
+        let answers = join_all((0..20).map(|i| {
+            let encoding = if i % 2 == 0 { "gzip" } else { "zstd" };
+            let request = client.get(&url).header("Accept-Encoding", encoding);
+            async move {
+                let response = request.send().await.unwrap();
+                let sent = response.headers()["content-encoding"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                (encoding, sent)
+            }
+        }))
+        .await;
+        for (asked, sent) in answers {
+            assert_eq!(asked, sent, "round {round}");
+        }
+        // Past index_ttl: the next round revalidates the same bytes.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(upstream.requests().len() >= 3, "the file was revalidated");
+    let metrics = reqwest::get(wharf.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let compressions: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_index_compressions_total "))
+        .expect("the counter is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(compressions, 2, "one gzip and one zstd form of one content");
+    wharf.stop().await;
 }

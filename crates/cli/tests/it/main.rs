@@ -10,6 +10,7 @@ mod cache_faults;
 mod cache_http;
 mod common;
 mod crash;
+mod deploy;
 mod hardening;
 mod help;
 mod hosted;

@@ -42,6 +42,8 @@ pub struct AuthMetrics {
 pub struct Throttle {
     pairs: moka::sync::Cache<(IpAddr, String), Arc<Mutex<Allowance>>>,
     in_flight: Mutex<HashMap<IpAddr, usize>>,
+    /// [`PASSWORD_CHECKS_PER_ADDRESS`], but for tests.
+    checks_per_address: usize,
     /// Its counters.
     pub metrics: AuthMetrics,
 }
@@ -61,6 +63,7 @@ impl Default for Throttle {
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             in_flight: Mutex::new(HashMap::new()),
+            checks_per_address: PASSWORD_CHECKS_PER_ADDRESS,
             metrics: AuthMetrics::default(),
         }
     }
@@ -165,7 +168,7 @@ impl Throttle {
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             let n = in_flight.entry(addr).or_default();
-            if *n >= PASSWORD_CHECKS_PER_ADDRESS {
+            if *n >= self.checks_per_address {
                 self.metrics.throttled.inc();
                 return Err(Refused::InFlight);
             }
@@ -230,6 +233,23 @@ mod tests {
         ));
         assert_eq!(throttle.metrics.lockouts.get(), 1);
         assert_eq!(throttle.locked_addresses(), 1);
+    }
+
+    #[test]
+    fn an_attempt_counts_as_failed_while_it_is_checked() {
+        // However many checks an address may have in flight, attempts that
+        // have not finished count against the pair: the burst is used up
+        // by attempts under way, and the next is locked out unchecked.
+        let throttle = Throttle {
+            checks_per_address: 1000,
+            ..Throttle::default()
+        };
+        let addr: IpAddr = "127.0.0.9".parse().unwrap();
+        let under_way: Vec<_> = (0..64)
+            .filter_map(|_| throttle.begin(addr, "acme", "r").ok())
+            .collect();
+        assert_eq!(under_way.len(), FAILURE_BURST as usize);
+        assert_eq!(throttle.metrics.lockouts.get(), 1);
     }
 
     #[test]
