@@ -53,6 +53,8 @@ fn run(
                 database_url: database_url.clone(),
                 max_upload_bytes: 10 << 20,
                 auth_required: false,
+                crate_downloads: Default::default(),
+                download_url_expiry: std::time::Duration::from_secs(300),
             }),
         )]
         .into(),
@@ -85,6 +87,8 @@ fn run(
                 database_url,
                 max_upload_bytes: 0,
                 auth_required: false,
+                crate_downloads: Default::default(),
+                download_url_expiry: std::time::Duration::from_secs(300),
             }
             .database_url(&data),
         )

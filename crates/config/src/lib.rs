@@ -14,7 +14,7 @@ mod policy;
 mod server;
 
 pub use policy::{Policy, PolicyMode, VersionRule};
-pub use server::{Connections, Storage, StorageKind};
+pub use server::{Connections, CrateDownloads, Storage, StorageKind};
 
 /// The sparse index cargo itself uses for crates.io.
 pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
@@ -125,6 +125,19 @@ pub struct HostedRegistry {
     /// answer is 401, which starts cargo's login flow.
     #[serde(default)]
     pub auth_required: bool,
+    /// `redirect` answers crate downloads with a redirect to the object in
+    /// the bucket instead of sending its bytes (`[storage] kind = "s3"`
+    /// only); `stream` (the default) sends them.
+    #[serde(default)]
+    pub crate_downloads: CrateDownloads,
+    /// How long a presigned download URL stays valid (redirects of a
+    /// registry that requires credentials are always presigned).
+    #[serde(default = "default_download_url_expiry", with = "humantime_serde")]
+    pub download_url_expiry: Duration,
+}
+
+fn default_download_url_expiry() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_max_upload_bytes() -> u64 {
@@ -163,6 +176,15 @@ impl Registry {
             Self::Cache(cache) => cache.auth_required,
             Self::Mirror(mirror) => mirror.auth_required,
             Self::Hosted(hosted) => hosted.auth_required,
+        }
+    }
+
+    /// How it answers crate downloads, and how long a presigned URL lasts.
+    pub fn crate_downloads(&self) -> (CrateDownloads, Duration) {
+        match self {
+            Self::Cache(cache) => (cache.crate_downloads, cache.download_url_expiry),
+            Self::Mirror(mirror) => (mirror.crate_downloads, mirror.download_url_expiry),
+            Self::Hosted(hosted) => (hosted.crate_downloads, hosted.download_url_expiry),
         }
     }
 
@@ -281,6 +303,15 @@ pub struct MirrorRegistry {
     /// What gets through to cargo: allow and deny rules, licences, approval.
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// `redirect` answers crate downloads with a redirect to the object in
+    /// the bucket instead of sending its bytes (`[storage] kind = "s3"`
+    /// only); `stream` (the default) sends them.
+    #[serde(default)]
+    pub crate_downloads: CrateDownloads,
+    /// How long a presigned download URL stays valid (redirects of a
+    /// registry that requires credentials are always presigned).
+    #[serde(default = "default_download_url_expiry", with = "humantime_serde")]
+    pub download_url_expiry: Duration,
 }
 
 fn default_lease_heartbeat() -> Duration {
@@ -356,6 +387,15 @@ pub struct CacheRegistry {
     /// How fast a client address's budget of misses refills, per second.
     #[serde(default = "default_client_misses_per_sec")]
     pub client_misses_per_sec: f64,
+    /// `redirect` answers crate downloads with a redirect to the object in
+    /// the bucket instead of sending its bytes (`[storage] kind = "s3"`
+    /// only); `stream` (the default) sends them.
+    #[serde(default)]
+    pub crate_downloads: CrateDownloads,
+    /// How long a presigned download URL stays valid (redirects of a
+    /// registry that requires credentials are always presigned).
+    #[serde(default = "default_download_url_expiry", with = "humantime_serde")]
+    pub download_url_expiry: Duration,
 }
 
 fn default_upstream_max_concurrency() -> usize {
@@ -387,6 +427,8 @@ impl Default for CacheRegistry {
             upstream_requests_per_sec: default_upstream_requests_per_sec(),
             client_miss_burst: default_client_miss_burst(),
             client_misses_per_sec: default_client_misses_per_sec(),
+            crate_downloads: CrateDownloads::Stream,
+            download_url_expiry: default_download_url_expiry(),
         }
     }
 }
@@ -618,12 +660,47 @@ impl Config {
             if let Some(policy) = registry.policy() {
                 policy.validate(name).map_err(ConfigError::Invalid)?;
             }
+            self.validate_downloads(name, registry)?;
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(ConfigError::Invalid(format!(
                 "public_url `{url}` must start with http:// or https://"
+            )));
+        }
+        if let Some(url) = &self.storage.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[storage] public_url `{url}` must start with http:// or https://"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks registry `name`'s `crate_downloads` against the storage: a
+    /// redirect needs a bucket to point into, and a registry that requires
+    /// credentials a bucket that can presign.
+    fn validate_downloads(&self, name: &str, registry: &Registry) -> Result<(), ConfigError> {
+        let (downloads, expiry) = registry.crate_downloads();
+        // S3 refuses presigned URLs valid longer than a week.
+        if expiry.is_zero() || expiry > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::Invalid(format!(
+                "registry `{name}`: download_url_expiry must be between 1s and 7days (S3's limit for presigned URLs)"
+            )));
+        }
+        if downloads != CrateDownloads::Redirect {
+            return Ok(());
+        }
+        if self.storage.kind != StorageKind::S3 {
+            return Err(ConfigError::Invalid(format!(
+                "registry `{name}`: crate_downloads = \"redirect\" needs [storage] kind = \"s3\" (files on disk have no URL to redirect to); remove it, or keep the files in a bucket"
+            )));
+        }
+        if registry.auth_required() && self.storage.anonymous {
+            return Err(ConfigError::Invalid(format!(
+                "registry `{name}`: crate_downloads = \"redirect\" with auth_required needs presigned URLs, which an `anonymous` bucket cannot sign; give wharf credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) instead of anonymous = true, or stream"
             )));
         }
         Ok(())

@@ -36,6 +36,35 @@ pub struct Storage {
     /// Bound on connecting to the service and on each request's first byte.
     #[serde(default = "default_storage_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// `Cache-Control` of the objects a sync pass rewrites (index files,
+    /// `config.json`, `status.json`, the manifest), for a bucket or CDN that
+    /// serves the tree itself. Crate files are always
+    /// `public, max-age=31536000, immutable`.
+    #[serde(default = "default_index_cache_control")]
+    pub index_cache_control: String,
+    /// The URL anyone reads the bucket's objects at (a CDN, the bucket's
+    /// website), such that key `K` is `{public_url}/K` (the prefix is part
+    /// of it). Redirected downloads of registries anyone may read point
+    /// there; without it they get presigned URLs (or, for an `anonymous`
+    /// bucket, the object's own URL).
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+fn default_index_cache_control() -> String {
+    "public, max-age=60, must-revalidate".to_owned()
+}
+
+/// How a registry answers a crate download.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrateDownloads {
+    /// wharf sends the file's bytes.
+    #[default]
+    Stream,
+    /// wharf answers with a redirect to the object in the bucket (its
+    /// public URL, or a presigned one): the bytes do not pass through wharf.
+    Redirect,
 }
 
 impl Default for Storage {
@@ -49,6 +78,8 @@ impl Default for Storage {
             allow_http: false,
             anonymous: false,
             timeout: default_storage_timeout(),
+            index_cache_control: default_index_cache_control(),
+            public_url: None,
         }
     }
 }

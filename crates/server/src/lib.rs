@@ -13,6 +13,7 @@ mod listen;
 mod metrics;
 mod mirror;
 mod policy;
+mod redirect;
 mod registry;
 mod request_log;
 mod router;

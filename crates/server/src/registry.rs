@@ -202,6 +202,8 @@ pub struct AppState {
     pub store: Arc<dyn BlobStore>,
     /// Every metric at `/metrics`.
     pub metrics: ServerMetrics,
+    /// How each registry with `crate_downloads = "redirect"` redirects.
+    pub redirects: BTreeMap<String, crate::redirect::Redirects>,
     /// The request counters the request middleware records into; `None`
     /// records nothing (the benchmark sets it, to measure what recording costs).
     pub requests: Option<Arc<RequestMetrics>>,
@@ -234,6 +236,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
                 allow_http: storage.allow_http,
                 anonymous: storage.anonymous,
                 timeout: storage.timeout,
+                fresh_for: storage.index_cache_control.clone(),
+                public_url: storage.public_url.clone(),
             };
             let store = wharf_storage::S3Store::new(&settings)?;
             wharf_storage::check(&store, STORE_CHECK).await.with_context(|| {
@@ -446,6 +450,21 @@ impl AppState {
                 .context("cannot listen for changes on the database")?;
         }
         let requests = Some(Arc::new(metrics.requests(registries.keys())));
+        let redirects = config
+            .registries
+            .iter()
+            .filter_map(|(name, registry)| {
+                let (downloads, expires_in) = registry.crate_downloads();
+                (downloads == wharf_config::CrateDownloads::Redirect).then(|| {
+                    let redirects = crate::redirect::Redirects::new(
+                        store.clone(),
+                        registry.auth_required(),
+                        expires_in,
+                    );
+                    (name.clone(), redirects)
+                })
+            })
+            .collect();
         Ok(Self {
             registries,
             public_url,
@@ -458,6 +477,7 @@ impl AppState {
             connections,
             metrics,
             requests,
+            redirects,
             // Beside the files themselves: each form is a fraction of its file.
             compressed: crate::encoding::Compressed::new((config.memory_index_mb << 20) / 4),
             store,

@@ -4,6 +4,7 @@ mod fs;
 mod key;
 mod layout;
 mod s3;
+mod served;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,6 +13,7 @@ pub use fs::{FsStore, create_private_dir};
 pub use key::{BlobKey, KeyError};
 pub use layout::Layout;
 pub use s3::{MULTIPART_BYTES, S3Settings, S3Store};
+pub use served::{DEFAULT_FRESH_FOR, IMMUTABLE, Served, served_as};
 
 /// A storage failure. A missing blob is not an error: reads return `Ok(None)`.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,36 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// A short description for logs (`files under ./wharf-data`).
     fn describe(&self) -> String;
+
+    /// A URL a client can fetch the blob under `key` from without wharf
+    /// (a redirect's target), or `None` when the store has none (files on
+    /// disk). `Ok` says nothing of whether the blob exists.
+    async fn download_url(
+        &self,
+        key: &BlobKey,
+        handout: Handout,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, handout);
+        Ok(None)
+    }
+}
+
+/// Who a [`BlobStore::download_url`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handout {
+    /// Anyone may read the blob: its public URL when the store has one (a
+    /// configured public URL, or an open bucket's own), else a presigned
+    /// URL valid this long.
+    Anyone {
+        /// How long a presigned URL stays valid.
+        expires_in: std::time::Duration,
+    },
+    /// Only the client being answered may: always a presigned URL, valid
+    /// this long.
+    Private {
+        /// How long the URL stays valid.
+        expires_in: std::time::Duration,
+    },
 }
 
 /// Checks at start that `store` takes a write, gives it back and deletes it,

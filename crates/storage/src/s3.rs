@@ -9,6 +9,11 @@
 //! [`MULTIPART_BYTES`], then streamed as a multipart upload that is aborted
 //! when the stage is dropped; an object is visible only once whole. A
 //! create-only put is `If-None-Match: *`.
+//!
+//! Every served object is written with its `Content-Type` and
+//! `Cache-Control` ([`crate::served_as`]), so the bucket alone serves cargo
+//! as wharf would. [`BlobStore::download_url`] hands out an object's public
+//! URL (`public_url`, or an open bucket's own) or a presigned one.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,13 +21,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
+    Attribute, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
     aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut},
     path::Path,
+    signer::{Method, Signer},
 };
 
-use crate::{BlobKey, BlobStore, StagedBlob, StoreError};
+use crate::{BlobKey, BlobStore, Handout, StagedBlob, StoreError, served_as};
 
 /// A staged write up to this size is one PUT; a larger one a multipart
 /// upload in parts of this size.
@@ -46,6 +52,13 @@ pub struct S3Settings {
     pub anonymous: bool,
     /// Bound on connecting and on each request.
     pub timeout: Duration,
+    /// `Cache-Control` of the served files a sync pass rewrites (index
+    /// files, `config.json`, `status.json`, the manifest).
+    pub fresh_for: String,
+    /// The URL the bucket's objects are read at by anyone (a CDN, or the
+    /// bucket's website), such that key `K` is `{public_url}/K`: the
+    /// prefix, if any, is part of it. Redirects point there when they may.
+    pub public_url: Option<String>,
 }
 
 /// Blobs as objects in an S3-compatible bucket.
@@ -54,6 +67,9 @@ pub struct S3Store {
     store: Arc<AmazonS3>,
     prefix: String,
     described: String,
+    fresh_for: String,
+    /// Where anyone reads key `K`: `{public}/K`.
+    public: Option<String>,
 }
 
 impl S3Store {
@@ -96,11 +112,40 @@ impl S3Store {
             },
             settings.endpoint.as_deref().unwrap_or("AWS S3")
         );
+        let public = match &settings.public_url {
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            // An open bucket's objects are read at their own URL, path-style
+            // as the client addresses them.
+            None if settings.anonymous => {
+                let endpoint = match &settings.endpoint {
+                    Some(endpoint) => endpoint.trim_end_matches('/').to_owned(),
+                    None => format!("https://s3.{}.amazonaws.com", settings.region),
+                };
+                let mut base = format!("{endpoint}/{}", settings.bucket);
+                if !prefix.is_empty() {
+                    base = format!("{base}/{}", encoded(&prefix));
+                }
+                Some(base)
+            }
+            None => None,
+        };
         Ok(Self {
             store: Arc::new(store),
             prefix,
             described,
+            fresh_for: settings.fresh_for.clone(),
+            public,
         })
+    }
+
+    /// The attributes a blob under `key` is written with.
+    fn attributes(&self, key: &BlobKey) -> Attributes {
+        let mut attributes = Attributes::new();
+        if let Some(served) = served_as(key, &self.fresh_for) {
+            attributes.insert(Attribute::ContentType, served.content_type.into());
+            attributes.insert(Attribute::CacheControl, served.cache_control.into());
+        }
+        attributes
     }
 
     fn path(&self, key: &BlobKey) -> Path {
@@ -191,8 +236,12 @@ impl BlobStore for S3Store {
     }
 
     async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
+        let options = PutOptions {
+            attributes: self.attributes(key),
+            ..PutOptions::default()
+        };
         self.store
-            .put(&self.path(key), PutPayload::from(bytes))
+            .put_opts(&self.path(key), PutPayload::from(bytes), options)
             .await
             .map(|_| ())
             .map_err(|e| failure("write", key.as_str(), e))
@@ -201,6 +250,7 @@ impl BlobStore for S3Store {
     async fn put_if_absent(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
         let options = PutOptions {
             mode: PutMode::Create,
+            attributes: self.attributes(key),
             ..PutOptions::default()
         };
         self.store
@@ -227,6 +277,7 @@ impl BlobStore for S3Store {
             store: self.store.clone(),
             path: self.path(key),
             key: key.clone(),
+            attributes: self.attributes(key),
             buffer: Vec::new(),
             upload: None,
         }))
@@ -250,6 +301,39 @@ impl BlobStore for S3Store {
     fn describe(&self) -> String {
         self.described.clone()
     }
+
+    async fn download_url(
+        &self,
+        key: &BlobKey,
+        handout: Handout,
+    ) -> Result<Option<String>, StoreError> {
+        let expires_in = match handout {
+            Handout::Anyone { expires_in } => match &self.public {
+                Some(public) => return Ok(Some(format!("{public}/{}", encoded(key.as_str())))),
+                None => expires_in,
+            },
+            Handout::Private { expires_in } => expires_in,
+        };
+        self.store
+            .signed_url(Method::GET, &self.path(key), expires_in)
+            .await
+            .map(|url| Some(url.to_string()))
+            .map_err(|e| failure("sign", key.as_str(), e))
+    }
+}
+
+/// `path` with everything but unreserved characters and `/` escaped, as
+/// S3 expects a key in a URL (`+` would otherwise read as a space).
+fn encoded(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A write in progress: in memory, then a multipart upload.
@@ -257,6 +341,7 @@ struct S3Stage {
     store: Arc<AmazonS3>,
     path: Path,
     key: BlobKey,
+    attributes: Attributes,
     buffer: Vec<u8>,
     upload: Option<WriteMultipart>,
 }
@@ -269,9 +354,13 @@ impl StagedBlob for S3Stage {
             if self.buffer.len() < MULTIPART_BYTES {
                 return Ok(());
             }
+            let options = PutMultipartOptions {
+                attributes: self.attributes.clone(),
+                ..PutMultipartOptions::default()
+            };
             let upload = self
                 .store
-                .put_multipart(&self.path)
+                .put_multipart_opts(&self.path, options)
                 .await
                 .map_err(|e| failure("write", self.key.as_str(), e))?;
             let mut upload = WriteMultipart::new_with_chunk_size(upload, MULTIPART_BYTES);
@@ -299,9 +388,13 @@ impl StagedBlob for S3Stage {
                 .map_err(|e| failure("write", self.key.as_str(), e)),
             None => self
                 .store
-                .put(
+                .put_opts(
                     &self.path,
                     PutPayload::from(std::mem::take(&mut self.buffer)),
+                    PutOptions {
+                        attributes: std::mem::take(&mut self.attributes),
+                        ..PutOptions::default()
+                    },
                 )
                 .await
                 .map(|_| ())
@@ -327,7 +420,53 @@ impl Drop for S3Stage {
 
 #[cfg(test)]
 mod tests {
-    use super::diagnosed;
+    use super::*;
+
+    fn store(public_url: Option<&str>, endpoint: Option<&str>, prefix: &str) -> S3Store {
+        S3Store::new(&S3Settings {
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            endpoint: endpoint.map(str::to_owned),
+            region: "eu-west-1".into(),
+            allow_http: true,
+            anonymous: true,
+            timeout: Duration::from_secs(1),
+            fresh_for: crate::DEFAULT_FRESH_FOR.into(),
+            public_url: public_url.map(str::to_owned),
+        })
+        .unwrap()
+    }
+
+    async fn url_of(store: &S3Store) -> Option<String> {
+        let key = BlobKey::new("m/crates/a/a-1.0.0+meta.crate").unwrap();
+        let anyone = Handout::Anyone {
+            expires_in: Duration::from_secs(60),
+        };
+        store.download_url(&key, anyone).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn public_urls_are_the_configured_one_or_the_open_buckets_own() {
+        let cdn = store(
+            Some("https://cdn.example.org/mirror/"),
+            Some("http://127.0.0.1:9"),
+            "p",
+        );
+        assert_eq!(
+            url_of(&cdn).await.as_deref(),
+            Some("https://cdn.example.org/mirror/m/crates/a/a-1.0.0%2Bmeta.crate")
+        );
+        let open = store(None, Some("http://127.0.0.1:9/"), "/p/q/");
+        assert_eq!(
+            url_of(&open).await.as_deref(),
+            Some("http://127.0.0.1:9/b/p/q/m/crates/a/a-1.0.0%2Bmeta.crate")
+        );
+        let aws = store(None, None, "");
+        assert_eq!(
+            url_of(&aws).await.as_deref(),
+            Some("https://s3.eu-west-1.amazonaws.com/b/m/crates/a/a-1.0.0%2Bmeta.crate")
+        );
+    }
 
     #[test]
     fn the_services_codes_are_said_in_plain_words() {

@@ -5,6 +5,7 @@
 mod access;
 mod access_limits;
 mod bad_requests;
+mod bucket;
 mod cache_build;
 mod cache_faults;
 mod cache_http;

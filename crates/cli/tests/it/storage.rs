@@ -60,7 +60,7 @@ impl Drop for Tmpfs {
 }
 
 /// A crate file of about `kib` KiB that gzip cannot shrink.
-fn big_crate(name: &str, kib: usize) -> FixtureCrate {
+pub(crate) fn big_crate(name: &str, kib: usize) -> FixtureCrate {
     let mut noise = String::with_capacity(kib * 1024 * 2);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     while noise.len() < kib * 1024 * 2 {

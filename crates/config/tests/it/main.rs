@@ -1,4 +1,5 @@
 //! wharf-config through its public API.
 
+mod downloads;
 mod durations;
 mod fuzz;

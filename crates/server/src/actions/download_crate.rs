@@ -1,4 +1,5 @@
-//! `GET /{R}/crates/{name}/{name}-{version}.crate`: a verified crate file.
+//! `GET /{R}/crates/{name}/{name}-{version}.crate`: a verified crate file,
+//! or (`crate_downloads = "redirect"`) a redirect to it in the bucket.
 
 use std::sync::Arc;
 
@@ -8,8 +9,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use wharf_index::{CrateName, Version};
+use wharf_storage::Layout;
 
-use crate::{error::ApiError, registry::AppState};
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    registry::{AppState, Registry},
+};
 
 /// Serves a crate file, downloading and verifying it on first request.
 /// Stored crate files never change, so they are cacheable forever.
@@ -19,8 +25,9 @@ pub async fn download_crate(
     headers: HeaderMap,
     addr: super::ClientAddr,
 ) -> Result<Response, ApiError> {
-    let Path((registry, name, file)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let registry = state.registry(&registry)?;
+    let Path((registry_name, name, file)) =
+        path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let registry = state.registry(&registry_name)?;
     let principal = registry.authorize(&headers, addr.0).await?;
     let (krate, vers) = parse_file(&name, &file)?;
     if let Some(principal) = &principal
@@ -52,17 +59,29 @@ pub async fn download_crate(
         )
             .into_response());
     }
+    if let Some(redirects) = state.redirects.get(&registry_name) {
+        let key = Layout::new(&registry_name)
+            .crate_file(krate.as_str(), vers.as_str())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !redirects.is_checked(&key) {
+            // Fetched, read back and checked as a streamed download is,
+            // once per file per process; only then handed out by URL.
+            let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
+            if let Some(policy) = policy {
+                policy.check_license(&krate, &vers, &bytes)?;
+            }
+            redirects.checked(&key);
+        }
+        count_download(registry, principal, &krate, &vers);
+        return redirects.redirect(&key).await;
+    }
     let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
     if let Some(policy) = policy {
         // Judged once per version; the manifest is among a crate file's
         // first entries, so this inflates little.
         policy.check_license(&krate, &vers, &bytes)?;
     }
-    if let Some(principal) = principal.filter(|p| p.client)
-        && let Some(gate) = &registry.access().gate
-    {
-        gate.count_download(&principal.user, krate.as_str(), vers.as_str());
-    }
+    count_download(registry, principal, &krate, &vers);
     Ok((
         [
             (
@@ -75,6 +94,20 @@ pub async fn download_crate(
         bytes,
     )
         .into_response())
+}
+
+/// Counts a download by a client (for `wharf clients`' figures).
+fn count_download(
+    registry: &Registry,
+    principal: Option<Arc<Principal>>,
+    krate: &CrateName,
+    vers: &Version,
+) {
+    if let Some(principal) = principal.filter(|p| p.client)
+        && let Some(gate) = &registry.access().gate
+    {
+        gate.count_download(&principal.user, krate.as_str(), vers.as_str());
+    }
 }
 
 /// Splits `{name}-{version}.crate`, checking it names the crate of the directory.
