@@ -41,6 +41,9 @@ pub struct MirrorRegistry {
     verified: Verified,
     /// Who may read it, and its policy.
     pub access: Access,
+    /// Why the last pass this process ran could not run at all (its
+    /// `status.json` is not written then), for the alert watcher.
+    pub last_pass_error: std::sync::Mutex<Option<String>>,
 }
 
 impl MirrorRegistry {
@@ -71,6 +74,7 @@ impl MirrorRegistry {
             memory: IndexEntry::memory(memory_bytes),
             flights: Flights::new(),
             verified: Verified::new(),
+            last_pass_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -204,7 +208,17 @@ impl MirrorRegistry {
                     tokio::time::sleep_until(due).await;
                     continue;
                 };
-                match this.mirror.sync(kind, &SilentProgress).await {
+                let outcome = this.mirror.sync(kind, &SilentProgress).await;
+                if let Ok(mut last) = this.last_pass_error.lock() {
+                    // Another process running a pass of the tree is no failure.
+                    *last = match &outcome {
+                        Err(e) if !matches!(e, wharf_sync::SyncError::Busy(..)) => {
+                            Some(e.to_string())
+                        }
+                        _ => None,
+                    };
+                }
+                match outcome {
                     Ok(summary) if summary.failures.is_empty() => {}
                     Ok(summary) => {
                         warn!(registry = %this.name, kind = ?kind, failures = summary.failures.len(), first = %summary.failures[0], "sync pass finished with failures; they are retried next pass")

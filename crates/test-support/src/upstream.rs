@@ -311,7 +311,18 @@ impl FakeUpstream {
     /// When `git` fails.
     pub fn git_commit(&self, message: &str) -> String {
         let (git, files) = self.git_snapshot();
-        git.commit(&files, message)
+        git.commit(&files, message, None)
+    }
+
+    /// [`FakeUpstream::git_commit`], with the commit dated `unix_secs`
+    /// (author and committer), as a lagging upstream's head would be.
+    ///
+    /// # Panics
+    ///
+    /// When `git` fails.
+    pub fn git_commit_at(&self, message: &str, unix_secs: i64) -> String {
+        let (git, files) = self.git_snapshot();
+        git.commit(&files, message, Some(unix_secs))
     }
 
     /// Replaces the git index's whole history with one new root commit holding

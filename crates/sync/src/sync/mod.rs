@@ -32,6 +32,7 @@ use wharf_config::{MirrorRegistry, sparse_base};
 use wharf_index::{CrateName, IndexPath, RegistryConfig, Version, parse_line, same_registry_deps};
 use wharf_storage::{BlobKey, BlobStore, Layout, StoreError};
 
+mod lag;
 mod one_crate;
 mod waves;
 
@@ -123,6 +124,9 @@ pub struct Summary {
     pub failures: Vec<String>,
     /// How long the pass took, in milliseconds.
     pub duration_ms: u64,
+    /// When upstream's newest change was made, as upstream says (its git
+    /// head's commit time, its feed's newest item), if this pass could tell.
+    pub upstream_time: Option<i64>,
 }
 
 /// Where a long pass reports how far it is.
@@ -160,6 +164,9 @@ struct Status {
     upstreams: Vec<String>,
     index_git: Option<String>,
     cursor: Option<String>,
+    /// How far the tree is behind upstream (see `lag.rs`).
+    #[serde(flatten)]
+    lag: lag::Lag,
     /// The wharf that wrote it.
     generator: String,
 }
@@ -425,6 +432,9 @@ impl Mirror {
             None => None,
         };
         summary.git_fetched = git.is_some();
+        if let Some((index, _)) = &git {
+            summary.upstream_time = lag::git_head_time(index, &self.name).await;
+        }
         let synced_tree = state
             .git_tree
             .as_deref()
@@ -693,6 +703,12 @@ impl Mirror {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_secs();
+        let lag = lag::Lag::after_pass(
+            previous.as_ref().map(|p| &p.lag),
+            summary.upstream_time,
+            summary.failures.is_empty(),
+            now,
+        );
         let status = Status {
             last_sync: now,
             last_success: if summary.failures.is_empty() {
@@ -707,6 +723,7 @@ impl Mirror {
             upstreams: self.upstream_urls.iter().map(|u| redact(u)).collect(),
             index_git: self.git.as_ref().map(|g| redact(&g.url)),
             cursor,
+            lag,
             generator: format!("wharf {}", env!("CARGO_PKG_VERSION")),
         };
         let body = serde_json::to_vec_pretty(&status).expect("status serialises");

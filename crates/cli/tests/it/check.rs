@@ -1,0 +1,180 @@
+//! `wharf check` and a mirror's lag: the one line and the exit status
+//! against a wharf and against the same tree served by nginx alone, while
+//! the mirror is lagging, fresh and down; the lag in `status.json` and on
+//! `/metrics` following the git index's commit time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use wharf_config::{Config, Registry};
+use wharf_test_support::{
+    fixture::CrateBuilder,
+    nginx::{Nginx, which},
+    upstream::FakeUpstream,
+};
+
+use crate::common::{Wharf, wharf_cli};
+use crate::mirror::{mirror_config, sync_ok, text};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Runs `wharf check ARGS`; returns its exit status and its one line.
+fn check(args: &[&str]) -> (i32, String) {
+    let mut all = vec!["check"];
+    all.extend_from_slice(args);
+    let out = wharf_cli(&all);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "wharf check {args:?} printed more or less than one line:\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+    (out.status.code().expect("an exit status"), stdout)
+}
+
+/// Asserts `wharf check ARGS` exits `code` with a line that starts with
+/// `WHARF {word} - ` and contains each of `says`.
+fn expect(args: &[&str], code: i32, says: &[&str]) -> String {
+    let (got, line) = check(args);
+    let word = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
+    assert!(
+        got == code && line.starts_with(&format!("WHARF {word} - ")),
+        "wharf check {args:?} exited {got}, expected {code} ({word}): {line}"
+    );
+    for needle in says {
+        assert!(line.contains(needle), "{needle:?} is not in {line}");
+    }
+    line
+}
+
+/// The `wharf_mirror_lag_seconds` of registry `m` on `/metrics`.
+async fn metric_lag(wharf: &Wharf) -> i64 {
+    let body = reqwest::get(wharf.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("wharf_mirror_lag_seconds{registry=\"m\"} "))
+        .unwrap_or_else(|| panic!("no lag of m in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+/// Acceptance 1 and 3: lagging (the upstream's head is three hours old),
+/// fresh (a new head, synced), down (a crate file gone, then the servers
+/// gone): exit 1, 0, 2 from a wharf and from nginx serving the tree alone,
+/// each line saying why; `status.json` and `/metrics` follow the commit time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tells_lagging_fresh_and_down_on_wharf_and_nginx() {
+    assert!(
+        which("nginx").is_some(),
+        "this test needs nginx (apt-get install nginx-light); .ci/run installs it"
+    );
+    let upstream = FakeUpstream::start([
+        CrateBuilder::new("ck-a", "1.0.0").build(),
+        CrateBuilder::new("ck-b", "0.1.0").build(),
+    ])
+    .await;
+    let three_hours_ago = now() - 3 * 3600;
+    upstream.git_commit_at("three hours ago", three_hours_ago);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let nginx = Nginx::start(dir.path(), &data).expect("start nginx");
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nstatic_url = \"http://{}/m\"",
+            upstream.git_url(),
+            nginx.addr
+        ),
+    );
+    sync_ok(&config);
+
+    // The same tree served by wharf, whose config.json names itself.
+    let mut served = Config::load(Some(&config)).unwrap();
+    for registry in served.registries.values_mut() {
+        if let Registry::Mirror(mirror) = registry {
+            mirror.static_url = None;
+        }
+    }
+    let wharf = Wharf::start_with(served).await;
+    let wharf_url = wharf.url("");
+    let tree_url = format!("http://{}/m", nginx.addr);
+    let nginx_url = format!("http://{}", nginx.addr);
+
+    // Lagging: synced, but to an upstream head three hours old.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("m/status.json")).unwrap()).unwrap();
+    assert_eq!(
+        status["synced_upstream_time"].as_i64(),
+        Some(three_hours_ago),
+        "{status}"
+    );
+    assert!(
+        (3 * 3600..3 * 3600 + 60).contains(&status["lag_seconds"].as_i64().unwrap()),
+        "{status}"
+    );
+    let lag = metric_lag(&wharf).await;
+    assert!((3 * 3600..3 * 3600 + 60).contains(&lag), "{lag}");
+    for args in [
+        vec![wharf_url.as_str(), "--crate", "ck-a"],
+        vec![tree_url.as_str(), "--crate", "ck-a"],
+        vec![nginx_url.as_str(), "--registry", "m", "--crate", "ck-a"],
+    ] {
+        expect(&args, 1, &["lag 3h 0m (over 2h 0m)", "ck-a 1.0.0 ok"]);
+    }
+    // Past --critical-lag it is critical.
+    expect(
+        &[&tree_url, "--max-lag", "1h", "--critical-lag", "2h"],
+        2,
+        &["lag 3h 0m (over 2h 0m)"],
+    );
+
+    // Fresh: a new version upstream, a new head now, synced.
+    upstream.publish(CrateBuilder::new("ck-a", "1.1.0").build());
+    upstream.git_commit_at("now", now());
+    sync_ok(&config);
+    // wharf re-reads an index file of a mirror's tree at most every 2 s.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let lag = metric_lag(&wharf).await;
+    assert!((0..60).contains(&lag), "{lag}");
+    for args in [
+        vec![wharf_url.as_str(), "--crate", "ck-a"],
+        vec![tree_url.as_str(), "--crate", "ck-a"],
+        vec![nginx_url.as_str(), "--registry", "m", "--crate", "ck-a"],
+    ] {
+        expect(&args, 0, &["ck-a 1.1.0 ok", "lag "]);
+    }
+    expect(&[&tree_url], 0, &["index ok"]);
+
+    // Down: the newest crate file is gone from the tree.
+    std::fs::remove_file(data.join("m/crates/ck-a/ck-a-1.1.0.crate")).unwrap();
+    for args in [
+        vec![wharf_url.as_str(), "--crate", "ck-a"],
+        vec![tree_url.as_str(), "--crate", "ck-a"],
+    ] {
+        expect(&args, 2, &["crate file ck-a 1.1.0: 404"]);
+    }
+    // Down: nothing answers.
+    drop(nginx);
+    wharf.stop().await;
+    for url in [&wharf_url, &tree_url] {
+        expect(&[url.as_str()], 2, &["cannot reach", "status.json"]);
+    }
+}
+
+/// What is not a wharf nor a tree is UNKNOWN, not OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_of_something_else_is_unknown() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("ck-x", "1.0.0").build()]).await;
+    expect(&[&upstream.url()], 3, &["neither a wharf server"]);
+}
