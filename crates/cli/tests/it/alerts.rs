@@ -18,13 +18,13 @@ use crate::common::{Wharf, cache, wharf_cli};
 use crate::mirror::text;
 
 /// A webhook receiver on loopback that keeps every body posted to `/hook`.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let got = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route(
@@ -43,7 +43,7 @@ impl Receiver {
         Self { url, got }
     }
 
-    fn texts(&self) -> Vec<String> {
+    pub(crate) fn texts(&self) -> Vec<String> {
         self.got
             .lock()
             .unwrap()
@@ -58,7 +58,7 @@ impl Receiver {
     }
 
     /// Waits until `n` bodies have arrived; returns their texts.
-    async fn wait_for(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<String> {
         for _ in 0..300 {
             let texts = self.texts();
             if texts.len() >= n {
@@ -152,5 +152,43 @@ async fn one_alert_and_one_recovery_for_an_upstream_outage() {
         texts.iter().all(|t| !t.contains("hunter2")),
         "a password in an alert: {texts:?}"
     );
+    wharf.stop().await;
+}
+
+/// A mirror whose scheduled pass cannot run (its git index is gone) is
+/// alerted about once, and recovers when a later pass succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_mirror_pass_is_alerted_and_recovers() {
+    let receiver = Receiver::start().await;
+    let upstream = FakeUpstream::start([CrateBuilder::new("al-m", "1.0.0").build()]).await;
+    upstream.git_commit("initial");
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::mirror::mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\nsync_interval = \"1s\"",
+            upstream.git_url()
+        ),
+    );
+    let mut config = Config::load(Some(&config)).unwrap();
+    config.alert_webhook = Some(receiver.url.clone());
+    config.alert_check_interval = Duration::from_millis(100);
+    upstream.stop().await;
+    let wharf = Wharf::start_with(config).await;
+    let texts = receiver.wait_for(1).await;
+    assert!(
+        texts[0].contains("PROBLEM") && texts[0].contains("m: mirror sync pass failing: git index"),
+        "{texts:?}"
+    );
+    upstream.restart().await;
+    let texts = receiver.wait_for(2).await;
+    assert!(
+        texts[1].contains("RECOVERED") && texts[1].contains("m: mirror sync pass failing"),
+        "{texts:?}"
+    );
+    // Passes go on succeeding: nothing more.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(receiver.texts().len(), 2, "{:?}", receiver.texts());
     wharf.stop().await;
 }

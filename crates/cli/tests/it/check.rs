@@ -12,6 +12,7 @@ use wharf_test_support::{
     upstream::FakeUpstream,
 };
 
+use crate::alerts::Receiver;
 use crate::common::{Wharf, wharf_cli};
 use crate::mirror::{mirror_config, sync_ok, text};
 
@@ -70,7 +71,8 @@ async fn metric_lag(wharf: &Wharf) -> i64 {
 /// Acceptance 1 and 3: lagging (the upstream's head is three hours old),
 /// fresh (a new head, synced), down (a crate file gone, then the servers
 /// gone): exit 1, 0, 2 from a wharf and from nginx serving the tree alone,
-/// each line saying why; `status.json` and `/metrics` follow the commit time.
+/// each line saying why; `status.json` and `/metrics` follow the commit time,
+/// and the lag is alerted about and recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_tells_lagging_fresh_and_down_on_wharf_and_nginx() {
     assert!(
@@ -106,6 +108,10 @@ async fn check_tells_lagging_fresh_and_down_on_wharf_and_nginx() {
             mirror.static_url = None;
         }
     }
+    // It alerts about the lag too.
+    let receiver = Receiver::start().await;
+    served.alert_webhook = Some(receiver.url.clone());
+    served.alert_check_interval = Duration::from_millis(100);
     let wharf = Wharf::start_with(served).await;
     let wharf_url = wharf.url("");
     let tree_url = format!("http://{}/m", nginx.addr);
@@ -132,6 +138,13 @@ async fn check_tells_lagging_fresh_and_down_on_wharf_and_nginx() {
     ] {
         expect(&args, 1, &["lag 3h 0m (over 2h 0m)", "ck-a 1.0.0 ok"]);
     }
+    let texts = receiver.wait_for(1).await;
+    assert!(
+        texts[0].contains("PROBLEM")
+            && texts[0]
+                .contains("m: mirror lagging behind its upstream: 3h 0m behind (bound 2h 0m)"),
+        "{texts:?}"
+    );
     // Past --critical-lag it is critical.
     expect(
         &[&tree_url, "--max-lag", "1h", "--critical-lag", "2h"],
@@ -155,6 +168,13 @@ async fn check_tells_lagging_fresh_and_down_on_wharf_and_nginx() {
         expect(&args, 0, &["ck-a 1.1.0 ok", "lag "]);
     }
     expect(&[&tree_url], 0, &["index ok"]);
+    let texts = receiver.wait_for(2).await;
+    assert!(
+        texts.len() == 2
+            && texts[1].contains("RECOVERED")
+            && texts[1].contains("m: mirror lagging"),
+        "{texts:?}"
+    );
 
     // Down: the newest crate file is gone from the tree.
     std::fs::remove_file(data.join("m/crates/ck-a/ck-a-1.1.0.crate")).unwrap();
