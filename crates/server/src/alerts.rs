@@ -28,6 +28,9 @@ use crate::{
     registry::Registry,
 };
 
+/// The registry name of conditions of the whole server.
+const SERVER_WIDE: &str = "-";
+
 /// How long a POST to the receiver may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,20 +136,18 @@ pub fn spawn(
                 let detail = active.get(&condition);
                 let record = sent.entry(condition.clone()).or_default();
                 let now = Instant::now();
+                // `on SERVER - REGISTRY`, or `on SERVER` for the server's own.
+                let place = match condition.registry.as_str() {
+                    SERVER_WIDE => settings.server.clone(),
+                    registry => format!("{} - {registry}", settings.server),
+                };
+                let what = condition.kind.describe();
                 let text = match decide(record, detail.is_some(), now, settings.interval) {
                     Action::Alert => format!(
-                        "[wharf] PROBLEM on {} - {}: {}: {}",
-                        settings.server,
-                        condition.registry,
-                        condition.kind.describe(),
+                        "[wharf] PROBLEM on {place}: {what}: {}",
                         detail.map_or("", String::as_str),
                     ),
-                    Action::Recover => format!(
-                        "[wharf] RECOVERED on {} - {}: {} is over",
-                        settings.server,
-                        condition.registry,
-                        condition.kind.describe(),
-                    ),
+                    Action::Recover => format!("[wharf] RECOVERED on {place}: {what} is over"),
                     Action::Nothing => continue,
                 };
                 // Unsent, nothing changes: the next look tries again.
@@ -205,7 +206,11 @@ async fn look(
         );
     };
     if let Err(e) = probe_storage(store).await {
-        raise("-", Kind::StorageUnavailable, ApiError::from(e).detail);
+        raise(
+            SERVER_WIDE,
+            Kind::StorageUnavailable,
+            ApiError::from(e).detail,
+        );
     }
     for (name, registry) in registries {
         match registry {

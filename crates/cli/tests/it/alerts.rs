@@ -192,3 +192,63 @@ async fn a_failing_mirror_pass_is_alerted_and_recovers() {
     assert_eq!(receiver.texts().len(), 2, "{:?}", receiver.texts());
     wharf.stop().await;
 }
+
+/// The bucket goes away: one alert that storage is unavailable, `wharf
+/// check` critical saying so, and a recovery when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_goes_away_is_alerted_and_checked_critical() {
+    let receiver = Receiver::start().await;
+    let upstream = FakeUpstream::start([CrateBuilder::new("al-s", "1.0.0").build()]).await;
+    let s3 = wharf_test_support::s3::TestS3::shared();
+    let target = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = wharf_test_support::proxy::TcpProxy::start(target).await;
+    let mut storage = crate::common::Backend::S3.storage();
+    storage.endpoint = Some(format!("http://{}", proxy.addr()));
+    storage.timeout = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let wharf = Wharf::start_with(Config {
+        data_dir: dir.path().join("data"),
+        storage,
+        alert_webhook: Some(receiver.url.clone()),
+        alert_check_interval: Duration::from_millis(100),
+        registries: [(
+            "crates-io".to_owned(),
+            Registry::Cache(cache(&[upstream.index_url()])),
+        )]
+        .into(),
+        ..Config::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.texts(),
+        Vec::<String>::new(),
+        "nothing is wrong yet"
+    );
+
+    proxy.cut();
+    let texts = receiver.wait_for(1).await;
+    assert!(
+        texts[0].starts_with("[wharf] PROBLEM on http://127.0.0.1:")
+            && texts[0].contains(": storage unavailable: "),
+        "{texts:?}"
+    );
+    let out = wharf_cli(&["check", &wharf.url("")]);
+    let line = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{line}");
+    assert!(
+        line.starts_with("WHARF CRITICAL - crates-io: storage unavailable (/readyz 503"),
+        "{line}"
+    );
+
+    proxy.restore();
+    let texts = receiver.wait_for(2).await;
+    assert!(
+        texts[1].contains("RECOVERED") && texts[1].contains("storage unavailable"),
+        "{texts:?}"
+    );
+    let out = wharf_cli(&["check", &wharf.url("")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(receiver.texts().len(), 2, "{:?}", receiver.texts());
+    wharf.stop().await;
+}
