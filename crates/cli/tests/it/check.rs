@@ -99,7 +99,12 @@ async fn check_tells_lagging_fresh_and_down_on_wharf_and_nginx() {
             nginx.addr
         ),
     );
-    sync_ok(&config);
+    let stdout = sync_ok(&config);
+    assert!(
+        stdout.contains("upstream's newest change was made 3h")
+            && stdout.contains("; the tree holds it"),
+        "{stdout}"
+    );
 
     // The same tree served by wharf, whose config.json names itself.
     let mut served = Config::load(Some(&config)).unwrap();
