@@ -120,9 +120,15 @@ pub async fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(Severity::Unknown.code());
         }
     };
+    let base = args.url.trim_end_matches('/').to_owned();
+    let origin = reqwest::Url::parse(&base)
+        .ok()
+        .map(|url| url.origin().ascii_serialization());
     let check = Check {
         client,
-        base: args.url.trim_end_matches('/').to_owned(),
+        base,
+        origin,
+        token: args.token,
         max_lag,
         critical_lag,
     };
@@ -137,6 +143,10 @@ pub async fn run(args: CheckArgs) -> ExitCode {
 struct Check {
     client: reqwest::Client,
     base: String,
+    /// `scheme://host:port` of `base`: the only place the token goes.
+    origin: Option<String>,
+    /// Sent as `Authorization`, as cargo sends it.
+    token: Option<String>,
     max_lag: Duration,
     critical_lag: Duration,
 }
@@ -152,7 +162,18 @@ enum Got {
 
 impl Check {
     async fn get(&self, url: &str) -> Got {
-        let response = match self.client.get(url).send().await {
+        let mut request = self.client.get(url);
+        // Only to the server checked: a `dl` may name another host.
+        let same_origin = reqwest::Url::parse(url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+            .is_some_and(|o| self.origin.as_ref() == Some(&o));
+        if let Some(token) = &self.token
+            && same_origin
+        {
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        let response = match request.send().await {
             Ok(response) => response,
             Err(e) => return Got::Unreachable(describe(&e)),
         };

@@ -123,6 +123,7 @@ const CHECK_EXAMPLES: &str = r#"Examples:
   wharf check https://crates.example.org --registry crates-io --crate serde
   wharf check https://mirror.example.org/crates-io --max-lag 30m --crate serde
   wharf check https://bucket.example.org --registry crates-io   # a static tree
+  wharf check https://crates.example.com --registry company  # credentials in WHARF_CHECK_TOKEN
 
 What it looks at: a wharf's /status.json and /readyz, or a mirror tree's own
 status.json (written by `wharf sync`, so nginx or a bucket serves it too); the
@@ -301,6 +302,16 @@ pub struct CheckArgs {
     /// Bound on each request.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     timeout: humantime::Duration,
+
+    /// Credentials for a registry that requires them, sent as cargo sends
+    /// them (a token, `Bearer TOKEN` or `Basic BASE64`), only to URL's host.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WHARF_CHECK_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 /// `wharf mirrors` subcommands.

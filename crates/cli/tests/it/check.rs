@@ -203,3 +203,41 @@ async fn check_of_something_else_is_unknown() {
     let upstream = FakeUpstream::start([CrateBuilder::new("ck-x", "1.0.0").build()]).await;
     expect(&[&upstream.url()], 3, &["neither a wharf server"]);
 }
+
+/// A registry that requires credentials: critical without them (401), ok
+/// with a client's token from `WHARF_CHECK_TOKEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_sends_credentials_to_a_registry_that_requires_them() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("ck-t", "1.0.0").build()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::access::write_config(
+        dir.path(),
+        &format!(
+            "[registries.company]\nkind = \"cache\"\nupstreams = [\"{}\"]\nauth_required = true\n",
+            upstream.index_url()
+        ),
+    );
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let token = crate::access::add_client(&config, &["ci", "--registry", "company"]);
+    let url = wharf.url("");
+    expect(
+        &[&url, "--crate", "ck-t"],
+        2,
+        &["company: ", "index/config.json: 401"],
+    );
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["check", &url, "--crate", "ck-t"])
+            .env("WHARF_CHECK_TOKEN", &token)
+            .output()
+            .unwrap()
+    });
+    let line = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{line}");
+    assert!(
+        line.starts_with("WHARF OK - company: ") && line.contains("ck-t 1.0.0 ok"),
+        "{line}"
+    );
+    assert!(!line.contains(&token), "{line}");
+    wharf.stop().await;
+}
