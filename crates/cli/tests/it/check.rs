@@ -241,3 +241,53 @@ async fn check_sends_credentials_to_a_registry_that_requires_them() {
     assert!(!line.contains(&token), "{line}");
     wharf.stop().await;
 }
+
+/// Acceptance 3 for a feed-driven mirror: a feed poll takes the upstream's
+/// time from the newest item's `<pubDate>`; a feed whose newest item is
+/// three hours old makes a lagging tree, a new item a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_poll_takes_the_lag_from_the_newest_item() {
+    let three_hours_ago = (now() - 3 * 3600) as u64;
+    let upstream = FakeUpstream::start([]).await;
+    upstream.publish_at(CrateBuilder::new("ck-f", "1.0.0").build(), three_hours_ago);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "include = [\"ck-f\"]\nfeed_url = \"{}\"",
+            upstream.feed_url()
+        ),
+    );
+    let tree = dir.path().join("data/m");
+    let status = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(tree.join("status.json")).unwrap()).unwrap()
+    };
+    // A full pass over the sparse index: no upstream time, no lag yet.
+    sync_ok(&config);
+    assert!(status()["synced_upstream_time"].is_null(), "{}", status());
+
+    let poll =
+        || crate::common::wharf_cli(&["sync", "--config", config.to_str().unwrap(), "--feed"]);
+    assert!(poll().status.success());
+    assert_eq!(
+        status()["synced_upstream_time"].as_u64(),
+        Some(three_hours_ago),
+        "{}",
+        status()
+    );
+    assert!(
+        status()["lag_seconds"].as_u64().unwrap() >= 3 * 3600,
+        "{}",
+        status()
+    );
+
+    upstream.publish(CrateBuilder::new("ck-f", "1.1.0").build());
+    assert!(poll().status.success());
+    assert!(
+        status()["lag_seconds"].as_u64().unwrap() < 60,
+        "{}",
+        status()
+    );
+    assert!(tree.join("crates/ck-f/ck-f-1.1.0.crate").is_file());
+}
