@@ -49,6 +49,8 @@ pub fn instances(
                         database_url: Some(database),
                         max_upload_bytes: 10 << 20,
                         auth_required: false,
+                        crate_downloads: Default::default(),
+                        download_url_expiry: Duration::from_secs(300),
                     }),
                 );
             },

@@ -3,6 +3,7 @@
 //! only wires them together.
 
 mod access;
+mod check;
 mod mirrors;
 mod run;
 mod serve;
@@ -115,6 +116,30 @@ const SETUP_EXAMPLES: &str = r#"Examples:
 const KEYS_EXAMPLES: &str = r#"Examples:
   wharf keys generate --out /etc/wharf/mirror.key
   wharf keys show --key /etc/wharf/mirror.key"#;
+
+/// `wharf check --help`: examples, one per line.
+const CHECK_EXAMPLES: &str = r#"Examples:
+  wharf check http://127.0.0.1:8080                       # a server with one registry
+  wharf check https://crates.example.org --registry crates-io --crate serde
+  wharf check https://mirror.example.org/crates-io --max-lag 30m --crate serde
+  wharf check https://bucket.example.org --registry crates-io   # a static tree
+  wharf check https://crates.example.com --registry company  # credentials in WHARF_CHECK_TOKEN
+
+What it looks at: a wharf's /status.json and /readyz, or a mirror tree's own
+status.json (written by `wharf sync`, so nginx or a bucket serves it too); the
+registry's index/config.json; with --crate, that crate's index file and the
+crate file of its newest version (checked against the index checksum).
+
+Exit status and first word, as Nagios plugins do:
+  0 OK        everything answered, lag within --max-lag
+  1 WARNING   lag over --max-lag, the last sync pass had failures,
+              some of a cache's upstreams down
+  2 CRITICAL  unreachable, storage unavailable (/readyz 503), every upstream
+              of a cache down, index or crate file failing, lag over
+              --critical-lag, never synced
+  3 UNKNOWN   the answers are not what a wharf or a mirror tree publishes
+
+Cron: `wharf check URL >/dev/null || mail -s "$(wharf check URL)" ops@...`"#;
 
 /// `wharf mirrors --help`: examples, one per line.
 const MIRRORS_EXAMPLES: &str = r#"Examples:
@@ -236,6 +261,57 @@ enum Command {
     /// /.well-known/wharf-mirrors.toml.
     #[command(subcommand, after_help = MIRRORS_EXAMPLES)]
     Mirrors(MirrorsCommand),
+
+    /// Checks a wharf server or a mirror's static tree, for cron and monitoring.
+    ///
+    /// Prints one line (`WHARF OK - ...`, `WHARF WARNING - ...`,
+    /// `WHARF CRITICAL - ...`, `WHARF UNKNOWN - ...`) and exits 0, 1, 2 or 3,
+    /// as a Nagios plugin does, so Nagios, Icinga, Sensu, Zabbix and cron
+    /// can all run it.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
+}
+
+/// `wharf check`'s arguments.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The wharf server (`https://crates.example.org`), a mirror tree's URL
+    /// (`https://mirror.example.org/crates-io`, where its status.json is), or
+    /// a static server holding trees (with --registry).
+    #[arg(value_name = "URL")]
+    url: String,
+
+    /// The registry to check (needed when the server has several).
+    #[arg(long, value_name = "NAME")]
+    registry: Option<String>,
+
+    /// Warn when the mirror is further behind its upstream than this (by the
+    /// upstream's clock when it follows a git index or a feed, else the time
+    /// since its last pass without failures).
+    #[arg(long, value_name = "DURATION", default_value = "2h")]
+    max_lag: humantime::Duration,
+
+    /// Critical when further behind than this [default: twice --max-lag].
+    #[arg(long, value_name = "DURATION")]
+    critical_lag: Option<humantime::Duration>,
+
+    /// Also fetch this crate's index file and its newest crate file.
+    #[arg(long = "crate", value_name = "NAME")]
+    krate: Option<String>,
+
+    /// Bound on each request.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    timeout: humantime::Duration,
+
+    /// Credentials for a registry that requires them, sent as cargo sends
+    /// them (a token, `Bearer TOKEN` or `Basic BASE64`), only to URL's host.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WHARF_CHECK_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 /// `wharf mirrors` subcommands.
@@ -617,6 +693,7 @@ fn main() -> ExitCode {
             }
             Command::Keys(command) => keys(command),
             Command::Mirrors(command) => return mirrors::run(command).await,
+            Command::Check(args) => return Ok(check::run(args).await),
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -109,6 +109,22 @@ pub async fn run(config_path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
             summary.duration_ms as f64 / 1000.0,
             summary.failures.len(),
         );
+        if let Some(time) = summary.upstream_time {
+            // The upstream's clock, as status.json's lag reads it.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let age = now.saturating_sub(u64::try_from(time).unwrap_or(0));
+            println!(
+                "  upstream's newest change was made {} ago (by its clock){}",
+                humantime::format_duration(std::time::Duration::from_secs(age)),
+                if summary.failures.is_empty() {
+                    "; the tree holds it"
+                } else {
+                    ""
+                }
+            );
+        }
         for failure in &summary.failures {
             println!("  failed: {failure}");
         }

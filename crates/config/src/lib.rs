@@ -89,6 +89,24 @@ pub struct Config {
     /// an S3-compatible bucket.
     #[serde(default)]
     pub storage: Storage,
+    /// Where alerts are POSTed (`{"text": "..."}`, which Slack and Matrix
+    /// hookshot webhooks take): a mirror pass that fails, a mirror lagging
+    /// past `alert_max_lag`, every upstream of a registry down, storage
+    /// unavailable; and again when each recovers. Kept secret: never shown.
+    #[serde(default)]
+    pub alert_webhook: Option<String>,
+    /// At most one alert per condition per this long; a condition still
+    /// true after it is reported again.
+    #[serde(default = "default_alert_interval", with = "humantime_serde")]
+    pub alert_interval: Duration,
+    /// A mirror whose lag (see `status.json`'s `lag_seconds`) or, lacking an
+    /// upstream time, whose time since its last pass without failures passes
+    /// this is alerted about.
+    #[serde(default = "default_alert_max_lag", with = "humantime_serde")]
+    pub alert_max_lag: Duration,
+    /// How often the conditions are looked at.
+    #[serde(default = "default_alert_check_interval", with = "humantime_serde")]
+    pub alert_check_interval: Duration,
     /// The registries served, each mounted at `/{name}/`.
     #[serde(default = "default_registries")]
     pub registries: BTreeMap<String, Registry>,
@@ -480,9 +498,25 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             connections: Connections::default(),
             storage: Storage::default(),
+            alert_webhook: None,
+            alert_interval: default_alert_interval(),
+            alert_max_lag: default_alert_max_lag(),
+            alert_check_interval: default_alert_check_interval(),
             registries: default_registries(),
         }
     }
+}
+
+fn default_alert_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_alert_max_lag() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
+fn default_alert_check_interval() -> Duration {
+    Duration::from_secs(15)
 }
 
 impl Config {
@@ -557,6 +591,7 @@ impl Config {
                 "[connections]: max, idle_timeout and body_timeout must be above zero".into(),
             ));
         }
+        server::validate_alerts(self)?;
         for (name, registry) in &self.registries {
             let name_ok = !name.is_empty()
                 && name.len() <= 64
@@ -862,6 +897,48 @@ mod tests {
             Path::new("wharf.example.toml"),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_example_alert_settings_parse_once_uncommented() {
+        let text: String = include_str!("../../../wharf.example.toml")
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.starts_with("alert_"))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::from_toml(&text, Path::new("wharf.example.toml")).unwrap();
+        assert!(
+            config
+                .alert_webhook
+                .is_some_and(|u| u.starts_with("https://"))
+        );
+        // The example shows the defaults.
+        let defaults = Config::default();
+        assert_eq!(config.alert_interval, defaults.alert_interval);
+        assert_eq!(config.alert_max_lag, defaults.alert_max_lag);
+        assert_eq!(config.alert_check_interval, defaults.alert_check_interval);
+    }
+
+    #[test]
+    fn alert_settings_that_cannot_work_are_refused() {
+        for (toml, says) in [
+            (
+                "alert_webhook = \"hooks.example.org/x\"",
+                "http:// or https://",
+            ),
+            (
+                "alert_check_interval = \"0s\"",
+                "alert_check_interval must be more than 0s",
+            ),
+            ("alert_interval = \"200years\"", "at most 100 years"),
+        ] {
+            let e = Config::from_toml(toml, Path::new("t.toml")).unwrap_err();
+            assert!(e.to_string().contains(says), "{toml}: {e}");
+        }
     }
 
     #[test]

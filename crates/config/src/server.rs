@@ -1,6 +1,7 @@
 //! How the server itself runs, apart from its registries: where the served
 //! bytes live (`[storage]`), bounds on client connections (`[connections]`),
-//! and which reverse proxies are believed about who a client is.
+//! which reverse proxies are believed about who a client is, and where
+//! alerts go.
 
 use std::time::Duration;
 
@@ -157,4 +158,31 @@ fn default_idle_timeout() -> Duration {
 
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+/// Checks the `alert_*` settings: a webhook that is an http(s) URL, and
+/// intervals that are neither 0 nor past 100 years.
+pub(crate) fn validate_alerts(config: &crate::Config) -> Result<(), crate::ConfigError> {
+    if let Some(url) = &config.alert_webhook
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        // The URL itself is a secret (a Slack webhook's path is its key).
+        return Err(crate::ConfigError::Invalid(
+            "alert_webhook must be an http:// or https:// URL (the receiver's incoming webhook)"
+                .into(),
+        ));
+    }
+    for (field, value) in [
+        ("alert_interval", config.alert_interval),
+        ("alert_max_lag", config.alert_max_lag),
+        ("alert_check_interval", config.alert_check_interval),
+    ] {
+        if value.is_zero() || value > crate::MAX_DURATION {
+            return Err(crate::ConfigError::Invalid(format!(
+                "{field} must be more than 0s and at most 100 years (got {})",
+                humantime::format_duration(value)
+            )));
+        }
+    }
+    Ok(())
 }

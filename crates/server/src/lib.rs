@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod actions;
+mod alerts;
 mod auth;
 mod cache;
 mod client_addr;

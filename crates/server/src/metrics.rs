@@ -289,6 +289,9 @@ pub struct MirrorPass {
     pub duration_secs: Option<f64>,
     /// Failures of the last pass.
     pub failures: u64,
+    /// Seconds between now and the upstream time the tree is synced up to,
+    /// when the mirror follows a git index or a feed.
+    pub lag_secs: Option<u64>,
 }
 
 /// The server's one metrics registry, and the metrics set when it is read.
@@ -303,6 +306,7 @@ pub struct ServerMetrics {
     mirror_since_success: Family<RegistryLabel, Gauge>,
     mirror_duration: Family<RegistryLabel, Gauge<f64, AtomicU64>>,
     mirror_failures: Family<RegistryLabel, Gauge>,
+    mirror_lag: Family<RegistryLabel, Gauge>,
     locked_addresses: Gauge,
     connections_open: Gauge,
     uptime: Gauge,
@@ -377,6 +381,12 @@ impl ServerMetrics {
             "Failures of a mirror's last sync pass (retried next pass)",
             mirror_failures.clone(),
         );
+        let mirror_lag = Family::<RegistryLabel, Gauge>::default();
+        registry.register(
+            "wharf_mirror_lag_seconds",
+            "Seconds since the newest upstream change a mirror holds was made, by the upstream's clock (git head commit time, feed item time)",
+            mirror_lag.clone(),
+        );
         let locked_addresses = Gauge::default();
         registry.register(
             "wharf_auth_locked_addresses",
@@ -406,6 +416,7 @@ impl ServerMetrics {
             mirror_since_success,
             mirror_duration,
             mirror_failures,
+            mirror_lag,
             locked_addresses,
             connections_open,
             uptime,
@@ -502,6 +513,11 @@ impl ServerMetrics {
         self.mirror_failures
             .get_or_create(&label)
             .set(i64::try_from(pass.failures).unwrap_or(i64::MAX));
+        if let Some(secs) = pass.lag_secs {
+            self.mirror_lag
+                .get_or_create(&label)
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
     }
 
     /// Sets the gauges read from the server's state when scraped.

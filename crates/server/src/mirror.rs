@@ -44,6 +44,9 @@ pub struct MirrorRegistry {
     pub access: Access,
     /// The lease its passes run under, when instances share its database.
     lease: Option<PassLease>,
+    /// Why the last pass this process ran could not run at all (its
+    /// `status.json` is not written then), for the alert watcher.
+    pub last_pass_error: std::sync::Mutex<Option<String>>,
 }
 
 impl MirrorRegistry {
@@ -76,6 +79,7 @@ impl MirrorRegistry {
             flights: Flights::new(),
             verified: Verified::new(),
             lease,
+            last_pass_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -217,6 +221,15 @@ impl MirrorRegistry {
                         Err(e) => Err(e),
                     },
                 };
+                if let Ok(mut last) = this.last_pass_error.lock() {
+                    // Another process running a pass of the tree is no failure.
+                    *last = match &outcome {
+                        Err(e) if !matches!(e, wharf_sync::SyncError::Busy(..)) => {
+                            Some(e.to_string())
+                        }
+                        _ => None,
+                    };
+                }
                 match outcome {
                     Ok(summary) if summary.failures.is_empty() => {}
                     Ok(summary) => {

@@ -30,6 +30,7 @@ const UPSTREAM_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 pub const USER_AGENT: &str = concat!("wharf/", env!("CARGO_PKG_VERSION"));
 
 /// One mounted registry.
+#[derive(Clone)]
 pub enum Registry {
     /// A pull-through cache.
     Cache(Arc<CacheRegistry>),
@@ -465,6 +466,19 @@ impl AppState {
                 })
             })
             .collect();
+        if let Some(webhook) = &config.alert_webhook {
+            crate::alerts::spawn(
+                crate::alerts::AlertSettings {
+                    webhook: webhook.clone(),
+                    interval: config.alert_interval,
+                    max_lag: config.alert_max_lag,
+                    check_interval: config.alert_check_interval,
+                    server: public_url.clone(),
+                },
+                registries.clone(),
+                store.clone(),
+            );
+        }
         Ok(Self {
             registries,
             public_url,

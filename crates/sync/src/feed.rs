@@ -28,6 +28,9 @@ pub struct FeedItem {
     pub id: String,
     /// The crate the item is about, as the feed spells it.
     pub name: String,
+    /// When the item was published (`<pubDate>`, seconds since the epoch),
+    /// when the feed says and the date reads as RFC 2822.
+    pub published: Option<i64>,
 }
 
 /// Why a feed could not be read.
@@ -69,6 +72,7 @@ enum Field {
     Link,
     Guid,
     Name,
+    PubDate,
 }
 
 /// What has been read of the `<item>` that is open.
@@ -79,6 +83,7 @@ struct OpenItem {
     link: Option<String>,
     guid: Option<String>,
     name: Option<String>,
+    pub_date: Option<String>,
     /// The child being read, and the text read of it so far.
     field: Option<(Field, String)>,
 }
@@ -98,6 +103,7 @@ impl OpenItem {
             Field::Link => &mut self.link,
             Field::Guid => &mut self.guid,
             Field::Name => &mut self.name,
+            Field::PubDate => &mut self.pub_date,
         };
         if slot.is_none() {
             *slot = Some(text.to_owned());
@@ -110,7 +116,16 @@ impl OpenItem {
             .name
             .or_else(|| self.link.as_deref().and_then(name_from_link))?;
         let id = self.guid.or(self.link)?;
-        Some(FeedItem { id, name })
+        // A date that does not read is no date: the item still names a crate.
+        let published = self
+            .pub_date
+            .and_then(|date| gix::date::parse(&date, None).ok())
+            .map(|time| time.seconds);
+        Some(FeedItem {
+            id,
+            name,
+            published,
+        })
     }
 }
 
@@ -227,6 +242,8 @@ fn field(start: &BytesStart<'_>, crates_ns: bool) -> Option<Field> {
         Some(Field::Link)
     } else if is_plain(start, "guid") {
         Some(Field::Guid)
+    } else if is_plain(start, "pubDate") {
+        Some(Field::PubDate)
     } else if start.local_name().as_ref() == "name"
         && (crates_ns
             || start
@@ -284,6 +301,7 @@ mod tests {
         FeedItem {
             id: id.into(),
             name: name.into(),
+            published: None,
         }
     }
 
@@ -321,7 +339,11 @@ mod tests {
         assert_eq!(
             parse(xml).unwrap(),
             [
-                item("https://crates.io/crates/serde/1.0.200", "serde"),
+                FeedItem {
+                    // Sat, 22 Jun 2024 15:57:19 +0000
+                    published: Some(1_719_071_839),
+                    ..item("https://crates.io/crates/serde/1.0.200", "serde")
+                },
                 item("https://crates.io/crates/Inflector/0.11.4", "Inflector"),
             ]
         );
@@ -571,6 +593,7 @@ mod fuzz {
             FeedItem {
                 id: self.guid.clone().unwrap_or(link),
                 name: self.name.clone(),
+                published: None,
             }
         }
     }

@@ -140,6 +140,18 @@ impl GitIndex {
         Ok(repo.find_commit(advertised)?.tree_id()?.detach())
     }
 
+    /// When the commit the last fetch brought in was made, by its committer's
+    /// clock (seconds since the epoch): the upstream's own word on how new
+    /// its index is. `None` before a fetch.
+    pub fn head_time(&self) -> Result<Option<i64>, GitError> {
+        let repo = self.repo.to_thread_local();
+        let Ok(mut head) = repo.find_reference(UPSTREAM_REF) else {
+            return Ok(None);
+        };
+        let commit = head.peel_to_commit()?;
+        Ok(Some(commit.time()?.seconds))
+    }
+
     /// Whether `tree` is in the local object database.
     pub fn has_tree(&self, tree: ObjectId) -> bool {
         self.repo.to_thread_local().find_tree(tree).is_ok()

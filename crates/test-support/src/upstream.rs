@@ -209,7 +209,7 @@ impl FakeUpstream {
         {
             let mut state = shared.lock();
             for krate in crates {
-                state.publish(krate);
+                state.publish(krate, SystemTime::now());
             }
         }
         let router = router(AppState {
@@ -249,7 +249,18 @@ impl FakeUpstream {
     ///
     /// When that name and version is already published.
     pub fn publish(&self, krate: FixtureCrate) {
-        self.inner.shared.lock().publish(krate);
+        self.inner.shared.lock().publish(krate, SystemTime::now());
+    }
+
+    /// [`FakeUpstream::publish`], with the feed dating the publish
+    /// `unix_secs` (its `<pubDate>`), as a lagging upstream's feed would.
+    ///
+    /// # Panics
+    ///
+    /// When that name and version is already published.
+    pub fn publish_at(&self, krate: FixtureCrate, unix_secs: u64) {
+        let at = UNIX_EPOCH + Duration::from_secs(unix_secs);
+        self.inner.shared.lock().publish(krate, at);
     }
 
     /// Sets or clears the `yanked` flag of a published version, changing its index
@@ -311,7 +322,18 @@ impl FakeUpstream {
     /// When `git` fails.
     pub fn git_commit(&self, message: &str) -> String {
         let (git, files) = self.git_snapshot();
-        git.commit(&files, message)
+        git.commit(&files, message, None)
+    }
+
+    /// [`FakeUpstream::git_commit`], with the commit dated `unix_secs`
+    /// (author and committer), as a lagging upstream's head would be.
+    ///
+    /// # Panics
+    ///
+    /// When `git` fails.
+    pub fn git_commit_at(&self, message: &str, unix_secs: i64) -> String {
+        let (git, files) = self.git_snapshot();
+        git.commit(&files, message, Some(unix_secs))
     }
 
     /// Replaces the git index's whole history with one new root commit holding
@@ -479,12 +501,13 @@ struct UpstreamState {
     faults: Vec<(Target, Fault)>,
     /// The git index, once a test has committed to it.
     git: Option<Arc<git::GitIndex>>,
-    /// Every publish, oldest first: the RSS feed shows the newest.
-    updates: Vec<(String, String)>,
+    /// Every publish (name, version, when), oldest first: the RSS feed
+    /// shows the newest.
+    updates: Vec<(String, String, SystemTime)>,
 }
 
 impl UpstreamState {
-    fn publish(&mut self, krate: FixtureCrate) {
+    fn publish(&mut self, krate: FixtureCrate, at: SystemTime) {
         let file = self
             .crates
             .entry(krate.name.to_lowercase())
@@ -498,7 +521,8 @@ impl UpstreamState {
             krate.name,
             krate.vers
         );
-        self.updates.push((krate.name.clone(), krate.vers.clone()));
+        self.updates
+            .push((krate.name.clone(), krate.vers.clone(), at));
         file.versions.push(krate);
         file.touch();
     }
@@ -594,7 +618,7 @@ const FEED_ITEMS: usize = 100;
 /// The RSS feed of the newest publishes, shaped like crates.io's
 /// `rss/updates.xml`, with an `ETag` and conditional answers.
 async fn get_feed(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let updates: Vec<(String, String)> = {
+    let updates: Vec<(String, String, SystemTime)> = {
         let state = app.shared.lock();
         state
             .updates
@@ -607,10 +631,12 @@ async fn get_feed(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let mut xml = String::from(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\" xmlns:crates=\"https://crates.io/\">\n<channel>\n<title>fake upstream: recent updates</title>\n",
     );
-    for (name, vers) in &updates {
+    for (name, vers, at) in &updates {
         let link = format!("https://crates.io/crates/{name}/{vers}");
+        // RFC 2822 with a numeric zone, as crates.io writes it.
+        let date = httpdate::fmt_http_date(*at).replace(" GMT", " +0000");
         xml.push_str(&format!(
-            "<item>\n<title>New crate version published: {name} v{vers}</title>\n<link>{link}</link>\n<guid isPermaLink=\"true\">{link}</guid>\n<crates:name>{name}</crates:name>\n<crates:version>{vers}</crates:version>\n</item>\n"
+            "<item>\n<title>New crate version published: {name} v{vers}</title>\n<link>{link}</link>\n<guid isPermaLink=\"true\">{link}</guid>\n<pubDate>{date}</pubDate>\n<crates:name>{name}</crates:name>\n<crates:version>{vers}</crates:version>\n</item>\n"
         ));
     }
     xml.push_str("</channel>\n</rss>\n");

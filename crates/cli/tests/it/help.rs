@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// The subcommands whose `--help` ends with examples.
-const WITH_EXAMPLES: [&str; 10] = [
+const WITH_EXAMPLES: [&str; 11] = [
     "serve",
     "sync",
     "token",
@@ -15,6 +15,7 @@ const WITH_EXAMPLES: [&str; 10] = [
     "mirrors",
     "verify",
     "keys",
+    "check",
 ];
 
 /// What `wharf ARGS` prints, at the width clap uses when stdout is not a

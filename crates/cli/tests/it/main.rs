@@ -4,11 +4,13 @@
 
 mod access;
 mod access_limits;
+mod alerts;
 mod bad_requests;
 mod bucket;
 mod cache_build;
 mod cache_faults;
 mod cache_http;
+mod check;
 mod common;
 mod crash;
 mod deploy;

@@ -39,7 +39,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Writes a marker blob and reads it back.
-async fn probe_storage(store: &dyn BlobStore) -> Result<(), StoreError> {
+pub(crate) async fn probe_storage(store: &dyn BlobStore) -> Result<(), StoreError> {
     // One key per probe: instances sharing a bucket, and probes of one
     // process, never read each other's marker.
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -161,13 +161,14 @@ pub async fn show_metrics(State(state): State<Arc<AppState>>) -> Response {
 /// What a mirror's `status.json` says of its last pass; `None` before the
 /// first pass, or when the tree cannot be read (the mirror's own status
 /// route reports why).
-async fn mirror_pass(mirror: &MirrorRegistry) -> Option<MirrorPass> {
+pub(crate) async fn mirror_pass(mirror: &MirrorRegistry) -> Option<MirrorPass> {
     #[derive(serde::Deserialize)]
     struct Status {
         last_success: Option<u64>,
         #[serde(default)]
         failures: u64,
         duration_ms: Option<u64>,
+        synced_upstream_time: Option<u64>,
     }
     let body = mirror.tree_file("status.json").await.ok()??;
     let status: Status = serde_json::from_slice(&body).ok()?;
@@ -178,5 +179,6 @@ async fn mirror_pass(mirror: &MirrorRegistry) -> Option<MirrorPass> {
         since_success_secs: status.last_success.map(|t| now.saturating_sub(t)),
         duration_secs: status.duration_ms.map(|ms| ms as f64 / 1000.0),
         failures: status.failures,
+        lag_secs: status.synced_upstream_time.map(|t| now.saturating_sub(t)),
     })
 }

@@ -41,6 +41,7 @@ use crate::{
     selection::Selection,
 };
 
+mod lag;
 mod one_crate;
 mod record;
 #[cfg(test)]
@@ -131,6 +132,9 @@ pub struct Summary {
     pub failures: Vec<String>,
     /// How long the pass took, in milliseconds.
     pub duration_ms: u64,
+    /// When upstream's newest change was made, as upstream says (its git
+    /// head's commit time, its feed's newest item), if this pass could tell.
+    pub upstream_time: Option<i64>,
 }
 
 /// Where a long pass reports how far it is.
@@ -369,6 +373,9 @@ impl Mirror {
             None => None,
         };
         summary.git_fetched = git.is_some();
+        if let Some((index, _)) = &git {
+            summary.upstream_time = lag::git_head_time(index, &self.name).await;
+        }
         let synced_tree = state
             .git_tree
             .as_deref()

@@ -34,6 +34,9 @@ pub(super) struct Status {
     pub(super) upstreams: Vec<String>,
     pub(super) index_git: Option<String>,
     pub(super) cursor: Option<String>,
+    /// How far the tree is behind upstream (see `lag.rs`).
+    #[serde(flatten)]
+    pub(super) lag: super::lag::Lag,
     /// The wharf that wrote it.
     pub(super) generator: String,
 }
@@ -170,6 +173,12 @@ impl Mirror {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_secs();
+        let lag = super::lag::Lag::after_pass(
+            previous.as_ref().map(|p| &p.lag),
+            summary.upstream_time,
+            summary.failures.is_empty(),
+            now,
+        );
         let status = Status {
             last_sync: now,
             last_success: if summary.failures.is_empty() {
@@ -184,6 +193,7 @@ impl Mirror {
             upstreams: self.upstream_urls.iter().map(|u| redact(u)).collect(),
             index_git: self.git.as_ref().map(|g| redact(&g.url)),
             cursor,
+            lag,
             generator: format!("wharf {}", env!("CARGO_PKG_VERSION")),
         };
         let body = serde_json::to_vec_pretty(&status).expect("status serialises");

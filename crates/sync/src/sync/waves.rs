@@ -190,6 +190,7 @@ impl Mirror {
                 }
             }
         };
+        summary.upstream_time = super::lag::newest_item(&items);
         let fresh: Vec<&feed::FeedItem> = items
             .iter()
             .filter(|item| !state.feed_seen.contains(&item.id))

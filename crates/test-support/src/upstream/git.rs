@@ -44,11 +44,36 @@ impl GitIndex {
     }
 
     /// Replaces the worktree's files with `files` (path to content) and
-    /// commits them; returns the commit id.
-    pub(super) fn commit(&self, files: &BTreeMap<String, String>, message: &str) -> String {
+    /// commits them, dated `at` (seconds since the epoch) or now; returns
+    /// the commit id.
+    pub(super) fn commit(
+        &self,
+        files: &BTreeMap<String, String>,
+        message: &str,
+        at: Option<i64>,
+    ) -> String {
         self.write_files(files);
         self.git(&["add", "-A"]);
-        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        match at {
+            Some(secs) => {
+                let date = format!("@{secs} +0000");
+                let out = isolated_git()
+                    .current_dir(self.worktree())
+                    .env("GIT_AUTHOR_DATE", &date)
+                    .env("GIT_COMMITTER_DATE", &date)
+                    .args(["commit", "-q", "--allow-empty", "-m", message])
+                    .output()
+                    .expect("running git (is it installed?)");
+                assert!(
+                    out.status.success(),
+                    "git commit dated {date} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => {
+                self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+            }
+        }
         self.git(&["rev-parse", "HEAD"]).trim().to_owned()
     }
 
