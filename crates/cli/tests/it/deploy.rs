@@ -99,15 +99,18 @@ async fn the_alert_rules_and_the_dashboard_name_only_metrics_wharf_exports() {
 
     // A wharf with every kind of registry, after a little traffic.
     let upstream = FakeUpstream::start([CrateBuilder::new("dep", "1.0.0").build()]).await;
+    upstream.git_commit("initial");
     let dir = tempfile::tempdir().unwrap();
     let config = crate::mirror::mirror_config(
         dir.path(),
         &upstream,
         &format!(
-            "include = [\"dep\"]\n\n[registries.cache]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.private]\nkind = \"hosted\"\nauth_required = true\n",
+            "include = [\"dep\"]\nindex_git = \"{}\"\n\n[registries.cache]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.private]\nkind = \"hosted\"\nauth_required = true\n",
+            upstream.git_url(),
             upstream.index_url()
         ),
     );
+    // From the git index: its head's time gives the mirror a lag.
     crate::mirror::sync_ok(&config);
     let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
     for path in [
