@@ -13,7 +13,7 @@ pub mod glob;
 mod policy;
 mod server;
 
-pub use policy::{Policy, PolicyMode, VersionRule};
+pub use policy::{OwnersLookup, Policy, PolicyMode, VersionRule};
 pub use server::{Connections, Storage, StorageKind};
 
 /// The sparse index cargo itself uses for crates.io.
@@ -175,7 +175,9 @@ impl Registry {
     pub fn needs_database(&self) -> bool {
         matches!(self, Self::Hosted(_))
             || self.auth_required()
-            || self.policy().is_some_and(|p| p.approval)
+            || self
+                .policy()
+                .is_some_and(|p| p.approval || p.judges_owners())
     }
 }
 

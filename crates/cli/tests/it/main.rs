@@ -16,6 +16,7 @@ mod hosted;
 mod metrics;
 mod mirror;
 mod mirror_git;
+mod owners;
 mod run;
 mod storage;
 mod verify;
