@@ -798,6 +798,11 @@ mod tests {
         assert_eq!(policy.mode, PolicyMode::AllowList);
         assert!(policy.approval);
         assert_eq!(policy.allow["serde"].text, "<1.0.200");
+        assert_eq!(policy.allow_owners.len(), 3);
+        assert_eq!(policy.deny_owners, ["github:someone-untrusted"]);
+        assert!(policy.require_publisher && policy.judges_owners());
+        assert_eq!(policy.owners_lookup.requests_per_sec, 1.0);
+        assert_eq!(policy.owners_lookup.ttl, Duration::from_secs(24 * 3600));
         assert!(policy.deny["openssl-sys"].req.is_none());
         assert!(policy.licenses.contains(&"BSD-*".to_owned()));
     }

@@ -57,14 +57,19 @@ impl PolicyGate {
                 self.registry
             )
         })?;
-        let ok = |id: &str| {
+        // A licence is judged under every name SPDX gives it: allowed when
+        // one of them is allowed, refused when one of them is denied.
+        let ok = |names: &[String]| {
             (self.policy.licenses.is_empty()
-                || self.policy.licenses.iter().any(|l| licence_matches(l, id)))
-                && !self
-                    .policy
-                    .deny_licenses
+                || names
                     .iter()
-                    .any(|l| licence_matches(l, id))
+                    .any(|id| self.policy.licenses.iter().any(|l| licence_matches(l, id))))
+                && !names.iter().any(|id| {
+                    self.policy
+                        .deny_licenses
+                        .iter()
+                        .any(|l| licence_matches(l, id))
+                })
         };
         if expr.satisfiable(&ok) {
             Ok(())

@@ -99,7 +99,20 @@ impl PolicyGate {
             self.policy.deny.len(),
             self.policy.licenses.len(),
             self.policy.deny_licenses.len()
-        )
+        ) + &if self.policy.judges_owners() {
+            format!(
+                ", {} owners allowed, {} denied{}",
+                self.policy.allow_owners.len(),
+                self.policy.deny_owners.len(),
+                if self.policy.require_publisher {
+                    ", publishers required"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            String::new()
+        }
     }
 
     /// What cargo may see of `entry`, the index file at `path`, asked for by
