@@ -24,6 +24,7 @@ mod auth;
 mod fallback;
 mod hosted;
 mod metrics;
+mod owners;
 mod storage;
 mod wharf_binary;
 
@@ -38,6 +39,7 @@ struct Options {
     auth: bool,
     storage: bool,
     metrics: bool,
+    owners: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -52,6 +54,7 @@ fn options() -> anyhow::Result<Options> {
         auth: true,
         storage: true,
         metrics: true,
+        owners: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -66,7 +69,7 @@ fn options() -> anyhow::Result<Options> {
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
-            | "--only-auth" | "--only-storage" | "--only-metrics" => {
+            | "--only-auth" | "--only-storage" | "--only-metrics" | "--only-owners" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
@@ -74,6 +77,7 @@ fn options() -> anyhow::Result<Options> {
                 options.auth = flag == "--only-auth";
                 options.storage = flag == "--only-storage";
                 options.metrics = flag == "--only-metrics";
+                options.owners = flag == "--only-owners";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -106,6 +110,10 @@ fn main() -> anyhow::Result<()> {
     if options.cold {
         let (upstream_rt, wharf_rt) = runtimes()?;
         cold_fetch(&options, &upstream_rt, &wharf_rt)?;
+    }
+    if options.owners {
+        let (upstream_rt, wharf_rt) = runtimes()?;
+        owners::owners(&options, &upstream_rt, &wharf_rt)?;
     }
     if options.fallback {
         let (upstream_rt, _) = runtimes()?;
