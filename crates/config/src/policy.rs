@@ -51,6 +51,23 @@ pub struct Policy {
     /// Where and how politely the owners and publishers are looked up.
     #[serde(default)]
     pub owners_lookup: OwnersLookup,
+    /// A crates.io database dump (`db-dump.tar.gz`) fetched every
+    /// `owners_dump_interval` with conditional requests, whose owners and
+    /// publishers replace what is known (as `wharf owners import` does).
+    #[serde(default)]
+    pub owners_dump_url: Option<String>,
+    /// How often `owners_dump_url` is asked whether it changed (a day when
+    /// not set).
+    #[serde(default, with = "humantime_serde")]
+    pub owners_dump_interval: Option<Duration>,
+}
+
+impl Policy {
+    /// How often `owners_dump_url` is asked whether it changed.
+    pub fn owners_dump_every(&self) -> Duration {
+        self.owners_dump_interval
+            .unwrap_or(Duration::from_secs(24 * 3600))
+    }
 }
 
 /// How a policy with owner rules learns a crate's owners and a version's
@@ -288,6 +305,24 @@ impl Policy {
         if self.require_publisher && self.allow_owners.is_empty() {
             return Err(format!(
                 "registry `{registry}`: require_publisher needs allow_owners (the publishers it accepts)"
+            ));
+        }
+        if let Some(url) = &self.owners_dump_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "registry `{registry}`: owners_dump_url `{url}` must start with http:// or https://"
+            ));
+        }
+        if self.owners_dump_url.is_some() && !self.judges_owners() {
+            return Err(format!(
+                "registry `{registry}`: owners_dump_url needs owner rules (allow_owners or deny_owners)"
+            ));
+        }
+        let every = self.owners_dump_every();
+        if every.is_zero() || every > crate::MAX_DURATION {
+            return Err(format!(
+                "registry `{registry}`: owners_dump_interval must be more than 0s and at most 100 years"
             ));
         }
         let lookup = &self.owners_lookup;

@@ -17,7 +17,9 @@ pub use clients::{ClientCredential, ClientError, ClientInfo, Clients, DownloadCo
 pub use crates::{Crates, IndexFile, MAX_PER_PAGE, NewVersion, Published, SearchHit};
 pub use db::{Backend, Db};
 pub use error::{DbError, ErrorKind, NotAnOwner, OwnersError, PublishError, TokenError, YankError};
-pub use owner_facts::{DumpCounts, DumpCrate, FactSource, OwnerFacts, OwnersFact, PublisherFact};
+pub use owner_facts::{
+    DumpCounts, DumpCrate, DumpState, FactSource, OwnerFacts, OwnersFact, PublisherFact,
+};
 pub use owners::{MAX_OWNERS_PER_CHANGE, Owners};
 pub use password::max_in_flight as max_password_checks_in_flight;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenId, TokenInfo, TokenSecret, Tokens};

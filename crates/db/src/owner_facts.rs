@@ -87,6 +87,21 @@ pub struct DumpCounts {
     pub versions: u64,
 }
 
+/// The dump last imported from a URL, for a conditional fetch of the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpState {
+    /// Where it was fetched from.
+    pub url: String,
+    /// Its `ETag`, if any.
+    pub etag: Option<String>,
+    /// Its `Last-Modified`, if any.
+    pub last_modified: Option<String>,
+    /// The dump's date.
+    pub dump_date: SystemTime,
+    /// When it was imported.
+    pub imported_at: SystemTime,
+}
+
 /// The owner facts of one registry. Made by [`Db::owner_facts`].
 pub struct OwnerFacts<'a> {
     db: &'a Db,
@@ -195,6 +210,48 @@ impl<'a> OwnerFacts<'a> {
             .bind(vers)
             .bind(publisher)
             .bind(to_ms(at))
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// The dump last fetched from a URL, if any.
+    pub async fn dump_state(&self) -> Result<Option<DumpState>, DbError> {
+        on_backend!(pool self.db.pool(), conn => {
+            sqlx::query(
+                "SELECT url, etag, last_modified, dump_date, imported_at FROM owner_dumps \
+                 WHERE registry = $1",
+            )
+            .bind(self.registry)
+            .fetch_optional(conn)
+            .await
+            .and_then(|row| row.map(|r| Ok::<_, sqlx::Error>(DumpState {
+                url: r.try_get(0)?,
+                etag: r.try_get(1)?,
+                last_modified: r.try_get(2)?,
+                dump_date: from_ms(r.try_get(3)?),
+                imported_at: from_ms(r.try_get(4)?),
+            })).transpose())
+        })
+        .map_err(DbError::Query)
+    }
+
+    /// Records the dump just imported from a URL.
+    pub async fn set_dump_state(&self, state: &DumpState) -> Result<(), DbError> {
+        on_backend!(pool self.db.pool(), conn => {
+            sqlx::query(
+                "INSERT INTO owner_dumps (registry, url, etag, last_modified, dump_date, imported_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (registry) DO UPDATE SET \
+                 url = $2, etag = $3, last_modified = $4, dump_date = $5, imported_at = $6",
+            )
+            .bind(self.registry)
+            .bind(&state.url)
+            .bind(state.etag.as_deref())
+            .bind(state.last_modified.as_deref())
+            .bind(to_ms(state.dump_date))
+            .bind(to_ms(state.imported_at))
             .execute(conn)
             .await
             .map(|done| done.rows_affected())

@@ -11,6 +11,7 @@ mod hosted;
 mod listen;
 mod metrics;
 mod mirror;
+pub mod owner_dump;
 mod policy;
 mod registry;
 mod request_log;

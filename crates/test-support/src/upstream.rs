@@ -286,6 +286,12 @@ impl FakeUpstream {
         self.inner.shared.lock().api.set_owners(name, owners);
     }
 
+    /// Serves `dump` (a `.tar.gz`, see [`crate::dump`]) at `/db-dump.tar.gz`,
+    /// with an `ETag`.
+    pub fn set_dump(&self, dump: Vec<u8>) {
+        self.inner.shared.lock().api.set_dump(dump);
+    }
+
     /// Sets who the web API says published `name` `vers` (a user's login).
     pub fn set_publisher(&self, name: &str, vers: &str, login: &str) {
         self.inner
@@ -594,6 +600,7 @@ fn router(app: AppState) -> Router {
         .route("/dl/{*path}", get(download_crate))
         .route("/git/{*path}", get(serve_git).post(serve_git))
         .route("/rss/updates.xml", get(get_feed))
+        .route("/db-dump.tar.gz", get(api::get_dump))
         .route("/api/v1/crates/{name}/owners", get(api::get_owners))
         .route("/api/v1/crates/{name}/{version}", get(api::get_version))
         .fallback(not_found)

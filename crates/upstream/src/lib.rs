@@ -8,7 +8,7 @@ mod set;
 
 pub use health::HealthReport;
 pub use limits::{ClientBudget, Limits};
-pub use owners_api::{LookupError, OwnersApi, OwnersApiSettings};
+pub use owners_api::{DumpFetch, LookupError, OwnersApi, OwnersApiSettings};
 pub use redact::{redact, redact_in};
 pub use set::{
     Downloaded, FetchError, IndexFetch, RequestObserver, Slot, UpstreamSet, UpstreamSettings,

@@ -203,6 +203,87 @@ impl OwnersApi {
     }
 }
 
+/// What a conditional fetch of a database dump found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpFetch {
+    /// The dump has not changed since the validators given.
+    NotModified,
+    /// A new dump, written to the file given, with its validators.
+    Fetched {
+        /// Its `ETag`, if any.
+        etag: Option<String>,
+        /// Its `Last-Modified`, if any.
+        last_modified: Option<String>,
+    },
+}
+
+impl OwnersApi {
+    /// Fetches the database dump at `url` into `dest`, conditionally on
+    /// `etag`/`last_modified`, under the same turn-taking and User-Agent as
+    /// the API. The dump is large: only connecting and each read are
+    /// bounded by the timeout, not the whole download.
+    pub async fn fetch_dump(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+        dest: &std::path::Path,
+    ) -> Result<DumpFetch, LookupError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let shown = redact(url);
+        let failed = |e: &dyn std::fmt::Display| LookupError(format!("{shown}: {e}"));
+        let client = reqwest::Client::builder()
+            .user_agent(self.settings.user_agent.clone())
+            .connect_timeout(self.settings.timeout)
+            .read_timeout(self.settings.timeout)
+            .build()
+            .map_err(|e| failed(&e))?;
+        let _slot = self
+            .gate
+            .slot()
+            .await
+            .map_err(|_| LookupError("the owner lookups' limit is reached".to_owned()))?;
+        let _ = self.gate.request().await;
+        let mut request = client.get(url);
+        if let Some(etag) = etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        if let Some(since) = last_modified {
+            request = request.header(reqwest::header::IF_MODIFIED_SINCE, since);
+        }
+        let response = request.send().await.map_err(|e| failed(&describe(&e)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(DumpFetch::NotModified);
+        }
+        if !status.is_success() {
+            return Err(LookupError(format!("{shown} answered {status}")));
+        }
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let fetched = DumpFetch::Fetched {
+            etag: header(reqwest::header::ETAG),
+            last_modified: header(reqwest::header::LAST_MODIFIED),
+        };
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| failed(&describe(&e)))?;
+            file.write_all(&chunk).await.map_err(|e| failed(&e))?;
+        }
+        file.flush().await.map_err(|e| failed(&e))?;
+        Ok(fetched)
+    }
+}
+
 /// How wharf names an owner: a team's login already is `github:ORG:TEAM`; a
 /// user's is `github:LOGIN`.
 fn owner_id(login: &str, kind: Option<&str>) -> String {

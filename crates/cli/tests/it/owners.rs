@@ -431,3 +431,88 @@ async fn a_failing_api_holds_unknown_crates() {
     project.run_async(&["build"]).await.assert_success();
     wharf.stop().await;
 }
+
+/// `owners_dump_url`: the dump is fetched on a schedule with conditional
+/// requests and imported; decisions need no API request, and a new dump
+/// (another ETag) that removes alice holds her crate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_dump_is_fetched_conditionally() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("alice-lib", "1.0.0").build()]).await;
+    upstream.set_fault(Target::Api, Fault::Status(500));
+    upstream.set_dump(dump::build(
+        "2026-12-01-020000",
+        &[DumpCrate::new("alice-lib", &["alice"]).version("1.0.0", Some("alice"))],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = company(
+        dir.path(),
+        &upstream,
+        None,
+        &format!(
+            "allow_owners = [\"github:alice\"]\nowners_dump_url = \"{}/db-dump.tar.gz\"\nowners_dump_interval = \"1s\"\nowners_lookup = {{ requests_per_sec = 50.0 }}\n",
+            upstream.url()
+        ),
+    );
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let dumps = || {
+        upstream
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/db-dump.tar.gz")
+            .collect::<Vec<_>>()
+    };
+    // Imported at start, then asked again each second, conditionally.
+    let started = Instant::now();
+    while dumps().len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            upstream.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = dumps();
+    assert_eq!(asked[0].status, 200, "{asked:?}");
+    assert!(
+        asked[1..]
+            .iter()
+            .all(|r| r.status == 304 && r.if_none_match.is_some()),
+        "{asked:?}"
+    );
+    CargoProject::new(&index(&wharf), &[("alice-lib", "1")])
+        .run_async(&["build"])
+        .await
+        .assert_success();
+    assert_eq!(
+        upstream.count(RequestKind::Api),
+        0,
+        "{:?}",
+        upstream.requests()
+    );
+
+    upstream.set_dump(dump::build(
+        "2026-12-02-020000",
+        &[DumpCrate::new("alice-lib", &["bob"]).version("1.0.0", Some("alice"))],
+    ));
+    let started = Instant::now();
+    loop {
+        let status = reqwest::get(wharf.url("/company/index/al/ic/alice-lib"))
+            .await
+            .unwrap()
+            .status();
+        if status == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shown = wharf_ok(
+        &config,
+        &["owners", "show", "alice-lib", "--registry", "company"],
+    );
+    assert!(shown.contains("dump of 2026-12-02T02:00:00Z"), "{shown}");
+    wharf.stop().await;
+}

@@ -32,3 +32,14 @@ CREATE TABLE publisher_facts (
 -- newest held version, as the policy saw them when it held it.
 ALTER TABLE approval_requests ADD COLUMN owners TEXT;
 ALTER TABLE approval_requests ADD COLUMN publisher TEXT;
+
+-- The dump fetched from owners_dump_url: its validators, so the next fetch
+-- is conditional, and its date.
+CREATE TABLE owner_dumps (
+    registry      TEXT COLLATE "C" PRIMARY KEY,
+    url           TEXT COLLATE "C" NOT NULL,
+    etag          TEXT COLLATE "C",
+    last_modified TEXT COLLATE "C",
+    dump_date     BIGINT  NOT NULL,
+    imported_at   BIGINT  NOT NULL
+);

@@ -13,6 +13,7 @@
 //! it has been fetched, and a download whose licence is not allowed is refused
 //! with a message naming the licence.
 
+mod dump_schedule;
 mod licence;
 mod owners;
 mod owners_filter;

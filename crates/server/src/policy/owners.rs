@@ -86,10 +86,20 @@ impl OwnerLookups {
                 .time_to_live(MEMORY_TTL)
                 .build()
         }
+        let api = api.map(Arc::new);
+        if let (Some(url), Some(api)) = (&policy.owners_dump_url, &api) {
+            super::dump_schedule::spawn(
+                registry.to_owned(),
+                db.clone(),
+                api.clone(),
+                url.clone(),
+                policy.owners_dump_every(),
+            );
+        }
         Self {
             registry: registry.to_owned(),
             db,
-            api: api.map(Arc::new),
+            api,
             ttl: policy.owners_lookup.ttl,
             wait: policy.owners_lookup.wait,
             owners: memory(),

@@ -20,6 +20,8 @@ pub(super) struct ApiFacts {
     owners: BTreeMap<String, Vec<String>>,
     /// (lowercase crate name, version) to the publisher's login.
     publishers: BTreeMap<(String, String), String>,
+    /// The database dump served at `/db-dump.tar.gz`, if any.
+    dump: Option<bytes::Bytes>,
 }
 
 impl ApiFacts {
@@ -28,6 +30,10 @@ impl ApiFacts {
             name.to_lowercase(),
             owners.iter().map(|o| (*o).to_owned()).collect(),
         );
+    }
+
+    pub(super) fn set_dump(&mut self, dump: Vec<u8>) {
+        self.dump = Some(dump.into());
     }
 
     pub(super) fn set_publisher(&mut self, name: &str, vers: &str, login: &str) {
@@ -99,4 +105,27 @@ pub(super) async fn get_version(
         }
     }))
     .into_response()
+}
+
+/// The database dump, with an `ETag` and conditional answers.
+pub(super) async fn get_dump(State(app): State<AppState>, headers: http::HeaderMap) -> Response {
+    let Some(dump) = app.shared.lock().api.dump.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = format!("\"{}\"", crate::fixture::sha256_hex(&dump));
+    if headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return (StatusCode::NOT_MODIFIED, [(http::header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (http::header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (http::header::ETAG, etag),
+        ],
+        dump,
+    )
+        .into_response()
 }

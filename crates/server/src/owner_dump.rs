@@ -1,4 +1,5 @@
-//! Reads crates.io's daily database dump (`db-dump.tar.gz`) for owner facts.
+//! Reads crates.io's daily database dump (`db-dump.tar.gz`) for owner facts,
+//! for `wharf owners import` and the `owners_dump_url` schedule.
 //!
 //! The dump is a gzipped tarball with one top directory named after the time
 //! the dump started (`2026-12-01-020000/`), holding `data/*.csv` (one per

@@ -4,8 +4,6 @@
 //! decisions need no API request; `show` prints what wharf knows of one
 //! crate and where it came from.
 
-mod dump;
-
 use std::path::Path;
 
 use anyhow::bail;
@@ -34,7 +32,8 @@ pub async fn run(config_path: Option<&Path>, command: OwnersCommand) -> anyhow::
         OwnersCommand::Import { file, .. } => {
             let started = std::time::Instant::now();
             let path = file.clone();
-            let dump = tokio::task::spawn_blocking(move || dump::read(&path)).await??;
+            let dump = tokio::task::spawn_blocking(move || wharf_server::owner_dump::read(&path))
+                .await??;
             let date = dump.date;
             let counts = facts.replace_with_dump(dump.crates, date).await?;
             println!(
