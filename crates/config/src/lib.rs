@@ -803,6 +803,8 @@ mod tests {
         assert!(policy.require_publisher && policy.judges_owners());
         assert_eq!(policy.owners_lookup.requests_per_sec, 1.0);
         assert_eq!(policy.owners_lookup.ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(policy.owners_dump_every(), Duration::from_secs(24 * 3600));
+        assert!(policy.owners_dump_url.is_some());
         assert!(policy.deny["openssl-sys"].req.is_none());
         assert!(policy.licenses.contains(&"BSD-*".to_owned()));
     }
