@@ -386,6 +386,31 @@ mod tests {
         semver::Version::parse(s).unwrap()
     }
 
+    #[test]
+    fn owner_rules_are_checked() {
+        let check = |text: &str| {
+            toml::from_str::<Policy>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate("r"))
+        };
+        assert!(check("allow_owners = [\"github:alice\", \"github:org:*\"]").is_ok());
+        let err = check("allow_owners = [\"alice\"]").unwrap_err();
+        assert!(err.contains("github:dtolnay"), "{err}");
+        let err = check("deny_owners = [\"github:\"]").unwrap_err();
+        assert!(err.contains("github:tokio-rs:core"), "{err}");
+        let err = check("require_publisher = true").unwrap_err();
+        assert!(err.contains("needs allow_owners"), "{err}");
+        let err =
+            check("allow_owners = [\"github:a\"]\nowners_lookup = { requests_per_sec = 0.0 }")
+                .unwrap_err();
+        assert!(err.contains("requests_per_sec"), "{err}");
+        let err =
+            check("owners_dump_url = \"ftp://x\"\nallow_owners = [\"github:a\"]").unwrap_err();
+        assert!(err.contains("owners_dump_url"), "{err}");
+        // An allow-list that only goes by owners lets something through.
+        assert!(check("mode = \"allow-list\"\nallow_owners = [\"github:a\"]").is_ok());
+    }
+
     /// `(requirement, version, denied, allowed)`.
     const PRE_RELEASES: &[(&str, &str, bool, bool)] = &[
         // Issue 13.11: the pre-releases below a deny bound are denied.
