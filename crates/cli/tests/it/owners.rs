@@ -516,3 +516,30 @@ async fn a_scheduled_dump_is_fetched_conditionally() {
     assert!(shown.contains("dump of 2026-12-02T02:00:00Z"), "{shown}");
     wharf.stop().await;
 }
+
+/// Without approval, a crate no owner rule allows is refused with its
+/// owners named, not answered 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_approval_a_refused_crate_names_its_owners() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("bob-c", "1.0.0").build()]).await;
+    upstream.set_owners("bob-c", &["bob"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[registries.company]\nkind = \"cache\"\nupstreams = [\"{}\"]\n\n[registries.company.policy]\nmode = \"allow-list\"\nallow_owners = [\"github:alice\"]\nowners_lookup = {{ requests_per_sec = 50.0 }}\n",
+            upstream.index_url()
+        ),
+    );
+    let wharf = Wharf::start_with(Config::load(Some(&config)).unwrap()).await;
+    let refused = reqwest::get(wharf.url("/company/index/bo/b-/bob-c"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("github:bob") && body.contains("not allowed"),
+        "{body}"
+    );
+    wharf.stop().await;
+}

@@ -85,6 +85,7 @@ impl PolicyGate {
         let mut held: Vec<&semver::Version> = Vec::new();
         let mut pending: Option<&str> = None;
         let mut denied: Option<&str> = None;
+        let mut not_allowed = false;
         for (line, verdict) in judged.lines.iter().zip(&verdicts) {
             let keep = match verdict {
                 OwnerVerdict::Allowed => true,
@@ -92,7 +93,10 @@ impl PolicyGate {
                     denied.get_or_insert(why);
                     false
                 }
-                OwnerVerdict::NotAllowed if !self.policy.approval => false,
+                OwnerVerdict::NotAllowed if !self.policy.approval => {
+                    not_allowed = true;
+                    false
+                }
                 OwnerVerdict::NotAllowed | OwnerVerdict::Pending(_) => {
                     match decided(&decisions, line.vers.as_ref()) {
                         Some(Decision::Approved) => true,
@@ -150,6 +154,12 @@ impl PolicyGate {
             return Err(ApiError::forbidden(format!(
                 "`{name}` is held by the policy of registry `{}`: its owners are {owner_list}, none allowed by allow_owners{by_publisher}; the request is recorded, and an administrator can let it through with `wharf approvals approve {name} --registry {}`",
                 self.registry, self.registry
+            )));
+        }
+        if not_allowed && !self.policy.allow_owners.is_empty() {
+            return Err(ApiError::forbidden(format!(
+                "`{name}` is not allowed by the policy of registry `{}`: its owners are {owner_list}, none allowed by allow_owners; ask its operator to allow it",
+                self.registry
             )));
         }
         if let Some(why) = denied {
