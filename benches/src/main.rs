@@ -25,6 +25,7 @@ mod fallback;
 mod hosted;
 mod instances;
 mod metrics;
+mod owners;
 mod storage;
 mod wharf_binary;
 
@@ -40,6 +41,7 @@ struct Options {
     storage: bool,
     metrics: bool,
     instances: bool,
+    owners: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -55,6 +57,7 @@ fn options() -> anyhow::Result<Options> {
         storage: true,
         metrics: true,
         instances: true,
+        owners: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -69,7 +72,8 @@ fn options() -> anyhow::Result<Options> {
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
-            | "--only-auth" | "--only-storage" | "--only-metrics" | "--only-instances" => {
+            | "--only-auth" | "--only-storage" | "--only-metrics" | "--only-instances"
+            | "--only-owners" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
@@ -78,6 +82,7 @@ fn options() -> anyhow::Result<Options> {
                 options.storage = flag == "--only-storage";
                 options.metrics = flag == "--only-metrics";
                 options.instances = flag == "--only-instances";
+                options.owners = flag == "--only-owners";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -110,6 +115,10 @@ fn main() -> anyhow::Result<()> {
     if options.cold {
         let (upstream_rt, wharf_rt) = runtimes()?;
         cold_fetch(&options, &upstream_rt, &wharf_rt)?;
+    }
+    if options.owners {
+        let (upstream_rt, wharf_rt) = runtimes()?;
+        owners::owners(&options, &upstream_rt, &wharf_rt)?;
     }
     if options.fallback {
         let (upstream_rt, _) = runtimes()?;

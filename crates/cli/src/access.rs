@@ -189,19 +189,27 @@ pub async fn approvals(
                 );
             } else {
                 println!(
-                    "{:<30} {:<16} {:>5} {:<30} {:<20} {:>8}",
-                    "CRATE", "NEWEST HELD", "HELD", "REQUESTED BY", "LAST REQUESTED", "REQUESTS"
+                    "{:<30} {:<16} {:>5} {:<30} {:<20} {:>8} {:<30} PUBLISHED BY",
+                    "CRATE",
+                    "NEWEST HELD",
+                    "HELD",
+                    "REQUESTED BY",
+                    "LAST REQUESTED",
+                    "REQUESTS",
+                    "OWNERS"
                 );
             }
             for request in &requests {
                 println!(
-                    "{:<30} {:<16} {:>5} {:<30} {:<20} {:>8}",
+                    "{:<30} {:<16} {:>5} {:<30} {:<20} {:>8} {:<30} {}",
                     request.krate,
                     request.newest_held,
                     request.held_versions,
                     request.requested_by,
                     time(Some(request.last_requested_at)),
-                    request.requests
+                    request.requests,
+                    request.owners.as_deref().unwrap_or("-"),
+                    request.publisher.as_deref().unwrap_or("-")
                 );
             }
             if !requests.is_empty() && !all {
@@ -294,7 +302,7 @@ async fn decide(
 }
 
 /// The registry `name` names, or the only one there is.
-fn pick_registry<'c>(
+pub(crate) fn pick_registry<'c>(
     config: &'c Config,
     name: Option<&str>,
 ) -> anyhow::Result<(String, &'c Registry)> {
@@ -322,7 +330,7 @@ fn pick_registry<'c>(
     }
 }
 
-async fn open(config: &Config, name: &str, registry: &Registry) -> anyhow::Result<Db> {
+pub(crate) async fn open(config: &Config, name: &str, registry: &Registry) -> anyhow::Result<Db> {
     Db::connect(&registry.database_url(&config.data_dir))
         .await
         .with_context(|| format!("registry `{name}`"))
@@ -336,7 +344,7 @@ fn kind(registry: &Registry) -> &'static str {
     }
 }
 
-fn time(at: Option<SystemTime>) -> String {
+pub(crate) fn time(at: Option<SystemTime>) -> String {
     at.map_or_else(
         || "-".to_owned(),
         |at| humantime::format_rfc3339_seconds(at).to_string(),

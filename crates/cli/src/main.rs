@@ -5,6 +5,7 @@
 mod access;
 mod check;
 mod mirrors;
+mod owners;
 mod run;
 mod serve;
 mod setup;
@@ -142,6 +143,10 @@ Exit status and first word, as Nagios plugins do:
 Cron: `wharf check URL >/dev/null || mail -s "$(wharf check URL)" ops@...`"#;
 
 /// `wharf mirrors --help`: examples, one per line.
+const OWNERS_EXAMPLES: &str = r#"Examples:
+  wharf owners import db-dump.tar.gz --registry company   # crates.io's daily database dump
+  wharf owners show serde --registry company"#;
+
 const MIRRORS_EXAMPLES: &str = r#"Examples:
   wharf mirrors list --from https://mirror.example.org/.well-known/wharf-mirrors.toml
   wharf mirrors probe --from mirrors.toml --crate serde"#;
@@ -207,6 +212,18 @@ enum Command {
     /// downloads it why. Deny rules and licences are never overridden.
     #[command(subcommand, after_help = APPROVALS_EXAMPLES)]
     Approvals(ApprovalsCommand),
+
+    /// Load and show who owns crates, for policies with owner rules.
+    ///
+    /// A cache or mirror whose policy has `allow_owners` or `deny_owners`
+    /// judges crates by their owners (and, with `require_publisher`, each
+    /// version by its publisher). wharf asks the upstream's web API for them,
+    /// politely, and keeps the answers; `import` loads crates.io's daily
+    /// database dump (db-dump.tar.gz) instead, in one transaction, so no API
+    /// request is needed. `show` prints what wharf knows of a crate and where
+    /// it came from (the API and when, or the dump and its date).
+    #[command(subcommand, after_help = OWNERS_EXAMPLES)]
+    Owners(OwnersCommand),
 
     /// Run a command with cargo going through your mirrors, with fallback.
     ///
@@ -563,6 +580,29 @@ pub enum ClientsCommand {
     },
 }
 
+/// `wharf owners` subcommands.
+#[derive(Subcommand)]
+pub enum OwnersCommand {
+    /// Load owners and publishers from a crates.io database dump (.tar.gz).
+    Import {
+        /// The dump, as downloaded (`db-dump.tar.gz`).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The registry whose policy uses them.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+    },
+    /// What wharf knows of a crate's owners and publishers, and from where.
+    Show {
+        /// The crate.
+        #[arg(value_name = "CRATE")]
+        krate: String,
+        /// The registry.
+        #[arg(long, value_name = "NAME")]
+        registry: Option<String>,
+    },
+}
+
 /// `wharf approvals` subcommands.
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
@@ -670,6 +710,7 @@ fn main() -> ExitCode {
             Command::Token(command) => token::run(cli.config.as_deref(), command).await,
             Command::Clients(command) => access::clients(cli.config.as_deref(), command).await,
             Command::Approvals(command) => access::approvals(cli.config.as_deref(), command).await,
+            Command::Owners(command) => owners::run(cli.config.as_deref(), command).await,
             Command::Run(args) => return run::run(args).await,
             Command::Verify(args) if args.local => {
                 return verify::run_local(cli.config.as_deref(), args).await;

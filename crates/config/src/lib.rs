@@ -13,7 +13,7 @@ pub mod glob;
 mod policy;
 mod server;
 
-pub use policy::{Policy, PolicyMode, VersionRule};
+pub use policy::{OwnersLookup, Policy, PolicyMode, VersionRule};
 pub use server::{Connections, CrateDownloads, Storage, StorageKind};
 
 /// The sparse index cargo itself uses for crates.io.
@@ -223,7 +223,9 @@ impl Registry {
         matches!(self, Self::Hosted(_))
             || matches!(self, Self::Mirror(m) if m.database_url.is_some())
             || self.auth_required()
-            || self.policy().is_some_and(|p| p.approval)
+            || self
+                .policy()
+                .is_some_and(|p| p.approval || p.judges_owners())
     }
 }
 
@@ -974,6 +976,13 @@ mod tests {
         assert_eq!(policy.mode, PolicyMode::AllowList);
         assert!(policy.approval);
         assert_eq!(policy.allow["serde"].text, "<1.0.200");
+        assert_eq!(policy.allow_owners.len(), 3);
+        assert_eq!(policy.deny_owners, ["github:someone-untrusted"]);
+        assert!(policy.require_publisher && policy.judges_owners());
+        assert_eq!(policy.owners_lookup.requests_per_sec, 1.0);
+        assert_eq!(policy.owners_lookup.ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(policy.owners_dump_every(), Duration::from_secs(24 * 3600));
+        assert!(policy.owners_dump_url.is_some());
         assert!(policy.deny["openssl-sys"].req.is_none());
         assert!(policy.licenses.contains(&"BSD-*".to_owned()));
     }

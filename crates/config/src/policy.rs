@@ -3,7 +3,7 @@
 //! waits for approval. This module is the typed configuration only; the
 //! server applies it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
@@ -35,6 +35,102 @@ pub struct Policy {
     /// Licences (SPDX identifiers or globs) a crate may never be used under.
     #[serde(default)]
     pub deny_licenses: Vec<String>,
+    /// Owners (`github:LOGIN` users, `github:ORG:TEAM` teams, globs allowed:
+    /// `github:our-org:*`) whose crates are let through: a crate is allowed
+    /// by owner when one of its current owners matches.
+    #[serde(default)]
+    pub allow_owners: Vec<String>,
+    /// Owners whose crates are never let through, whatever else says.
+    #[serde(default)]
+    pub deny_owners: Vec<String>,
+    /// A version is allowed by owner only when its publisher matches
+    /// `allow_owners` too (a stolen co-owner account publishing a new
+    /// version is held).
+    #[serde(default)]
+    pub require_publisher: bool,
+    /// Where and how politely the owners and publishers are looked up.
+    #[serde(default)]
+    pub owners_lookup: OwnersLookup,
+    /// A crates.io database dump (`db-dump.tar.gz`) fetched every
+    /// `owners_dump_interval` with conditional requests, whose owners and
+    /// publishers replace what is known (as `wharf owners import` does).
+    #[serde(default)]
+    pub owners_dump_url: Option<String>,
+    /// How often `owners_dump_url` is asked whether it changed (a day when
+    /// not set).
+    #[serde(default, with = "humantime_serde")]
+    pub owners_dump_interval: Option<Duration>,
+}
+
+impl Policy {
+    /// How often `owners_dump_url` is asked whether it changed.
+    pub fn owners_dump_every(&self) -> Duration {
+        self.owners_dump_interval
+            .unwrap_or(Duration::from_secs(24 * 3600))
+    }
+}
+
+/// How a policy with owner rules learns a crate's owners and a version's
+/// publisher from the upstream registry's web API
+/// (`[registries.NAME.policy.owners_lookup]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnersLookup {
+    /// The web API's base (`https://crates.io`); by default the `api` of the
+    /// first upstream's `config.json`.
+    #[serde(default)]
+    pub api: Option<String>,
+    /// At most this many API requests per second (one at a time).
+    #[serde(default = "default_owners_requests_per_sec")]
+    pub requests_per_sec: f64,
+    /// The `User-Agent` sent: crates.io asks for one that says who to contact.
+    #[serde(default = "default_owners_user_agent")]
+    pub user_agent: String,
+    /// How long a crate's owners from the API are trusted before they are
+    /// asked again (a version's publisher never changes).
+    #[serde(default = "default_owners_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Bound on one API request.
+    #[serde(default = "default_owners_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a request for an index file waits for a lookup before the
+    /// crate is answered as held, to be retried.
+    #[serde(default = "default_owners_wait", with = "humantime_serde")]
+    pub wait: Duration,
+}
+
+impl Default for OwnersLookup {
+    fn default() -> Self {
+        Self {
+            api: None,
+            requests_per_sec: default_owners_requests_per_sec(),
+            user_agent: default_owners_user_agent(),
+            ttl: default_owners_ttl(),
+            timeout: default_owners_timeout(),
+            wait: default_owners_wait(),
+        }
+    }
+}
+
+fn default_owners_requests_per_sec() -> f64 {
+    1.0
+}
+fn default_owners_user_agent() -> String {
+    concat!(
+        "wharf/",
+        env!("CARGO_PKG_VERSION"),
+        " (owner policy lookups; set owners_lookup.user_agent to your contact)"
+    )
+    .to_owned()
+}
+fn default_owners_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_owners_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_owners_wait() -> Duration {
+    Duration::from_secs(20)
 }
 
 /// How rules combine.
@@ -172,6 +268,11 @@ impl<'de> Deserialize<'de> for VersionRule {
 }
 
 impl Policy {
+    /// Whether the policy judges crates by their owners.
+    pub fn judges_owners(&self) -> bool {
+        !(self.allow_owners.is_empty() && self.deny_owners.is_empty())
+    }
+
     /// Checks what the types cannot, for registry `registry`.
     pub fn validate(&self, registry: &str) -> Result<(), String> {
         let names = self.allow.keys().chain(self.deny.keys());
@@ -189,7 +290,76 @@ impl Policy {
                 ));
             }
         }
-        if self.mode == PolicyMode::AllowList && self.allow.is_empty() && !self.approval {
+        for owner in self.allow_owners.iter().chain(&self.deny_owners) {
+            let parts: Vec<&str> = owner.split(':').collect();
+            if !(parts.len() == 2 || parts.len() == 3)
+                || parts
+                    .iter()
+                    .any(|p| p.trim().is_empty() || p.contains(char::is_whitespace))
+            {
+                return Err(format!(
+                    "registry `{registry}`: owner `{owner}` must be a user like github:dtolnay or a team like github:tokio-rs:core (globs allowed: github:our-org:*)"
+                ));
+            }
+        }
+        if self.require_publisher && self.allow_owners.is_empty() {
+            return Err(format!(
+                "registry `{registry}`: require_publisher needs allow_owners (the publishers it accepts)"
+            ));
+        }
+        if let Some(url) = &self.owners_dump_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "registry `{registry}`: owners_dump_url `{url}` must start with http:// or https://"
+            ));
+        }
+        if self.owners_dump_url.is_some() && !self.judges_owners() {
+            return Err(format!(
+                "registry `{registry}`: owners_dump_url needs owner rules (allow_owners or deny_owners)"
+            ));
+        }
+        let every = self.owners_dump_every();
+        if every.is_zero() || every > crate::MAX_DURATION {
+            return Err(format!(
+                "registry `{registry}`: owners_dump_interval must be more than 0s and at most 100 years"
+            ));
+        }
+        let lookup = &self.owners_lookup;
+        if !(lookup.requests_per_sec.is_finite() && lookup.requests_per_sec >= 1.0 / 3600.0) {
+            return Err(format!(
+                "registry `{registry}`: owners_lookup.requests_per_sec must be at least one an hour (got {})",
+                lookup.requests_per_sec
+            ));
+        }
+        if lookup.user_agent.trim().is_empty() {
+            return Err(format!(
+                "registry `{registry}`: owners_lookup.user_agent must say who is asking"
+            ));
+        }
+        if let Some(api) = &lookup.api
+            && !(api.starts_with("http://") || api.starts_with("https://"))
+        {
+            return Err(format!(
+                "registry `{registry}`: owners_lookup.api `{api}` must start with http:// or https://"
+            ));
+        }
+        for (field, value) in [
+            ("ttl", lookup.ttl),
+            ("timeout", lookup.timeout),
+            ("wait", lookup.wait),
+        ] {
+            if value.is_zero() || value > crate::MAX_DURATION {
+                return Err(format!(
+                    "registry `{registry}`: owners_lookup.{field} must be more than 0s and at most 100 years"
+                ));
+            }
+        }
+        if self.mode == PolicyMode::AllowList
+            && self.allow.is_empty()
+            && self.allow_owners.is_empty()
+            && !self.approval
+        {
             return Err(format!(
                 "registry `{registry}`: an allow-list policy with no `allow` rules and no `approval` lets nothing through"
             ));
@@ -214,6 +384,31 @@ mod tests {
 
     fn v(s: &str) -> semver::Version {
         semver::Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn owner_rules_are_checked() {
+        let check = |text: &str| {
+            toml::from_str::<Policy>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate("r"))
+        };
+        assert!(check("allow_owners = [\"github:alice\", \"github:org:*\"]").is_ok());
+        let err = check("allow_owners = [\"alice\"]").unwrap_err();
+        assert!(err.contains("github:dtolnay"), "{err}");
+        let err = check("deny_owners = [\"github:\"]").unwrap_err();
+        assert!(err.contains("github:tokio-rs:core"), "{err}");
+        let err = check("require_publisher = true").unwrap_err();
+        assert!(err.contains("needs allow_owners"), "{err}");
+        let err =
+            check("allow_owners = [\"github:a\"]\nowners_lookup = { requests_per_sec = 0.0 }")
+                .unwrap_err();
+        assert!(err.contains("requests_per_sec"), "{err}");
+        let err =
+            check("owners_dump_url = \"ftp://x\"\nallow_owners = [\"github:a\"]").unwrap_err();
+        assert!(err.contains("owners_dump_url"), "{err}");
+        // An allow-list that only goes by owners lets something through.
+        assert!(check("mode = \"allow-list\"\nallow_owners = [\"github:a\"]").is_ok());
     }
 
     /// `(requirement, version, denied, allowed)`.

@@ -44,6 +44,10 @@ pub struct ApprovalRequest {
     /// How many times it was asked for (at most once a minute per requester
     /// is written).
     pub requests: u64,
+    /// Its owners when last held by an owner rule (`github:alice, github:bob`).
+    pub owners: Option<String>,
+    /// Who published its newest held version, when an owner rule needed it.
+    pub publisher: Option<String>,
 }
 
 /// A decision on a crate or one version.
@@ -108,12 +112,36 @@ impl<'a> Approvals<'a> {
         Ok(())
     }
 
+    /// Notes who owns `krate` and who published its newest held version, as
+    /// an owner rule saw them, on its request.
+    pub async fn note_owners(
+        &self,
+        krate: &str,
+        owners: &[String],
+        publisher: Option<&str>,
+    ) -> Result<(), DbError> {
+        on_backend!(pool self.db.pool(), conn => {
+            sqlx::query(
+                "UPDATE approval_requests SET owners = $3, publisher = $4 \
+                 WHERE registry = $1 AND canonical_name = $2",
+            )
+            .bind(self.registry)
+            .bind(canonical(krate))
+            .bind(owners.join(", ").chars().take(2_000).collect::<String>())
+            .bind(publisher.map(bounded))
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
     /// Requests no decision covers (none on the crate, none on its newest
     /// held version), oldest first.
     pub async fn pending(&self) -> Result<Vec<ApprovalRequest>, DbError> {
         self.select_requests(
             "SELECT r.name, r.newest_held, r.held_versions, r.requested_by, r.first_requested_at, \
-             r.last_requested_at, r.requests FROM approval_requests r \
+             r.last_requested_at, r.requests, r.owners, r.publisher FROM approval_requests r \
              WHERE r.registry = $1 AND NOT EXISTS (SELECT 1 FROM approval_decisions d \
              WHERE d.registry = r.registry AND d.canonical_name = r.canonical_name \
              AND (d.vers = '' OR d.vers = r.newest_held)) \
@@ -126,7 +154,7 @@ impl<'a> Approvals<'a> {
     pub async fn requests(&self) -> Result<Vec<ApprovalRequest>, DbError> {
         self.select_requests(
             "SELECT name, newest_held, held_versions, requested_by, first_requested_at, \
-             last_requested_at, requests FROM approval_requests WHERE registry = $1 \
+             last_requested_at, requests, owners, publisher FROM approval_requests WHERE registry = $1 \
              ORDER BY first_requested_at, canonical_name",
         )
         .await
@@ -197,6 +225,8 @@ impl<'a> Approvals<'a> {
                 first_requested_at: from_ms(r.try_get(4)?),
                 last_requested_at: from_ms(r.try_get(5)?),
                 requests: u64::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
+                owners: r.try_get(7)?,
+                publisher: r.try_get(8)?,
             })).collect::<Result<Vec<_>, sqlx::Error>>()
         })
         .map_err(DbError::Query)

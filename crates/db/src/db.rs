@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, SqlSafeStr, SqlitePool};
 
 use crate::error::DbError;
-use crate::{Approvals, Clients, Crates, Owners, Tokens};
+use crate::{Approvals, Clients, Crates, OwnerFacts, Owners, Tokens};
 
 /// How long a SQLite writer waits for another one before failing. Writes are short
 /// (a publish is a handful of statements), so this is only ever reached when
@@ -258,6 +258,12 @@ impl Db {
         crate::Leases::new(self, registry)
     }
 
+    /// What is known of the owners and publishers of registry `registry`'s
+    /// upstream crates.
+    pub fn owner_facts<'a>(&'a self, registry: &'a str) -> OwnerFacts<'a> {
+        OwnerFacts::new(self, registry)
+    }
+
     /// The credentials generation of `registry`: a number that every
     /// revocation, rotation and new client moves, so that a server which
     /// remembers verified credentials knows to verify them again. 0 before
@@ -391,6 +397,11 @@ fn migrator(backend: Backend) -> Migrator {
                 include_str!("../migrations/sqlite/0002_clients_and_approvals.sql"),
             ),
             (
+                3,
+                "owner facts",
+                include_str!("../migrations/sqlite/0003_owner_facts.sql"),
+            ),
+            (
                 5,
                 "instances",
                 include_str!("../migrations/sqlite/0005_instances.sql"),
@@ -406,6 +417,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "clients and approvals",
                 include_str!("../migrations/postgres/0002_clients_and_approvals.sql"),
+            ),
+            (
+                3,
+                "owner facts",
+                include_str!("../migrations/postgres/0003_owner_facts.sql"),
             ),
             (
                 5,

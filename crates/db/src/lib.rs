@@ -8,6 +8,7 @@ mod db;
 mod error;
 mod leases;
 mod login_failures;
+mod owner_facts;
 mod owners;
 mod password;
 mod sql;
@@ -24,6 +25,9 @@ pub use db::{Backend, Db};
 pub use error::{DbError, ErrorKind, NotAnOwner, OwnersError, PublishError, TokenError, YankError};
 pub use leases::{LeaseInfo, Leases};
 pub use login_failures::{LoginFailures, MAX_FAILURES as MAX_LOGIN_FAILURES};
+pub use owner_facts::{
+    DumpCounts, DumpCrate, DumpState, FactSource, OwnerFacts, OwnersFact, PublisherFact,
+};
 pub use owners::{MAX_OWNERS_PER_CHANGE, Owners};
 pub use password::max_in_flight as max_password_checks_in_flight;
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenId, TokenInfo, TokenSecret, Tokens};

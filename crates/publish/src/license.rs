@@ -1,11 +1,16 @@
 //! Licences: reading the `license` a crate file declares, and deciding
 //! whether an SPDX expression can be satisfied with a set of licences.
 //!
-//! The parser takes what crates declare in practice: SPDX expressions with
-//! `AND`, `OR`, `WITH`, `+` and parentheses, operators in any case, and the
-//! legacy `/` that old crates use for `OR` (`MIT/Apache-2.0`). It does not check
-//! identifiers against the SPDX list: a policy names the licences it allows,
-//! and an identifier it does not name is not allowed, known or not.
+//! Expressions are read by the `spdx` crate (the one cargo-deny uses), in
+//! the lax mode crates.io accepts: `AND`, `OR`, `WITH`, `+` and parentheses,
+//! operators in any case, the legacy `/` for `OR` (`MIT/Apache-2.0`), and the
+//! imprecise names old crates use. Identifiers are checked against the SPDX
+//! licence list it carries: an unknown licence or exception is an error, not a
+//! licence a policy could allow; `LicenseRef-…` names a licence of its own.
+//! A deprecated identifier is judged under every name SPDX gives it
+//! (`GPL-2.0` is also `GPL-2.0-only`; `GPL-2.0+` is `GPL-2.0-or-later`, and
+//! may be used as `GPL-2.0-only`); an exception (`WITH LLVM-exception`) only
+//! adds permissions, so the licence it is attached to is what is judged.
 
 use std::io::{self, Read};
 
@@ -76,75 +81,103 @@ pub fn license_of(tarball: &[u8], prefix: &str) -> Result<Option<String>, Licens
 }
 
 /// A parsed SPDX licence expression.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LicenseExpr {
-    /// One licence, by identifier (`+` and any `WITH` exception dropped:
-    /// a policy judges the licence).
-    Id(String),
-    /// All of these apply.
-    And(Vec<LicenseExpr>),
-    /// Any one of these may be chosen.
-    Or(Vec<LicenseExpr>),
-}
+#[derive(Debug, Clone)]
+pub struct LicenseExpr(spdx::Expression);
 
 impl LicenseExpr {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, LicenseError> {
-        let tokens = tokenize(text);
-        let syntax = |reason: &str| LicenseError::Syntax {
+        let syntax = |reason: String| LicenseError::Syntax {
             expr: quoted(text),
-            reason: reason.to_owned(),
+            reason,
         };
-        if tokens.is_empty() {
-            return Err(syntax("it is empty"));
+        if text.trim().is_empty() {
+            return Err(syntax("it is empty".to_owned()));
         }
-        let mut parser = Parser {
-            tokens,
-            at: 0,
-            depth: 0,
-        };
-        let expr = parser.or().map_err(|reason| syntax(&reason))?;
-        if parser.at != parser.tokens.len() {
-            return Err(syntax(&format!(
-                "unexpected `{}`",
-                parser.tokens[parser.at]
-            )));
+        // The parser keeps its own stack, but a megabyte of `(` is still no
+        // licence: refuse it before spending anything on it.
+        let mut depth = 0usize;
+        for c in text.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_DEPTH {
+                return Err(syntax(format!(
+                    "it nests parentheses deeper than {MAX_DEPTH}"
+                )));
+            }
         }
-        Ok(expr)
+        spdx::Expression::parse_mode(text, spdx::ParseMode::LAX)
+            .map(Self)
+            .map_err(|e| {
+                let term = text.get(e.span.clone()).unwrap_or_default();
+                syntax(if term.trim().is_empty() {
+                    e.reason.to_string()
+                } else {
+                    format!("{} at `{}`", e.reason, quoted(term))
+                })
+            })
     }
 
     /// Whether the licences `allowed` says yes to are enough to use the
-    /// crate: one branch of every `OR`, all of every `AND`.
-    pub fn satisfiable(&self, allowed: &dyn Fn(&str) -> bool) -> bool {
-        match self {
-            Self::Id(id) => allowed(id),
-            Self::And(all) => all.iter().all(|e| e.satisfiable(allowed)),
-            Self::Or(any) => any.iter().any(|e| e.satisfiable(allowed)),
-        }
+    /// crate: one branch of every `OR`, all of every `AND`. `allowed` is
+    /// given every name of one licence (see the module's documentation),
+    /// its canonical SPDX name first.
+    pub fn satisfiable(&self, allowed: &dyn Fn(&[String]) -> bool) -> bool {
+        self.0.evaluate(|req| allowed(&names(req)))
+    }
+
+    /// The deprecated identifiers the expression uses, for messages.
+    pub fn deprecated(&self) -> Vec<&'static str> {
+        self.0
+            .requirements()
+            .filter_map(|r| match &r.req.license {
+                spdx::LicenseItem::Spdx { id, .. } if id.is_deprecated() => Some(id.name),
+                _ => None,
+            })
+            .collect()
     }
 }
 
-fn tokenize(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    let mut word = String::new();
-    for c in text.chars() {
-        if c.is_whitespace() || matches!(c, '(' | ')' | '/') {
-            if !word.is_empty() {
-                tokens.push(std::mem::take(&mut word));
+/// Every name licence requirement `req` goes by: its canonical form, its
+/// identifier as written, and for the deprecated GNU identifiers the `-only`
+/// (and, with `+`, `-or-later`) forms SPDX replaced them with.
+fn names(req: &spdx::LicenseReq) -> Vec<String> {
+    let mut names = vec![req.license.to_string()];
+    let mut push = |name: String| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    if let spdx::LicenseItem::Spdx { id, or_later } = &req.license {
+        push(id.name.to_owned());
+        if id.is_gnu() {
+            let base = id
+                .name
+                .trim_end_matches("-or-later")
+                .trim_end_matches("-only")
+                .trim_end_matches('+');
+            // "GPL-2.0+" may be used under GPL-2.0 itself, too, whose
+            // deprecated identifier is the bare base.
+            if let Some(deprecated) = spdx::license_id(base) {
+                push(deprecated.name.to_owned());
             }
-            match c {
-                '(' | ')' => tokens.push(c.to_string()),
-                '/' => tokens.push("OR".to_owned()),
-                _ => {}
+            for later in [*or_later || id.name.ends_with("-or-later"), false] {
+                if let Some(modern) = spdx::license_id(&format!(
+                    "{base}{}",
+                    if later { "-or-later" } else { "-only" }
+                )) {
+                    push(modern.name.to_owned());
+                }
+                if !later {
+                    break;
+                }
             }
-        } else {
-            word.push(c);
         }
     }
-    if !word.is_empty() {
-        tokens.push(word);
-    }
-    tokens
+    names
 }
 
 /// `text`, cut to [`MAX_QUOTED_BYTES`] (at a character boundary) with `…`.
@@ -156,97 +189,6 @@ fn quoted(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-struct Parser {
-    tokens: Vec<String>,
-    at: usize,
-    /// The parentheses open at `at`.
-    depth: usize,
-}
-
-impl Parser {
-    fn peek_keyword(&self, keyword: &str) -> bool {
-        self.tokens
-            .get(self.at)
-            .is_some_and(|t| t.eq_ignore_ascii_case(keyword))
-    }
-
-    fn or(&mut self) -> Result<LicenseExpr, String> {
-        let mut branches = vec![self.and()?];
-        while self.peek_keyword("OR") {
-            self.at += 1;
-            branches.push(self.and()?);
-        }
-        Ok(if branches.len() == 1 {
-            branches.swap_remove(0)
-        } else {
-            LicenseExpr::Or(branches)
-        })
-    }
-
-    fn and(&mut self) -> Result<LicenseExpr, String> {
-        let mut parts = vec![self.with()?];
-        while self.peek_keyword("AND") {
-            self.at += 1;
-            parts.push(self.with()?);
-        }
-        Ok(if parts.len() == 1 {
-            parts.swap_remove(0)
-        } else {
-            LicenseExpr::And(parts)
-        })
-    }
-
-    fn with(&mut self) -> Result<LicenseExpr, String> {
-        let expr = self.primary()?;
-        if self.peek_keyword("WITH") {
-            self.at += 1;
-            match self.tokens.get(self.at) {
-                Some(t) if !is_operator(t) => self.at += 1,
-                _ => return Err("`WITH` needs an exception identifier after it".to_owned()),
-            }
-        }
-        Ok(expr)
-    }
-
-    fn primary(&mut self) -> Result<LicenseExpr, String> {
-        let Some(token) = self.tokens.get(self.at).cloned() else {
-            return Err("it ends where a licence was expected".to_owned());
-        };
-        self.at += 1;
-        if token == "(" {
-            if self.depth == MAX_DEPTH {
-                return Err(format!("it nests parentheses deeper than {MAX_DEPTH}"));
-            }
-            self.depth += 1;
-            let inner = self.or()?;
-            self.depth -= 1;
-            if self.tokens.get(self.at).map(String::as_str) != Some(")") {
-                return Err("a `(` is not closed".to_owned());
-            }
-            self.at += 1;
-            return Ok(inner);
-        }
-        if is_operator(&token) || token == ")" {
-            return Err(format!("`{token}` where a licence was expected"));
-        }
-        let id = token.strip_suffix('+').unwrap_or(&token);
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
-        {
-            return Err(format!("`{token}` is not a licence identifier"));
-        }
-        Ok(LicenseExpr::Id(id.to_owned()))
-    }
-}
-
-fn is_operator(token: &str) -> bool {
-    ["AND", "OR", "WITH"]
-        .iter()
-        .any(|op| token.eq_ignore_ascii_case(op))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +196,7 @@ mod tests {
     fn allows(expr: &str, allowed: &[&str]) -> bool {
         LicenseExpr::parse(expr)
             .unwrap()
-            .satisfiable(&|id| allowed.contains(&id))
+            .satisfiable(&|names| names.iter().any(|n| allowed.contains(&n.as_str())))
     }
 
     #[test]
@@ -275,6 +217,30 @@ mod tests {
         for bad in ["", "MIT OR", "(MIT", "AND MIT", "MIT WITH", "M!T"] {
             assert!(LicenseExpr::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Issue 15: identifiers are checked against the SPDX list, deprecated
+    /// ones go by their modern names too, and exceptions must be known.
+    #[test]
+    fn the_spdx_list_is_known() {
+        let unknown = LicenseExpr::parse("MIT OR Not-A-Licence")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("Not-A-Licence"), "{unknown}");
+        assert!(LicenseExpr::parse("MIT WITH Not-An-Exception").is_err());
+        assert!(LicenseExpr::parse("Apache-2.0 WITH LLVM-exception").is_ok());
+        assert!(allows("LicenseRef-Company", &["LicenseRef-Company"]));
+        // Deprecated GNU identifiers.
+        assert!(allows("GPL-2.0", &["GPL-2.0-only"]));
+        assert!(allows("GPL-3.0+", &["GPL-3.0-or-later"]));
+        assert!(allows("GPL-3.0+", &["GPL-3.0-only"]));
+        assert!(!allows("GPL-3.0-or-later", &["GPL-2.0-only"]));
+        assert_eq!(
+            LicenseExpr::parse("GPL-2.0 OR MIT").unwrap().deprecated(),
+            ["GPL-2.0"]
+        );
+        // Imprecise names crates.io accepted.
+        assert!(allows("Apache 2.0 / MIT", &["Apache-2.0"]));
     }
 
     /// A crate's `Cargo.toml` may hold a megabyte of `(`: the parser recurses per

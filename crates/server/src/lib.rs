@@ -13,6 +13,7 @@ mod lease;
 mod listen;
 mod metrics;
 mod mirror;
+pub mod owner_dump;
 mod policy;
 mod redirect;
 mod registry;

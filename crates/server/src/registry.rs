@@ -170,9 +170,46 @@ impl Access {
                 PolicyGate::new(
                     name,
                     policy.clone(),
-                    db.filter(|_| policy.approval).cloned(),
+                    db.filter(|_| policy.approval || policy.judges_owners())
+                        .cloned(),
+                    owners_api(name, config, policy),
                 )
             }),
+        }
+    }
+}
+
+/// The web API a policy with owner rules asks: the configured one, else
+/// the one the first upstream's `config.json` names.
+fn owners_api(
+    name: &str,
+    config: &RegistryConfig,
+    policy: &wharf_config::Policy,
+) -> Option<wharf_upstream::OwnersApi> {
+    if !policy.judges_owners() {
+        return None;
+    }
+    let upstreams = match config {
+        RegistryConfig::Cache(cache) => &cache.upstreams,
+        RegistryConfig::Mirror(mirror) => &mirror.upstreams,
+        RegistryConfig::Hosted(_) => return None,
+    };
+    let index_base = upstreams
+        .first()
+        .and_then(|u| sparse_base(u).ok())
+        .unwrap_or_default();
+    let lookup = &policy.owners_lookup;
+    match wharf_upstream::OwnersApi::new(wharf_upstream::OwnersApiSettings {
+        api: lookup.api.clone(),
+        index_base,
+        requests_per_sec: lookup.requests_per_sec,
+        user_agent: lookup.user_agent.clone(),
+        timeout: lookup.timeout,
+    }) {
+        Ok(api) => Some(api),
+        Err(e) => {
+            tracing::warn!(registry = name, error = %e, "owner lookups have no API");
+            None
         }
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cargo;
+pub mod dump;
 pub mod fixture;
 pub mod http;
 pub mod nginx;

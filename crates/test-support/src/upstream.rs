@@ -57,6 +57,8 @@ pub enum RequestKind {
     Git,
     /// The RSS feed of recent updates, `/rss/updates.xml`.
     Feed,
+    /// The web API, `/api/v1/…` (owners and versions).
+    Api,
     /// Everything else.
     Other,
 }
@@ -74,6 +76,8 @@ impl RequestKind {
             Self::Git
         } else if path.starts_with("/rss/") {
             Self::Feed
+        } else if path.starts_with("/api/") {
+            Self::Api
         } else {
             Self::Other
         }
@@ -144,6 +148,8 @@ pub enum Target {
     Index,
     /// `.crate` downloads ([`RequestKind::Crate`]).
     Crates,
+    /// The web API ([`RequestKind::Api`]).
+    Api,
     /// Requests whose path (without query) is exactly this.
     Path(String),
 }
@@ -155,6 +161,7 @@ impl Target {
             Self::Config => kind == RequestKind::Config,
             Self::Index => kind == RequestKind::Index,
             Self::Crates => kind == RequestKind::Crate,
+            Self::Api => kind == RequestKind::Api,
             Self::Path(exact) => exact == path,
         }
     }
@@ -282,6 +289,27 @@ impl FakeUpstream {
             .unwrap_or_else(|| panic!("yank: {name} {vers} was never published"));
         krate.yanked = yanked;
         file.touch();
+    }
+
+    /// Sets the owners the web API names for crate `name`: `alice` for a
+    /// user, `github:org:team` for a team.
+    pub fn set_owners(&self, name: &str, owners: &[&str]) {
+        self.inner.shared.lock().api.set_owners(name, owners);
+    }
+
+    /// Serves `dump` (a `.tar.gz`, see [`crate::dump`]) at `/db-dump.tar.gz`,
+    /// with an `ETag`.
+    pub fn set_dump(&self, dump: Vec<u8>) {
+        self.inner.shared.lock().api.set_dump(dump);
+    }
+
+    /// Sets who the web API says published `name` `vers` (a user's login).
+    pub fn set_publisher(&self, name: &str, vers: &str, login: &str) {
+        self.inner
+            .shared
+            .lock()
+            .api
+            .set_publisher(name, vers, login);
     }
 
     /// The index file currently served for `name`, if the crate exists.
@@ -504,6 +532,8 @@ struct UpstreamState {
     /// Every publish (name, version, when), oldest first: the RSS feed
     /// shows the newest.
     updates: Vec<(String, String, SystemTime)>,
+    /// The web API's facts: owners and publishers.
+    api: api::ApiFacts,
 }
 
 impl UpstreamState {
@@ -594,6 +624,9 @@ fn router(app: AppState) -> Router {
         .route("/dl/{*path}", get(download_crate))
         .route("/git/{*path}", get(serve_git).post(serve_git))
         .route("/rss/updates.xml", get(get_feed))
+        .route("/db-dump.tar.gz", get(api::get_dump))
+        .route("/api/v1/crates/{name}/owners", get(api::get_owners))
+        .route("/api/v1/crates/{name}/{version}", get(api::get_version))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), log_and_inject))
         .with_state(app)
@@ -609,7 +642,7 @@ fn config_json(base_url: &str) -> String {
     let dl = format!(
         "{base_url}/dl/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate?sum={{sha256-checksum}}&p={{prefix}}"
     );
-    serde_json::json!({ "dl": dl }).to_string()
+    serde_json::json!({ "dl": dl, "api": base_url }).to_string()
 }
 
 /// How many items the feed holds, as on crates.io.
@@ -1049,6 +1082,7 @@ impl Drop for Blackhole {
     }
 }
 
+mod api;
 mod git;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ mod instances;
 mod metrics;
 mod mirror;
 mod mirror_git;
+mod owners;
 mod run;
 mod storage;
 mod verify;

@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod connect;
+mod owner_facts;
 mod owners;
 mod publish;
 mod search;

@@ -1,0 +1,45 @@
+-- What the upstream registry says of who owns its crates and who published
+-- each version, for policies with owner rules, SQLite flavour. Kept with where
+-- it came from (`api`, or `dump`) and when (the API's answer, or the dump's
+-- date), so a restart asks again only what has expired. Times are Unix
+-- milliseconds.
+
+-- A crate's current owners: a JSON array of `github:LOGIN` (users) and
+-- `github:ORG:TEAM` (teams).
+CREATE TABLE owner_facts (
+    registry       TEXT    NOT NULL,
+    canonical_name TEXT    NOT NULL,
+    name           TEXT    NOT NULL,
+    owners         TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
+    fetched_at     INTEGER NOT NULL,
+    PRIMARY KEY (registry, canonical_name)
+);
+
+-- Who published a version (`github:LOGIN`; NULL when the registry does not
+-- say, as for versions older than 2019 on crates.io). Never changes.
+CREATE TABLE publisher_facts (
+    registry       TEXT    NOT NULL,
+    canonical_name TEXT    NOT NULL,
+    vers           TEXT    NOT NULL,
+    publisher      TEXT,
+    source         TEXT    NOT NULL,
+    fetched_at     INTEGER NOT NULL,
+    PRIMARY KEY (registry, canonical_name, vers)
+);
+
+-- The approval queue shows who owns a held crate and who published its
+-- newest held version, as the policy saw them when it held it.
+ALTER TABLE approval_requests ADD COLUMN owners TEXT;
+ALTER TABLE approval_requests ADD COLUMN publisher TEXT;
+
+-- The dump fetched from owners_dump_url: its validators, so the next fetch
+-- is conditional, and its date.
+CREATE TABLE owner_dumps (
+    registry      TEXT    PRIMARY KEY,
+    url           TEXT    NOT NULL,
+    etag          TEXT   ,
+    last_modified TEXT   ,
+    dump_date     INTEGER NOT NULL,
+    imported_at   INTEGER NOT NULL
+);
