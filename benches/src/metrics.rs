@@ -1,6 +1,8 @@
-//! The cost of recording request metrics on index hits: the same files from
-//! two wharf servers in one process, one recording every request's count,
-//! bytes and latency (as `wharf serve` does) and one recording nothing.
+//! The cost of recording request metrics and traffic statistics, on index
+//! hits and on crate downloads: the same files from two wharf servers in one
+//! process, one recording every request's count, bytes and latency and
+//! counting every download for the statistics (as `wharf serve` does, with
+//! its writes to the database every 5 s), and one recording nothing.
 
 use std::sync::Arc;
 
@@ -32,6 +34,11 @@ pub fn metrics(
     let paths: Vec<String> = (0..CRATES)
         .map(|c| format!("/crates-io/index/{}", sparse_path(&format!("met-{c}"))))
         .collect();
+    let crate_paths: Vec<String> = (0..CRATES)
+        .flat_map(|c| {
+            (0..5).map(move |v| format!("/crates-io/crates/met-{c}/met-{c}-1.0.{v}.crate"))
+        })
+        .collect();
     let mut servers = Vec::new();
     for recording in [true, false] {
         let config = Config {
@@ -45,6 +52,10 @@ pub fn metrics(
                 }),
             )]
             .into(),
+            stats: wharf_config::Stats {
+                enabled: recording,
+                ..wharf_config::Stats::default()
+            },
             ..Config::default()
         };
         let (addr, stop) = wharf_rt.block_on(async {
@@ -61,7 +72,7 @@ pub fn metrics(
             }));
             // Warm it: each file fetched once, so what follows are hits.
             let client = reqwest::Client::new();
-            for path in &paths {
+            for path in paths.iter().chain(&crate_paths) {
                 client
                     .get(format!("http://{addr}{path}"))
                     .send()
@@ -72,37 +83,42 @@ pub fn metrics(
         })?;
         servers.push((recording, addr, stop));
     }
-    println!(
-        "\nrequest metrics: index hits on {CRATES} files, gzip as cargo asks; wrk -t2 -c{} -d{}s, {} rounds, which goes first alternating, best of each",
-        options.connections,
-        options.duration_secs,
-        ROUNDS * 2
-    );
-    println!("{:<40} {:>12} {:>10}", "", "req/s", "vs off");
-    let script = wrk_script_with(
-        dir.path(),
-        "metrics",
-        &paths,
-        &[("Accept-Encoding", "deflate, gzip")],
-    )?;
-    let mut best = [0f64; 2];
-    for round in 0..ROUNDS * 2 {
-        // Which goes first swaps each round: a second run in a row is not
-        // always as fast as the first on a busy machine.
-        for i in [round % 2, 1 - round % 2] {
-            let addr = servers[i].1;
-            let load = wrk(options, &format!("http://{addr}"), &script)?;
-            anyhow::ensure!(!load.errors, "some responses were not 2xx");
-            best[i] = best[i].max(load.requests_per_sec);
+    for (what, paths, headers) in [
+        (
+            "index hits",
+            &paths,
+            &[("Accept-Encoding", "deflate, gzip")][..],
+        ),
+        ("crate downloads", &crate_paths, &[][..]),
+    ] {
+        println!(
+            "\nmetrics and statistics: {what} ({} files); wrk -t2 -c{} -d{}s, {} rounds, which goes first alternating, best of each",
+            paths.len(),
+            options.connections,
+            options.duration_secs,
+            ROUNDS * 2
+        );
+        println!("{:<40} {:>12} {:>10}", "", "req/s", "vs off");
+        let script = wrk_script_with(dir.path(), what, paths, headers)?;
+        let mut best = [0f64; 2];
+        for round in 0..ROUNDS * 2 {
+            // Which goes first swaps each round: a second run in a row is not
+            // always as fast as the first on a busy machine.
+            for i in [round % 2, 1 - round % 2] {
+                let addr = servers[i].1;
+                let load = wrk(options, &format!("http://{addr}"), &script)?;
+                anyhow::ensure!(!load.errors, "some responses were not 2xx");
+                best[i] = best[i].max(load.requests_per_sec);
+            }
         }
+        let [on, off] = best;
+        println!("{:<40} {off:>12.0} {:>9.2}x", "both off", 1.0);
+        println!(
+            "{:<40} {on:>12.0} {:>9.2}x   (cost {:.1}%)",
+            "metrics and statistics on (as served)",
+            on / off,
+            (1.0 - on / off) * 100.0
+        );
     }
-    let [on, off] = best;
-    println!("{:<40} {off:>12.0} {:>9.2}x", "metrics off", 1.0);
-    println!(
-        "{:<40} {on:>12.0} {:>9.2}x   (cost {:.1}%)",
-        "metrics on (as served)",
-        on / off,
-        (1.0 - on / off) * 100.0
-    );
     Ok(())
 }

@@ -14,7 +14,7 @@ mod policy;
 mod server;
 
 pub use policy::{Policy, PolicyMode, VersionRule};
-pub use server::{Connections, Storage, StorageKind};
+pub use server::{Connections, Stats, Storage, StorageKind};
 
 /// The sparse index cargo itself uses for crates.io.
 pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
@@ -79,6 +79,9 @@ pub struct Config {
     /// Bounds on client connections.
     #[serde(default)]
     pub connections: Connections,
+    /// Traffic statistics: whether kept, for how long, how often written.
+    #[serde(default)]
+    pub stats: Stats,
     /// Where the served bytes live: files under `data_dir` (the default) or
     /// an S3-compatible bucket.
     #[serde(default)]
@@ -418,6 +421,7 @@ impl Default for Config {
             mirror_list: None,
             trusted_proxies: Vec::new(),
             connections: Connections::default(),
+            stats: Stats::default(),
             storage: Storage::default(),
             registries: default_registries(),
         }
@@ -489,6 +493,17 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "[connections]: max, idle_timeout and body_timeout must be above zero".into(),
+            ));
+        }
+        let stats = &self.stats;
+        if stats.retention < Duration::from_secs(86_400)
+            || stats.retention > MAX_DURATION
+            || stats.flush_interval.is_zero()
+            || stats.flush_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Invalid(
+                "[stats]: retention must be from 1d to 100 years, flush_interval from 1ms to 1h"
+                    .into(),
             ));
         }
         for (name, registry) in &self.registries {

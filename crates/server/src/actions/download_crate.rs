@@ -9,7 +9,7 @@ use axum::{
 };
 use wharf_index::{CrateName, Version};
 
-use crate::{error::ApiError, registry::AppState};
+use crate::{error::ApiError, registry::AppState, stats::Downloader};
 
 /// Serves a crate file, downloading and verifying it on first request.
 /// Stored crate files never change, so they are cacheable forever.
@@ -20,7 +20,8 @@ pub async fn download_crate(
     addr: super::ClientAddr,
 ) -> Result<Response, ApiError> {
     let Path((registry, name, file)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let registry = state.registry(&registry)?;
+    let registry_name = registry.as_str();
+    let registry = state.registry(registry_name)?;
     let principal = registry.authorize(&headers, addr.0).await?;
     let (krate, vers) = parse_file(&name, &file)?;
     if let Some(principal) = &principal
@@ -58,11 +59,20 @@ pub async fn download_crate(
         // first entries, so this inflates little.
         policy.check_license(&krate, &vers, &bytes)?;
     }
-    if let Some(principal) = principal.filter(|p| p.client)
-        && let Some(gate) = &registry.access().gate
-    {
-        gate.count_download(&principal.user, krate.as_str(), vers.as_str());
-    }
+    let who = match &principal {
+        Some(principal) => Downloader::Named {
+            user: &principal.user,
+            client: principal.client,
+        },
+        None => Downloader::Anonymous(addr.0),
+    };
+    state.stats.count_download(
+        registry_name,
+        krate.as_str(),
+        vers.as_str(),
+        bytes.len() as u64,
+        who,
+    );
     Ok((
         [
             (
