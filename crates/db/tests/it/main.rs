@@ -11,5 +11,6 @@ mod connect;
 mod owners;
 mod publish;
 mod search;
+mod stats;
 mod tokens;
 mod yank;
