@@ -30,7 +30,7 @@ pub use error::ApiError;
 pub use listen::{ConnectionStats, raise_file_limit};
 pub use registry::{AppState, Registry, USER_AGENT, open_store};
 pub use router::router;
-pub use stats::{Clock, StatsRecorder, TEST_NOW_VAR, test_now_from_env};
+pub use stats::{Clock, Downloader, StatsRecorder, TEST_NOW_VAR, test_now_from_env};
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests
 /// under way finish. The caller binds the listener, so tests can bind port 0.
