@@ -27,6 +27,10 @@ use crate::metrics::RequestMetrics;
 /// and `wharf stats` read it; a server never needs it.
 pub const TEST_NOW_VAR: &str = "WHARF_TEST_NOW";
 
+/// How many maps a registry's counts are spread over, each under its own
+/// lock, so that the threads serving downloads rarely wait for each other.
+const SHARDS: usize = 8;
+
 /// How often days past the retention (and past day keys) are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -99,7 +103,9 @@ pub struct StatsRecorder {
 
 struct RegistryStats {
     db: Db,
-    pending: Mutex<BTreeMap<u64, DayPending>>,
+    /// What was counted since the last flush, by day number; a thread
+    /// always counts into the same shard.
+    pending: [Mutex<BTreeMap<u64, DayPending>>; SHARDS],
     /// The request metrics' (requests, bytes) of the registry at the last flush.
     requests_seen: Mutex<(u64, u64)>,
 }
@@ -130,7 +136,7 @@ impl StatsRecorder {
                         name,
                         RegistryStats {
                             db,
-                            pending: Mutex::default(),
+                            pending: std::array::from_fn(|_| Mutex::default()),
                             requests_seen: Mutex::default(),
                         },
                     )
@@ -179,7 +185,9 @@ impl StatsRecorder {
             return;
         };
         let day = self.today();
-        let mut pending = stats.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = stats.pending[shard()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let today = pending.entry(day).or_default();
         if let Downloader::Named { user, client: true } = who {
             *today
@@ -215,8 +223,13 @@ impl StatsRecorder {
     /// refused is logged and dropped.
     pub async fn flush(&self, requests: Option<&RequestMetrics>) {
         for (name, stats) in &self.registries {
-            let pending =
-                std::mem::take(&mut *stats.pending.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut pending: BTreeMap<u64, DayPending> = BTreeMap::new();
+            for shard in &stats.pending {
+                let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+                for (day, counted) in taken {
+                    pending.entry(day).or_default().merge(counted);
+                }
+            }
             let mut days: BTreeMap<u64, DayCounts> = BTreeMap::new();
             if self.enabled
                 && let Some((requests, bytes)) = requests.and_then(|r| r.totals(name))
@@ -314,6 +327,33 @@ impl StatsRecorder {
         }
         self.flush(requests.as_deref()).await;
     }
+}
+
+impl DayPending {
+    /// Adds what another shard counted.
+    fn merge(&mut self, other: DayPending) {
+        for (krate, versions) in other.versions {
+            let mine = self.versions.entry(krate).or_default();
+            for (vers, (downloads, bytes)) in versions {
+                let count = mine.entry(vers).or_default();
+                count.0 += downloads;
+                count.1 += bytes;
+            }
+        }
+        self.clients.extend(other.clients);
+        for (key, count) in other.by_client {
+            *self.by_client.entry(key).or_default() += count;
+        }
+    }
+}
+
+/// The shard of the calling thread: threads are given shards in turn.
+fn shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 /// The day number of `at`: whole days since 1970-01-01, UTC.
