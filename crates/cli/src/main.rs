@@ -9,6 +9,7 @@ mod owners;
 mod run;
 mod serve;
 mod setup;
+mod stats;
 mod sync;
 mod token;
 mod verify;
@@ -85,6 +86,12 @@ const CLIENTS_EXAMPLES: &str = r#"Examples:
   wharf clients downloads --registry paid acme --days 7
   wharf clients rotate acme --registry paid
   wharf clients revoke acme --registry paid"#;
+
+/// `wharf stats --help`: examples, one per line.
+const STATS_EXAMPLES: &str = r#"Examples:
+  wharf stats                                     # every registry, the last 30 days
+  wharf stats --registry crates-io --since 7d --top 10
+  wharf stats --json > stats.json"#;
 
 /// `wharf approvals --help`: examples, one per line.
 const APPROVALS_EXAMPLES: &str = r#"Examples:
@@ -287,6 +294,19 @@ enum Command {
     /// can all run it.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
+    /// Show traffic: downloads, bytes and distinct clients per day, and the
+    /// most downloaded crates.
+    ///
+    /// `wharf serve` counts every crate download of every registry (cache,
+    /// mirror, hosted) in memory and writes the counts to the registry's
+    /// database every few seconds (`[stats]`). Distinct clients are client
+    /// names where credentials are required; elsewhere addresses, counted
+    /// through a keyed hash whose key changes every day, so no address is
+    /// stored. REQUESTS and SERVED are every request of the registry and the
+    /// bytes answered. Reads the database directly: works with or without a
+    /// running server.
+    #[command(after_help = STATS_EXAMPLES)]
+    Stats(StatsArgs),
 }
 
 /// `wharf check`'s arguments.
@@ -329,6 +349,26 @@ pub struct CheckArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+}
+
+/// Flags of `wharf stats`.
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Only this registry (every registry when left out).
+    #[arg(long, value_name = "NAME")]
+    registry: Option<String>,
+
+    /// How far back, e.g. 7d or 12weeks.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    since: humantime::Duration,
+
+    /// How many of the most downloaded crates to show.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    top: u32,
+
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `wharf mirrors` subcommands.
@@ -735,6 +775,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => keys(command),
             Command::Mirrors(command) => return mirrors::run(command).await,
             Command::Check(args) => return Ok(check::run(args).await),
+            Command::Stats(args) => stats::run(cli.config.as_deref(), args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -71,6 +71,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config {
         listen: "127.0.0.1:0".parse().context("a loopback address")?,
         data_dir: cache_dir.clone(),
+        // One person's own builds: nothing to count for an operator.
+        stats: wharf_config::Stats {
+            enabled: false,
+            ..wharf_config::Stats::default()
+        },
         registries: [(
             "crates-io".to_owned(),
             Registry::Cache(CacheRegistry {

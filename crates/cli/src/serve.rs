@@ -34,6 +34,14 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> anyhow::Result<
         .context("cannot read the bound address")?;
     let public_url = wharf_server::public_url(&config, bound);
     let state = Arc::new(AppState::build(&config, &public_url).await?);
+    // Test-only: the time statistics are counted at.
+    if let Some(now) = wharf_server::test_now_from_env()? {
+        warn!(
+            variable = wharf_server::TEST_NOW_VAR,
+            "statistics are counted at a fixed time, for tests"
+        );
+        state.stats.clock().set(now);
+    }
     let shutdown = shutdown_signal()?;
 
     // Written with errors ignored: a closed stdout must not stop the server.

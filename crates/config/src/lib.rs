@@ -14,7 +14,7 @@ mod policy;
 mod server;
 
 pub use policy::{OwnersLookup, Policy, PolicyMode, VersionRule};
-pub use server::{Connections, CrateDownloads, Storage, StorageKind};
+pub use server::{Connections, CrateDownloads, Stats, Storage, StorageKind};
 
 /// The sparse index cargo itself uses for crates.io.
 pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
@@ -85,6 +85,9 @@ pub struct Config {
     /// Bounds on client connections.
     #[serde(default)]
     pub connections: Connections,
+    /// Traffic statistics: whether kept, for how long, how often written.
+    #[serde(default)]
+    pub stats: Stats,
     /// Where the served bytes live: files under `data_dir` (the default) or
     /// an S3-compatible bucket.
     #[serde(default)]
@@ -499,6 +502,7 @@ impl Default for Config {
             mirror_list: None,
             trusted_proxies: Vec::new(),
             connections: Connections::default(),
+            stats: Stats::default(),
             storage: Storage::default(),
             alert_webhook: None,
             alert_interval: default_alert_interval(),
@@ -594,6 +598,17 @@ impl Config {
             ));
         }
         server::validate_alerts(self)?;
+        let stats = &self.stats;
+        if stats.retention < Duration::from_secs(86_400)
+            || stats.retention > MAX_DURATION
+            || stats.flush_interval.is_zero()
+            || stats.flush_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Invalid(
+                "[stats]: retention must be from 1d to 100 years, flush_interval from 1ms to 1h"
+                    .into(),
+            ));
+        }
         for (name, registry) in &self.registries {
             let name_ok = !name.is_empty()
                 && name.len() <= 64

@@ -1,7 +1,7 @@
 //! How the server itself runs, apart from its registries: where the served
 //! bytes live (`[storage]`), bounds on client connections (`[connections]`),
-//! which reverse proxies are believed about who a client is, and where
-//! alerts go.
+//! traffic statistics (`[stats]`), which reverse proxies are believed about
+//! who a client is, and where alerts go.
 
 use std::time::Duration;
 
@@ -128,6 +128,44 @@ impl Default for Connections {
             body_timeout: default_body_timeout(),
         }
     }
+}
+
+/// Traffic statistics kept in each registry's database: downloads per crate
+/// and version per UTC day, bytes, requests and distinct clients per day.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    /// Whether they are kept. Downloads per client of registries with
+    /// credentials are counted either way (`wharf clients downloads`).
+    #[serde(default = "default_stats_enabled")]
+    pub enabled: bool,
+    /// Days older than this are deleted.
+    #[serde(default = "default_stats_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often what was counted in memory is written to the database
+    /// (and once more at shutdown).
+    #[serde(default = "default_stats_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            enabled: default_stats_enabled(),
+            retention: default_stats_retention(),
+            flush_interval: default_stats_flush_interval(),
+        }
+    }
+}
+
+fn default_stats_enabled() -> bool {
+    true
+}
+fn default_stats_retention() -> Duration {
+    Duration::from_secs(400 * 86_400)
+}
+fn default_stats_flush_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// A list of addresses (`127.0.0.1`, `::1`) and CIDRs (`10.0.0.0/8`).

@@ -10,13 +10,13 @@
 //! only code that runs them.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use argon2::{Argon2, password_hash::PasswordHasher};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::db::{Db, from_ms, now_ms, on_backend, to_ms};
+use crate::db::{Db, from_ms, now_ms, on_backend, to_ms, utc_day};
 use crate::error::DbError;
 use crate::tokens::TOKEN_PREFIX;
 use crate::user::User;
@@ -379,18 +379,33 @@ impl<'a> Clients<'a> {
         vers: &str,
         at: SystemTime,
     ) -> Result<(), DbError> {
+        self.add_downloads(client, krate, vers, &utc_day(at), 1)
+            .await
+    }
+
+    /// Adds `count` downloads of `krate` `vers` by `client` on `day`
+    /// (`YYYY-MM-DD`): what the server counted in memory since it last wrote.
+    pub async fn add_downloads(
+        &self,
+        client: &User,
+        krate: &str,
+        vers: &str,
+        day: &str,
+        count: u64,
+    ) -> Result<(), DbError> {
         on_backend!(pool self.db.pool(), conn => {
             sqlx::query(
                 "INSERT INTO client_downloads (registry, client, crate, vers, day, count) \
-                 VALUES ($1, $2, $3, $4, $5, 1) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (registry, client, crate, vers, day) \
-                 DO UPDATE SET count = client_downloads.count + 1",
+                 DO UPDATE SET count = client_downloads.count + excluded.count",
             )
             .bind(self.registry)
             .bind(client.as_str())
             .bind(krate)
             .bind(vers)
-            .bind(utc_day(at))
+            .bind(day)
+            .bind(i64::try_from(count).unwrap_or(i64::MAX))
             .execute(conn)
             .await
             .map(|done| done.rows_affected())
@@ -507,43 +522,10 @@ fn sha256_hex(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// The UTC calendar day of `at`, `YYYY-MM-DD`.
-fn utc_day(at: SystemTime) -> String {
-    let days = at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-        / 86_400;
-    // Howard Hinnant's days-from-civil, inverted.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use argon2::password_hash::PasswordVerifier;
-
-    #[test]
-    fn days() {
-        assert_eq!(utc_day(UNIX_EPOCH), "1970-01-01");
-        assert_eq!(
-            utc_day(UNIX_EPOCH + Duration::from_secs(1_764_000_000)),
-            "2025-11-24"
-        );
-        assert_eq!(
-            utc_day(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29"
-        );
-    }
 
     #[test]
     fn the_dummy_hash_is_a_valid_argon2_hash() {

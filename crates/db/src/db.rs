@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, SqlSafeStr, SqlitePool};
 
 use crate::error::DbError;
-use crate::{Approvals, Clients, Crates, OwnerFacts, Owners, Tokens};
+use crate::{Approvals, Clients, Crates, OwnerFacts, Owners, Stats, Tokens};
 
 /// How long a SQLite writer waits for another one before failing. Writes are short
 /// (a publish is a handful of statements), so this is only ever reached when
@@ -264,6 +264,11 @@ impl Db {
         OwnerFacts::new(self, registry)
     }
 
+    /// The traffic statistics of `registry`.
+    pub fn stats<'a>(&'a self, registry: &'a str) -> Stats<'a> {
+        Stats::new(self, registry)
+    }
+
     /// The credentials generation of `registry`: a number that every
     /// revocation, rotation and new client moves, so that a server which
     /// remembers verified credentials knows to verify them again. 0 before
@@ -402,6 +407,11 @@ fn migrator(backend: Backend) -> Migrator {
                 include_str!("../migrations/sqlite/0003_owner_facts.sql"),
             ),
             (
+                4,
+                "traffic statistics",
+                include_str!("../migrations/sqlite/0004_stats.sql"),
+            ),
+            (
                 5,
                 "instances",
                 include_str!("../migrations/sqlite/0005_instances.sql"),
@@ -422,6 +432,11 @@ fn migrator(backend: Backend) -> Migrator {
                 3,
                 "owner facts",
                 include_str!("../migrations/postgres/0003_owner_facts.sql"),
+            ),
+            (
+                4,
+                "traffic statistics",
+                include_str!("../migrations/postgres/0004_stats.sql"),
             ),
             (
                 5,
@@ -478,9 +493,48 @@ pub(crate) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// The UTC calendar day of `at`, `YYYY-MM-DD`: the key of every per-day
+/// count (downloads per client, traffic statistics).
+pub fn utc_day(at: SystemTime) -> String {
+    let days = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+        / 86_400;
+    day_name(days)
+}
+
+/// The calendar day `days` after 1970-01-01, `YYYY-MM-DD`.
+pub fn day_name(days: u64) -> String {
+    // Howard Hinnant's days-from-civil, inverted.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days() {
+        assert_eq!(utc_day(UNIX_EPOCH), "1970-01-01");
+        assert_eq!(
+            utc_day(UNIX_EPOCH + Duration::from_secs(1_764_000_000)),
+            "2025-11-24"
+        );
+        assert_eq!(
+            utc_day(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29"
+        );
+    }
 
     #[test]
     fn redact_hides_only_the_password() {

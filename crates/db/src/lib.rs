@@ -12,6 +12,7 @@ mod owner_facts;
 mod owners;
 mod password;
 mod sql;
+mod stats;
 mod tokens;
 mod user;
 
@@ -21,7 +22,7 @@ pub use clients::{ClientCredential, ClientError, ClientInfo, Clients, DownloadCo
 pub use crates::{
     Crates, IndexFile, MAX_PER_PAGE, NewVersion, PendingPublish, Published, SearchHit,
 };
-pub use db::{Backend, Db};
+pub use db::{Backend, Db, day_name, utc_day};
 pub use error::{DbError, ErrorKind, NotAnOwner, OwnersError, PublishError, TokenError, YankError};
 pub use leases::{LeaseInfo, Leases};
 pub use login_failures::{LoginFailures, MAX_FAILURES as MAX_LOGIN_FAILURES};
@@ -30,5 +31,6 @@ pub use owner_facts::{
 };
 pub use owners::{MAX_OWNERS_PER_CHANGE, Owners};
 pub use password::max_in_flight as max_password_checks_in_flight;
+pub use stats::{ClientId, CrateTotals, DayCounts, DayTotals, Stats, VersionCount};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenId, TokenInfo, TokenSecret, Tokens};
 pub use user::{MAX_USER_LEN, User, UserError};

@@ -5,6 +5,7 @@ mod alerts;
 mod auth;
 mod cache;
 mod client_addr;
+mod dashboard;
 mod encoding;
 mod error;
 mod flight;
@@ -19,6 +20,7 @@ mod redirect;
 mod registry;
 mod request_log;
 mod router;
+mod stats;
 mod stored;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -27,11 +29,13 @@ use tokio::net::TcpListener;
 use tracing::warn;
 use wharf_config::{Config, DEFAULT_REGISTRY};
 
+pub use dashboard::human_bytes;
 pub use error::ApiError;
 pub use lease::{Leased, PassLease, full_pass_due};
 pub use listen::{ConnectionStats, raise_file_limit};
 pub use registry::{AppState, Registry, USER_AGENT, open_store};
 pub use router::router;
+pub use stats::{Clock, Downloader, StatsRecorder, TEST_NOW_VAR, test_now_from_env};
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests
 /// under way finish. The caller binds the listener, so tests can bind port 0.
@@ -42,8 +46,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.connection_limits.clone();
-    let stats = state.connections.clone();
-    listen::serve_connections(listener, router(state), &limits, stats, shutdown).await
+    let connections = state.connections.clone();
+    // Statistics are written while the server runs, and once more after
+    // the last request, so a clean stop loses no count.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(
+        state
+            .stats
+            .clone()
+            .run(state.requests.clone(), stop.clone()),
+    );
+    let served =
+        listen::serve_connections(listener, router(state), &limits, connections, shutdown).await;
+    stop.cancel();
+    if let Err(e) = flusher.await {
+        warn!(error = %e, "the statistics writer stopped");
+    }
+    served
 }
 
 /// The URL clients reach the server at: `public_url` when configured, else

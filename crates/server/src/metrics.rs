@@ -239,6 +239,15 @@ impl RequestMetrics {
         }
     }
 
+    /// Every request of registry `name` counted so far, and the bytes of
+    /// their bodies; `None` for a name that is not a registry's.
+    pub fn totals(&self, name: &str) -> Option<(u64, u64)> {
+        let counters = self.by_registry.get(name)?;
+        let requests = counters.requests.iter().flatten().map(Counter::get).sum();
+        let bytes = counters.bytes.iter().map(Counter::get).sum();
+        Some((requests, bytes))
+    }
+
     /// Records one answered request for `path`.
     pub fn record(&self, path: &str, status: u16, body_bytes: u64, elapsed: Duration) {
         self.target(path).record(status, body_bytes, elapsed);

@@ -24,7 +24,8 @@ pub struct Redirects {
     store: Arc<dyn BlobStore>,
     handout: Handout,
     /// Crate files already checked by this process: redirected at once.
-    checked: moka::sync::Cache<BlobKey, ()>,
+    /// Files checked by this process, with their sizes.
+    checked: moka::sync::Cache<BlobKey, u64>,
 }
 
 impl Redirects {
@@ -43,14 +44,14 @@ impl Redirects {
         }
     }
 
-    /// Whether the file under `key` was checked by this process already.
-    pub fn is_checked(&self, key: &BlobKey) -> bool {
-        self.checked.contains_key(key)
+    /// The size of the file under `key`, if this process checked it already.
+    pub fn checked_size(&self, key: &BlobKey) -> Option<u64> {
+        self.checked.get(key)
     }
 
-    /// Remembers that the file under `key` is stored and good.
-    pub fn checked(&self, key: &BlobKey) {
-        self.checked.insert(key.clone(), ());
+    /// Remembers that the file under `key` is stored and good, and its size.
+    pub fn checked(&self, key: &BlobKey, size: u64) {
+        self.checked.insert(key.clone(), size);
     }
 
     /// The redirect to the file under `key`. Never cached by anyone on the

@@ -1,6 +1,6 @@
 //! The registries one server mounts, each at `/{name}/`.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -220,8 +220,6 @@ pub struct AppState {
     pub registries: BTreeMap<String, Registry>,
     /// The URL clients reach this server at (no trailing `/`).
     pub public_url: String,
-    /// Where data is kept, for the dashboard.
-    pub data_dir: PathBuf,
     /// When the server started.
     pub started: Instant,
     /// The mirror list published at `/.well-known/wharf-mirrors.toml`.
@@ -242,6 +240,9 @@ pub struct AppState {
     pub metrics: ServerMetrics,
     /// How each registry with `crate_downloads = "redirect"` redirects.
     pub redirects: BTreeMap<String, crate::redirect::Redirects>,
+    /// Traffic statistics and per-client downloads, counted in memory and
+    /// written to each registry's database in batches.
+    pub stats: Arc<crate::stats::StatsRecorder>,
     /// The request counters the request middleware records into; `None`
     /// records nothing (the benchmark sets it, to measure what recording costs).
     pub requests: Option<Arc<RequestMetrics>>,
@@ -301,8 +302,12 @@ impl AppState {
         // One connection pool per database, shared by the registries in it.
         let mut databases: BTreeMap<String, wharf_db::Db> = BTreeMap::new();
         let mut hosted_by_database: BTreeMap<String, Vec<Arc<HostedRegistry>>> = BTreeMap::new();
+        // Every registry with a database, for statistics and client counts.
+        let mut stats_databases = Vec::new();
         for (name, registry) in &config.registries {
-            let db = if registry.needs_database() {
+            // Statistics are kept in the registry's database (by default the
+            // server's `wharf.db`), so with them every registry has one.
+            let db = if registry.needs_database() || config.stats.enabled {
                 let url = registry.database_url(&config.data_dir);
                 Some(match databases.get(&url) {
                     Some(db) => db.clone(),
@@ -317,6 +322,9 @@ impl AppState {
             } else {
                 None
             };
+            if let Some(db) = &db {
+                stats_databases.push((name.clone(), db.clone()));
+            }
             let access = Access::of(
                 name,
                 registry,
@@ -519,7 +527,10 @@ impl AppState {
         Ok(Self {
             registries,
             public_url,
-            data_dir: config.data_dir.clone(),
+            stats: Arc::new(crate::stats::StatsRecorder::new(
+                &config.stats,
+                stats_databases,
+            )),
             started: Instant::now(),
             mirror_list,
             throttle,

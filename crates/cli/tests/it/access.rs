@@ -44,7 +44,9 @@ pub(crate) fn write_config(dir: &Path, registries: &str) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{registries}",
+            // Counts are written every 100 ms, so `wharf clients downloads`
+            // sees them at once.
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[stats]\nflush_interval = \"100ms\"\n\n{registries}",
             dir.join("data").display()
         ),
     )

@@ -20,6 +20,8 @@ pub struct Wharf {
     pub data_dir: PathBuf,
     /// Where it keeps what it serves.
     pub storage: wharf_config::Storage,
+    /// Its state (tests set the statistics' clock through it).
+    pub state: Arc<AppState>,
     _data: Option<TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -350,13 +352,14 @@ impl Wharf {
                 .unwrap_or_else(|e| panic!("build wharf: {e:#}")),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(wharf_server::serve(listener, state, async move {
+        let task = tokio::spawn(wharf_server::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
         Self {
             addr,
             data_dir,
             storage: config.storage.clone(),
+            state,
             _data: None,
             shutdown: Some(tx),
             task: Some(task),

@@ -72,7 +72,7 @@ async fn reconnecting_to_postgres_keeps_the_data() {
     assert_eq!(
         db.query_strings("SELECT CAST(version AS TEXT) FROM _sqlx_migrations ORDER BY version")
             .await,
-        ["1", "2", "3", "5"]
+        ["1", "2", "3", "4", "5"]
     );
 }
 

@@ -12,5 +12,6 @@ mod owner_facts;
 mod owners;
 mod publish;
 mod search;
+mod stats;
 mod tokens;
 mod yank;

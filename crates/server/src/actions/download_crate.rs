@@ -11,11 +11,7 @@ use axum::{
 use wharf_index::{CrateName, Version};
 use wharf_storage::Layout;
 
-use crate::{
-    auth::Principal,
-    error::ApiError,
-    registry::{AppState, Registry},
-};
+use crate::{auth::Principal, error::ApiError, registry::AppState, stats::Downloader};
 
 /// Serves a crate file, downloading and verifying it on first request.
 /// Stored crate files never change, so they are cacheable forever.
@@ -63,16 +59,20 @@ pub async fn download_crate(
         let key = Layout::new(&registry_name)
             .crate_file(krate.as_str(), vers.as_str())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if !redirects.is_checked(&key) {
-            // Fetched, read back and checked as a streamed download is,
-            // once per file per process; only then handed out by URL.
-            let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
-            if let Some(policy) = policy {
-                policy.check_license(&krate, &vers, &bytes)?;
+        let size = match redirects.checked_size(&key) {
+            Some(size) => size,
+            None => {
+                // Fetched, read back and checked as a streamed download is,
+                // once per file per process; only then handed out by URL.
+                let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
+                if let Some(policy) = policy {
+                    policy.check_license(&krate, &vers, &bytes)?;
+                }
+                redirects.checked(&key, bytes.len() as u64);
+                bytes.len() as u64
             }
-            redirects.checked(&key);
-        }
-        count_download(registry, principal, &krate, &vers);
+        };
+        count_download(&state, &registry_name, principal.as_deref(), addr, &krate, &vers, size);
         return redirects.redirect(&key).await;
     }
     let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
@@ -81,7 +81,7 @@ pub async fn download_crate(
         // first entries, so this inflates little.
         policy.check_license(&krate, &vers, &bytes)?;
     }
-    count_download(registry, principal, &krate, &vers);
+    count_download(&state, &registry_name, principal.as_deref(), addr, &krate, &vers, bytes.len() as u64);
     Ok((
         [
             (
@@ -96,18 +96,27 @@ pub async fn download_crate(
         .into_response())
 }
 
-/// Counts a download by a client (for `wharf clients`' figures).
+/// Counts a download for the traffic statistics (and, by a client, for
+/// `wharf clients downloads`).
 fn count_download(
-    registry: &Registry,
-    principal: Option<Arc<Principal>>,
+    state: &AppState,
+    registry: &str,
+    principal: Option<&Principal>,
+    addr: super::ClientAddr,
     krate: &CrateName,
     vers: &Version,
+    size: u64,
 ) {
-    if let Some(principal) = principal.filter(|p| p.client)
-        && let Some(gate) = &registry.access().gate
-    {
-        gate.count_download(&principal.user, krate.as_str(), vers.as_str());
-    }
+    let who = match principal {
+        Some(principal) => Downloader::Named {
+            user: &principal.user,
+            client: principal.client,
+        },
+        None => Downloader::Anonymous(addr.0),
+    };
+    state
+        .stats
+        .count_download(registry, krate.as_str(), vers.as_str(), size, who);
 }
 
 /// Splits `{name}-{version}.crate`, checking it names the crate of the directory.

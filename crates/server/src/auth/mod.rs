@@ -47,7 +47,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::info;
 use wharf_db::{ClientInfo, Db, MAX_USER_LEN, TOKEN_PREFIX, User};
 
 use crate::error::ApiError;
@@ -283,23 +283,6 @@ impl Gate {
             }
         }
         Ok(verdict.map(Arc::new))
-    }
-
-    /// Counts a download by client `client`, without making the response
-    /// wait for the database; a failure is logged, not answered.
-    pub fn count_download(&self, client: &User, krate: &str, vers: &str) {
-        let db = self.db.clone();
-        let (registry, client) = (self.registry.clone(), client.clone());
-        let (krate, vers) = (krate.to_owned(), vers.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = db
-                .clients(&registry)
-                .record_download(&client, &krate, &vers, SystemTime::now())
-                .await
-            {
-                warn!(registry, client = %client, krate.name = krate, krate.vers = vers, error = %e, "could not count a download");
-            }
-        });
     }
 
     /// The credentials generation, read from the database at most every
