@@ -72,7 +72,15 @@ pub async fn download_crate(
                 bytes.len() as u64
             }
         };
-        count_download(&state, &registry_name, principal.as_deref(), addr, &krate, &vers, size);
+        count_download(
+            &state,
+            &registry_name,
+            principal.as_deref(),
+            addr,
+            &krate,
+            &vers,
+            size,
+        );
         return redirects.redirect(&key).await;
     }
     let bytes = registry.crate_file(&krate, &vers, addr.0).await?;
@@ -81,7 +89,15 @@ pub async fn download_crate(
         // first entries, so this inflates little.
         policy.check_license(&krate, &vers, &bytes)?;
     }
-    count_download(&state, &registry_name, principal.as_deref(), addr, &krate, &vers, bytes.len() as u64);
+    count_download(
+        &state,
+        &registry_name,
+        principal.as_deref(),
+        addr,
+        &krate,
+        &vers,
+        bytes.len() as u64,
+    );
     Ok((
         [
             (
