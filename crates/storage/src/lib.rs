@@ -233,6 +233,14 @@ mod invariant {
             "crates/sync/src/sync/work.rs",
             "the pass lock, in the local work_dir",
         ),
+        (
+            "crates/server/src/owner_dump.rs",
+            "reads a crates.io database dump",
+        ),
+        (
+            "crates/upstream/src/owners_api.rs",
+            "stages a downloaded database dump",
+        ),
     ];
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

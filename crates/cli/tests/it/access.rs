@@ -46,7 +46,7 @@ pub(crate) fn write_config(dir: &Path, registries: &str) -> PathBuf {
         format!(
             // Counts are written every 100 ms, so `wharf clients downloads`
             // sees them at once.
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[stats]\nflush_interval = \"100ms\"\n\n{registries}",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{registries}\n\n[stats]\nflush_interval = \"100ms\"\n",
             dir.join("data").display()
         ),
     )

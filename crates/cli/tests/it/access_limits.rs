@@ -7,48 +7,9 @@ use std::path::{Path, PathBuf};
 use wharf_config::Config;
 use wharf_test_support::{cargo::CargoProject, fixture::CrateBuilder, upstream::FakeUpstream};
 
+use crate::access::{add_client, wharf_ok};
 use crate::common::{Wharf, wharf_cli};
-
-/// Runs `wharf ARGS --config CONFIG`, expecting success; returns stdout.
-fn wharf_ok(config: &Path, args: &[&str]) -> String {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--config", config.to_str().unwrap()]);
-    let out = wharf_cli(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "wharf {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// `wharf clients add` with `args`; returns the `Authorization` value cargo
-/// sends for it.
-fn add_client(config: &Path, args: &[&str]) -> String {
-    let mut all = vec!["clients", "add"];
-    all.extend(args);
-    let stdout = wharf_ok(config, &all);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token = \""))
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("no token line in:\n{stdout}"))
-        .to_owned()
-}
-
-/// `wharf token create` for `user` in registry `private`.
-fn create_token(config: &Path, user: &str) -> String {
-    let stdout = wharf_ok(
-        config,
-        &["token", "create", "--registry", "private", "--user", user],
-    );
-    stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .unwrap_or_else(|| panic!("no `token: ` line in:\n{stdout}"))
-        .to_owned()
-}
+use crate::hosted::create_token;
 
 /// A config with a `crates-io` cache of `upstream` and a hosted registry
 /// `private` (`extra` added to its table), its metadata at `database_url`.

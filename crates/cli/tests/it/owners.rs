@@ -16,22 +16,8 @@ use wharf_test_support::{
     upstream::{FakeUpstream, Fault, RequestKind, Target},
 };
 
-use crate::access::write_config;
+use crate::access::{wharf_ok, write_config};
 use crate::common::{Wharf, wharf_cli};
-
-/// Runs `wharf ARGS --config CONFIG`, expecting success; returns stdout.
-fn wharf_ok(config: &Path, args: &[&str]) -> String {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--config", config.to_str().unwrap()]);
-    let out = wharf_cli(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "wharf {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// A config with one cache, `company`, of `upstream`, with `policy` lines.
 fn company(

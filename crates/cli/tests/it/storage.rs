@@ -127,7 +127,16 @@ async fn a_full_or_read_only_disk_answers_503_and_blames_no_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let disk = Tmpfs::mount(&data, "512k");
-    let wharf = Wharf::start_in(&data, cache(&[upstream.index_url()])).await;
+    // The database (traffic statistics) elsewhere: a file open for writing
+    // would keep the disk from being remounted read-only.
+    let wharf = Wharf::start_in(
+        &data,
+        wharf_config::CacheRegistry {
+            database_url: Some(format!("sqlite://{}/wharf.db", dir.path().display())),
+            ..cache(&[upstream.index_url()])
+        },
+    )
+    .await;
 
     // The index file fits; the crate file does not.
     assert_eq!(get(&wharf, "/crates-io/index/3/b/big").await.0, 200);
@@ -430,8 +439,12 @@ async fn a_mirror_synced_into_a_bucket_is_signed_verified_and_builds_alone() {
     cargo_ok(&project, &["generate-lockfile"]);
     cargo_ok(&project, &["build"]);
     // The served tree is in the bucket; the pass's lock is in work_dir, and
-    // data_dir holds nothing.
-    let local = wharf.stored_files();
+    // data_dir holds nothing but the database (traffic statistics).
+    let local: Vec<_> = wharf
+        .stored_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("wharf.db"))
+        .collect();
     assert!(local.is_empty(), "files in data_dir: {local:?}");
     assert!(work.join("m/.sync/lock").is_file());
     wharf.stop().await;
