@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use wharf_config::Config;
 use wharf_test_support::{cargo::CargoProject, fixture::CrateBuilder, upstream::FakeUpstream};
 
-use crate::access::{add_client, wharf_ok};
-use crate::common::{Wharf, wharf_cli};
+use crate::access::add_client;
+use crate::common::Wharf;
 use crate::hosted::create_token;
 
 /// A config with a `crates-io` cache of `upstream` and a hosted registry

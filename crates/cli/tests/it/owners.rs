@@ -17,7 +17,7 @@ use wharf_test_support::{
 };
 
 use crate::access::{wharf_ok, write_config};
-use crate::common::{Wharf, wharf_cli};
+use crate::common::Wharf;
 
 /// A config with one cache, `company`, of `upstream`, with `policy` lines.
 fn company(
