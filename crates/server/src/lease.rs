@@ -101,19 +101,27 @@ impl PassLease {
     async fn keep(&self) -> SyncError {
         let leases = self.db.leases(&self.registry);
         let mut renewed = Instant::now();
+        let mut wait = self.heartbeat;
         loop {
-            tokio::time::sleep(self.heartbeat).await;
+            tokio::time::sleep(wait).await;
             match leases.renew(&self.holder, self.ttl()).await {
-                Ok(true) => renewed = Instant::now(),
+                Ok(true) => {
+                    renewed = Instant::now();
+                    wait = self.heartbeat;
+                }
                 Ok(false) => {
                     return SyncError::Setup(format!(
                         "the lease of mirror `{}` was taken over by another instance; this pass stopped",
                         self.registry
                     ));
                 }
-                // Stop half a heartbeat before it could expire: another
-                // instance may take it over from then on.
-                Err(e) if renewed.elapsed() + self.heartbeat + self.heartbeat / 2 >= self.ttl() => {
+                // Another try a quarter heartbeat later, unless that would
+                // come within half a heartbeat of the expiry: from then on
+                // another instance may take the lease over.
+                Err(e)
+                    if renewed.elapsed() + self.heartbeat / 4
+                        >= self.ttl() - self.heartbeat / 2 =>
+                {
                     return SyncError::Setup(format!(
                         "cannot renew the lease of mirror `{}` ({e}); this pass stopped before another instance may take it over",
                         self.registry
@@ -121,6 +129,7 @@ impl PassLease {
                 }
                 Err(e) => {
                     warn!(registry = %self.registry, error = %e, "cannot renew the lease of the mirror's passes; trying again");
+                    wait = self.heartbeat / 4;
                 }
             }
         }
