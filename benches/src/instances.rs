@@ -9,7 +9,7 @@ use wharf_config::{HostedRegistry, Registry};
 use wharf_test_support::{fixture::CrateBuilder, postgres::TempPostgres, upstream::FakeUpstream};
 
 use crate::{
-    Load, Options, ROUNDS, serving_fixtures, sparse_path, start_wharf_with, wrk, wrk_script,
+    Load, Options, ROUNDS, serving_fixtures, sparse_path, start_wharf_with, warm, wrk, wrk_script,
 };
 
 /// Publishes timed from A to B.
@@ -57,17 +57,7 @@ pub fn instances(
         ))?;
         // Warm: every file fetched once (the first instance fills the
         // bucket, the second reads it), so only hits are timed.
-        wharf_rt.block_on(async {
-            let client = reqwest::Client::new();
-            for path in index_paths.iter().chain(&crate_paths) {
-                client
-                    .get(format!("http://{addr}{path}"))
-                    .send()
-                    .await?
-                    .error_for_status()?;
-            }
-            anyhow::Ok(())
-        })?;
+        wharf_rt.block_on(warm(addr, index_paths.iter().chain(&crate_paths)))?;
         servers.push((addr, stop));
     }
     println!(

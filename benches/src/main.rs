@@ -262,6 +262,23 @@ async fn start_wharf_with(
     Ok((addr, tx))
 }
 
+/// Fetches every path of `paths` from the server at `addr` once, so that
+/// what is timed afterwards are hits.
+async fn warm<'a>(
+    addr: SocketAddr,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for path in paths {
+        client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    Ok(())
+}
+
 /// Rounds per comparison, alternating wharf and nginx; the best of each counts,
 /// which filters out a round slowed by something else on the machine.
 const ROUNDS: usize = 3;

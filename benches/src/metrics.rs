@@ -13,7 +13,7 @@ use wharf_test_support::{
     upstream::FakeUpstream,
 };
 
-use crate::{Options, ROUNDS, wrk, wrk_script_with};
+use crate::{Options, ROUNDS, warm, wrk, wrk_script_with};
 
 /// Crates in the fixture, each with a few versions.
 const CRATES: usize = 200;
@@ -78,14 +78,7 @@ pub fn metrics(
                 let _ = rx.await;
             }));
             // Warm it: each file fetched once, so what follows are hits.
-            let client = reqwest::Client::new();
-            for path in paths.iter().chain(&crate_paths) {
-                client
-                    .get(format!("http://{addr}{path}"))
-                    .send()
-                    .await?
-                    .error_for_status()?;
-            }
+            warm(addr, paths.iter().chain(&crate_paths)).await?;
             anyhow::Ok((addr, tx))
         })?;
         servers.push((recording, addr, stop));

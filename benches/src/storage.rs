@@ -10,7 +10,7 @@ use wharf_test_support::{cargo::CargoProject, s3::TestS3, upstream::FakeUpstream
 
 use crate::{
     COLD_RUNS, Load, Options, ROUNDS, cold_fixtures, serving_fixtures, sparse_path,
-    start_wharf_with, timed_fetch, wrk, wrk_script,
+    start_wharf_with, timed_fetch, warm, wrk, wrk_script,
 };
 
 /// The `[storage]` of a fresh place (a prefix) in the run's SeaweedFS.
@@ -98,17 +98,7 @@ pub fn storage(
                 configure(s3, memory),
             ))?;
             // Warm: every file fetched once, so only hits are timed.
-            wharf_rt.block_on(async {
-                let client = reqwest::Client::new();
-                for path in index_paths.iter().chain(&crate_paths) {
-                    client
-                        .get(format!("http://{addr}{path}"))
-                        .send()
-                        .await?
-                        .error_for_status()?;
-                }
-                anyhow::Ok(())
-            })?;
+            wharf_rt.block_on(warm(addr, index_paths.iter().chain(&crate_paths)))?;
             servers.push((addr, stop));
         }
         let memory_label = if memory { "memory on" } else { "memory off" };
