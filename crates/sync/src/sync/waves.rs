@@ -270,6 +270,8 @@ impl Mirror {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use wharf_test_support::{
         fixture::{graph, sparse_path},
         upstream::{Fault, RequestKind, Target},
@@ -277,28 +279,30 @@ mod tests {
 
     use super::super::{Follow, Look, SilentProgress, Source, Summary, testing::TestMirror};
 
-    fn work(names: &[&str]) -> Vec<(String, Source)> {
-        names
+    /// Syncs the crates `names` (from the sparse upstreams, looking at each)
+    /// in waves that follow `follow`.
+    async fn waves(
+        t: &TestMirror,
+        names: &[&str],
+        follow: Follow,
+    ) -> (super::super::Delta, BTreeSet<String>, Summary) {
+        let work = names
             .iter()
             .map(|n| (n.to_string(), Source::Sparse))
-            .collect()
+            .collect();
+        let mut summary = Summary::default();
+        let (delta, failed) = t
+            .mirror
+            .sync_waves(work, Look::Always, follow, &SilentProgress, &mut summary)
+            .await
+            .unwrap();
+        (delta, failed, summary)
     }
 
     #[tokio::test]
     async fn each_wave_is_the_new_dependencies_of_the_last() {
         let t = TestMirror::start(graph("w", 6), "include = [\"w-0\"]").await;
-        let mut summary = Summary::default();
-        let (delta, failed) = t
-            .mirror
-            .sync_waves(
-                work(&["w-0"]),
-                Look::Always,
-                Follow::All(Source::Sparse),
-                &SilentProgress,
-                &mut summary,
-            )
-            .await
-            .unwrap();
+        let (delta, failed, summary) = waves(&t, &["w-0"], Follow::All(Source::Sparse)).await;
         assert!(failed.is_empty());
         assert_eq!(delta.totals(), (6, 6));
         assert_eq!(
@@ -311,18 +315,7 @@ mod tests {
     #[tokio::test]
     async fn following_nothing_syncs_just_the_work() {
         let t = TestMirror::start(graph("n", 4), "include = [\"n-0\"]").await;
-        let mut summary = Summary::default();
-        let (delta, _) = t
-            .mirror
-            .sync_waves(
-                work(&["n-0"]),
-                Look::Always,
-                Follow::Nothing,
-                &SilentProgress,
-                &mut summary,
-            )
-            .await
-            .unwrap();
+        let (delta, _, summary) = waves(&t, &["n-0"], Follow::Nothing).await;
         assert_eq!((delta.totals(), summary.crates), ((1, 1), 1));
         assert!(
             t.read(&format!("m/index/{}", sparse_path("n-1")))
@@ -334,32 +327,12 @@ mod tests {
     #[tokio::test]
     async fn following_what_is_not_held_leaves_held_crates_alone() {
         let t = TestMirror::start(graph("h", 4), "include = [\"h-0\"]").await;
-        let mut summary = Summary::default();
         // h-1 (and, through it, h-2 and h-3) are held already.
-        t.mirror
-            .sync_waves(
-                work(&["h-1"]),
-                Look::Always,
-                Follow::All(Source::Sparse),
-                &SilentProgress,
-                &mut summary,
-            )
-            .await
-            .unwrap();
+        waves(&t, &["h-1"], Follow::All(Source::Sparse)).await;
         assert!(t.mirror.holds("h-3").await.unwrap());
         assert!(!t.mirror.holds("h-0").await.unwrap());
         t.upstream.clear_log();
-        let mut summary = Summary::default();
-        t.mirror
-            .sync_waves(
-                work(&["h-0"]),
-                Look::Always,
-                Follow::NotHeld,
-                &SilentProgress,
-                &mut summary,
-            )
-            .await
-            .unwrap();
+        let (_, _, summary) = waves(&t, &["h-0"], Follow::NotHeld).await;
         assert_eq!(summary.crates, 1, "h-1 and h-3 are held: not synced again");
         let asked: Vec<String> = t.upstream.requests().into_iter().map(|r| r.path).collect();
         assert!(asked.iter().all(|p| p.contains("h-0")), "{asked:?}");
@@ -371,18 +344,7 @@ mod tests {
         let bad = crates[2].dl_path().split('?').next().unwrap().to_owned();
         let t = TestMirror::start(crates, "include = [\"f-0\"]").await;
         t.upstream.set_fault(Target::Path(bad), Fault::WrongBytes);
-        let mut summary = Summary::default();
-        let (delta, failed) = t
-            .mirror
-            .sync_waves(
-                work(&["f-0"]),
-                Look::Always,
-                Follow::All(Source::Sparse),
-                &SilentProgress,
-                &mut summary,
-            )
-            .await
-            .unwrap();
+        let (delta, failed, summary) = waves(&t, &["f-0"], Follow::All(Source::Sparse)).await;
         assert_eq!(failed.into_iter().collect::<Vec<_>>(), ["f-2"]);
         assert_eq!(delta.totals(), (2, 2), "f-0 and f-1 are served");
         assert_eq!(summary.failures.len(), 1, "{:?}", summary.failures);
