@@ -150,8 +150,8 @@ fn main() -> anyhow::Result<()> {
             storage::storage(&options, &upstream_rt, &wharf_rt)?;
         }
         if options.metrics {
-            let (upstream_rt, wharf_rt) = runtimes()?;
-            metrics::metrics(&options, &upstream_rt, &wharf_rt)?;
+            let (upstream_rt, _) = runtimes()?;
+            metrics::metrics(&options, &upstream_rt)?;
         }
         if options.instances {
             let (upstream_rt, wharf_rt) = runtimes()?;
@@ -284,6 +284,8 @@ async fn warm<'a>(
 const ROUNDS: usize = 3;
 
 struct Load {
+    /// Requests answered in the run.
+    requests: u64,
     requests_per_sec: f64,
     megabytes_per_sec: f64,
     errors: bool,
@@ -493,7 +495,14 @@ fn wrk(options: &Options, base: &str, script: &Path) -> anyhow::Result<Load> {
         .with_context(|| format!("wrk said: {text}"))?;
     let transfer = field("Transfer/sec:").with_context(|| format!("wrk said: {text}"))?;
     let megabytes_per_sec = parse_size(transfer) / 1e6;
+    // `  1016547 requests in 10.10s, 1.2GB read`
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("wrk said: {text}"))?;
     Ok(Load {
+        requests,
         requests_per_sec,
         megabytes_per_sec,
         errors: text.contains("Non-2xx") || text.contains("Socket errors"),

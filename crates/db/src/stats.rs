@@ -11,13 +11,16 @@
 //! database (so instances sharing it count an address once) and deleted
 //! when the day is over, after which no hash can be tied to an address.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use sqlx::Row;
 
 use crate::db::{Db, on_backend};
 use crate::error::DbError;
+
+/// Rows written by one statement of [`Stats::record`].
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Who downloaded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,7 +112,9 @@ impl<'a> Stats<'a> {
         } else {
             None
         };
-        let clients: Vec<String> = counts
+        // Each once, as each version below: one statement may not write a
+        // row twice.
+        let clients: BTreeSet<String> = counts
             .clients
             .iter()
             .map(|client| match client {
@@ -121,6 +126,16 @@ impl<'a> Stats<'a> {
                 }
             })
             .collect();
+        let clients: Vec<String> = clients.into_iter().collect();
+        let mut downloads: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+        for version in &counts.downloads {
+            let row = downloads
+                .entry((version.krate.as_str(), version.vers.as_str()))
+                .or_default();
+            row.0 += version.downloads;
+            row.1 += version.bytes;
+        }
+        let downloads: Vec<_> = downloads.into_iter().collect();
         let mut tx = self.db.write().await?;
         on_backend!(&mut tx, conn => {
             if counts.requests > 0 || counts.request_bytes > 0 {
@@ -137,33 +152,37 @@ impl<'a> Stats<'a> {
                 .execute(&mut *conn)
                 .await?;
             }
-            for version in &counts.downloads {
-                sqlx::query(
-                    "INSERT INTO stats_downloads (registry, day, crate, vers, downloads, bytes) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (registry, day, crate, vers) DO UPDATE SET \
+            // A few hundred rows a statement: one round trip each instead
+            // of one a row, well under either backend's limit of parameters.
+            for chunk in downloads.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::new(
+                    "INSERT INTO stats_downloads (registry, day, crate, vers, downloads, bytes) ",
+                );
+                query.push_values(chunk, |mut row, ((krate, vers), (count, bytes))| {
+                    row.push_bind(self.registry)
+                        .push_bind(&counts.day)
+                        .push_bind(*krate)
+                        .push_bind(*vers)
+                        .push_bind(to_i64(*count))
+                        .push_bind(to_i64(*bytes));
+                });
+                query.push(
+                    " ON CONFLICT (registry, day, crate, vers) DO UPDATE SET \
                      downloads = stats_downloads.downloads + excluded.downloads, \
                      bytes = stats_downloads.bytes + excluded.bytes",
-                )
-                .bind(self.registry)
-                .bind(&counts.day)
-                .bind(&version.krate)
-                .bind(&version.vers)
-                .bind(to_i64(version.downloads))
-                .bind(to_i64(version.bytes))
-                .execute(&mut *conn)
-                .await?;
+                );
+                query.build().execute(&mut *conn).await?;
             }
-            for client in &clients {
-                sqlx::query(
-                    "INSERT INTO stats_clients (registry, day, client) VALUES ($1, $2, $3) \
-                     ON CONFLICT (registry, day, client) DO NOTHING",
-                )
-                .bind(self.registry)
-                .bind(&counts.day)
-                .bind(client)
-                .execute(&mut *conn)
-                .await?;
+            for chunk in clients.chunks(ROWS_PER_STATEMENT) {
+                let mut query =
+                    sqlx::QueryBuilder::new("INSERT INTO stats_clients (registry, day, client) ");
+                query.push_values(chunk, |mut row, client| {
+                    row.push_bind(self.registry)
+                        .push_bind(&counts.day)
+                        .push_bind(client);
+                });
+                query.push(" ON CONFLICT (registry, day, client) DO NOTHING");
+                query.build().execute(&mut *conn).await?;
             }
             Ok::<(), sqlx::Error>(())
         })?;

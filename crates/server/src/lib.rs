@@ -20,6 +20,7 @@ mod redirect;
 mod registry;
 mod request_log;
 mod router;
+mod shards;
 mod stats;
 mod stored;
 
@@ -33,6 +34,7 @@ pub use dashboard::human_bytes;
 pub use error::ApiError;
 pub use lease::{Leased, PassLease, full_pass_due};
 pub use listen::{ConnectionStats, raise_file_limit};
+pub use metrics::RequestMetrics;
 pub use registry::{AppState, Registry, USER_AGENT, open_store};
 pub use router::router;
 pub use stats::{Clock, Downloader, StatsRecorder, TEST_NOW_VAR, test_now_from_env};

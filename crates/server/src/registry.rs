@@ -495,7 +495,7 @@ impl AppState {
                 .await
                 .context("cannot listen for changes on the database")?;
         }
-        let requests = Some(Arc::new(metrics.requests(registries.keys())));
+        let requests = Some(metrics.requests(registries.keys()));
         let redirects = config
             .registries
             .iter()

@@ -8,7 +8,7 @@
 //! request metrics' counters moved since the last one.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -111,13 +111,16 @@ struct RegistryStats {
 }
 
 /// What one registry counted on one day (by day number) since the last flush.
+/// Its maps hash with foldhash: keys are hashed on every download, and a
+/// flood of made-up keys is bounded before it gets here (only crate files
+/// that exist are counted, and addresses are the peers' own).
 #[derive(Default)]
 struct DayPending {
     /// Crate → version → (downloads, bytes).
-    versions: HashMap<String, HashMap<String, (u64, u64)>>,
-    clients: HashSet<ClientId>,
+    versions: foldhash::HashMap<String, foldhash::HashMap<String, (u64, u64)>>,
+    clients: foldhash::HashSet<ClientId>,
     /// (client, crate, version) → downloads, for `wharf clients downloads`.
-    by_client: HashMap<(User, String, String), u64>,
+    by_client: foldhash::HashMap<(User, String, String), u64>,
 }
 
 impl StatsRecorder {
@@ -185,7 +188,7 @@ impl StatsRecorder {
             return;
         };
         let day = self.today();
-        let mut pending = stats.pending[shard()]
+        let mut pending = stats.pending[crate::shards::thread_number() % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let today = pending.entry(day).or_default();
@@ -345,15 +348,6 @@ impl DayPending {
             *self.by_client.entry(key).or_default() += count;
         }
     }
-}
-
-/// The shard of the calling thread: threads are given shards in turn.
-fn shard() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|shard| *shard)
 }
 
 /// The day number of `at`: whole days since 1970-01-01, UTC.

@@ -10,6 +10,7 @@ use crate::support::{REGISTRY, TestDb};
 
 on_both_backends!(
     batches_add_up_per_day_and_crate,
+    a_batch_larger_than_one_statement_with_repeated_keys_adds_up,
     pruning_deletes_old_days_and_past_keys,
 );
 
@@ -105,6 +106,30 @@ async fn batches_add_up_per_day_and_crate(db: TestDb) {
         "{stored:?}"
     );
     assert!(!stored.iter().any(|c| c.contains("192.0.2")), "{stored:?}");
+}
+
+async fn a_batch_larger_than_one_statement_with_repeated_keys_adds_up(db: TestDb) {
+    let stats = db.stats(REGISTRY);
+    let names: Vec<String> = (0..1200).map(|i| format!("c{i}")).collect();
+    let mut downloads: Vec<(&str, &str, u64)> =
+        names.iter().map(|n| (n.as_str(), "1.0.0", 1)).collect();
+    // A version twice and an address twice in one batch.
+    downloads.push(("c0", "1.0.0", 2));
+    let addresses: Vec<ClientId> = (0..1100)
+        .map(|i| addr(&format!("10.0.{}.{}", i / 256, i % 256)))
+        .chain([addr("10.0.0.0")])
+        .collect();
+    stats
+        .record(&counts("2026-11-29", &downloads, &addresses))
+        .await
+        .unwrap();
+    let days = stats.days("2026-11-01").await.unwrap();
+    assert_eq!(
+        (days[0].downloads, days[0].download_bytes, days[0].clients),
+        (1202, 120_200, 1100)
+    );
+    let top = stats.top_crates("2026-11-01", 1).await.unwrap();
+    assert_eq!((top[0].krate.as_str(), top[0].downloads), ("c0", 3));
 }
 
 async fn pruning_deletes_old_days_and_past_keys(db: TestDb) {

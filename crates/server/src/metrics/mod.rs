@@ -8,7 +8,6 @@
 //! histogram's observation takes its short uncontended lock).
 
 use std::{
-    collections::HashMap,
     sync::{Arc, atomic::AtomicU64},
     time::Duration,
 };
@@ -21,6 +20,10 @@ use prometheus_client::{
 
 /// A monotonically increasing counter (`inc`, `get`); clones share the value.
 pub type Counter = prometheus_client::metrics::counter::Counter;
+
+mod requests;
+
+pub use requests::{RequestMetrics, RequestTarget};
 
 /// Histogram buckets, in seconds, from an index hit served from memory
 /// (tens of microseconds) to a slow upstream (seconds).
@@ -159,124 +162,6 @@ struct UpstreamLabels {
     upstream: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    registry: String,
-    route: &'static str,
-    status: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BytesLabels {
-    registry: String,
-    route: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabel {
-    route: &'static str,
-}
-
-/// What a request asked for, by the shape of its path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouteClass {
-    /// `/{R}/index/…` but `config.json`.
-    Index = 0,
-    /// `/{R}/crates/…`.
-    Crate = 1,
-    /// Cargo's web API: `/{R}/api/…`, `/{R}/me`.
-    Api = 2,
-    /// `/{R}/index/config.json`.
-    Config = 3,
-    /// Everything else: the dashboard, health, metrics, unknown paths.
-    Other = 4,
-}
-
-const ROUTES: [&str; 5] = ["index", "crate", "api", "config", "other"];
-const STATUSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-/// The registry label of server-wide routes and of names no registry has.
-const NO_REGISTRY: &str = "-";
-
-/// The first path segment of `path`, and the class of the route.
-pub fn classify(path: &str) -> (&str, RouteClass) {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let (first, rest) = rest.split_once('/').unwrap_or((rest, ""));
-    let class = if rest == "index/config.json" {
-        RouteClass::Config
-    } else if rest.starts_with("index/") {
-        RouteClass::Index
-    } else if rest.starts_with("crates/") {
-        RouteClass::Crate
-    } else if rest.starts_with("api/") || rest == "me" {
-        RouteClass::Api
-    } else {
-        RouteClass::Other
-    };
-    (first, class)
-}
-
-/// The request counters of one registry label, by route and status class.
-struct RouteCounters {
-    requests: [[Counter; 4]; 5],
-    bytes: [Counter; 5],
-}
-
-/// Request counts, bytes and latencies, recorded by the request middleware.
-pub struct RequestMetrics {
-    by_registry: HashMap<String, RouteCounters>,
-    server_wide: RouteCounters,
-    durations: [Histogram; 5],
-}
-
-impl RequestMetrics {
-    /// Where a request for `path` is counted, found before it is answered.
-    pub fn target(&self, path: &str) -> RequestTarget<'_> {
-        let (first, route) = classify(path);
-        RequestTarget {
-            counters: self.by_registry.get(first).unwrap_or(&self.server_wide),
-            duration: &self.durations[route as usize],
-            route: route as usize,
-        }
-    }
-
-    /// Every request of registry `name` counted so far, and the bytes of
-    /// their bodies; `None` for a name that is not a registry's.
-    pub fn totals(&self, name: &str) -> Option<(u64, u64)> {
-        let counters = self.by_registry.get(name)?;
-        let requests = counters.requests.iter().flatten().map(Counter::get).sum();
-        let bytes = counters.bytes.iter().map(Counter::get).sum();
-        Some((requests, bytes))
-    }
-
-    /// Records one answered request for `path`.
-    pub fn record(&self, path: &str, status: u16, body_bytes: u64, elapsed: Duration) {
-        self.target(path).record(status, body_bytes, elapsed);
-    }
-}
-
-/// The counters one request is recorded in.
-pub struct RequestTarget<'a> {
-    counters: &'a RouteCounters,
-    duration: &'a Histogram,
-    route: usize,
-}
-
-impl RequestTarget<'_> {
-    /// Records the answer: its status, the bytes of its body as far as
-    /// known, and how long it took.
-    pub fn record(&self, status: u16, body_bytes: u64, elapsed: Duration) {
-        let status = match status / 100 {
-            0..=2 => 0,
-            3 => 1,
-            4 => 2,
-            _ => 3,
-        };
-        self.counters.requests[self.route][status].inc();
-        self.counters.bytes[self.route].inc_by(body_bytes);
-        self.duration.observe(elapsed.as_secs_f64());
-    }
-}
-
 /// Times the requests of one registry's upstreams.
 struct UpstreamTimer {
     histograms: Vec<Histogram>,
@@ -307,9 +192,6 @@ pub struct MirrorPass {
 pub struct ServerMetrics {
     registry: Registry,
     cache_families: Vec<Family<RegistryLabel, Counter>>,
-    requests: Family<RequestLabels, Counter>,
-    bytes: Family<BytesLabels, Counter>,
-    durations: Family<RouteLabel, Histogram, fn() -> Histogram>,
     upstream_durations: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_up: Family<UpstreamLabels, Gauge>,
     mirror_since_success: Family<RegistryLabel, Gauge>,
@@ -340,25 +222,6 @@ impl ServerMetrics {
                 family
             })
             .collect();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "wharf_http_requests",
-            "Requests answered, by registry (- for server-wide routes and unknown names), route class and status class",
-            requests.clone(),
-        );
-        let bytes = Family::<BytesLabels, Counter>::default();
-        registry.register(
-            "wharf_http_response_bytes",
-            "Bytes of response bodies, as far as known when the head was sent",
-            bytes.clone(),
-        );
-        let durations: Family<RouteLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(histogram);
-        registry.register(
-            "wharf_http_request_duration_seconds",
-            "Time from a request to the head of its answer, by route class",
-            durations.clone(),
-        );
         let upstream_durations: Family<UpstreamLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(histogram);
         registry.register(
@@ -417,9 +280,6 @@ impl ServerMetrics {
         Self {
             registry,
             cache_families,
-            requests,
-            bytes,
-            durations,
             upstream_durations,
             upstream_up,
             mirror_since_success,
@@ -463,37 +323,14 @@ impl ServerMetrics {
     }
 
     /// The request counters for registries `names`, built now so that
-    /// recording a request allocates nothing.
-    pub fn requests<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> RequestMetrics {
-        let counters = |registry: &str| RouteCounters {
-            requests: std::array::from_fn(|route| {
-                std::array::from_fn(|status| {
-                    self.requests.get_or_create_owned(&RequestLabels {
-                        registry: registry.to_owned(),
-                        route: ROUTES[route],
-                        status: STATUSES[status],
-                    })
-                })
-            }),
-            bytes: std::array::from_fn(|route| {
-                self.bytes.get_or_create_owned(&BytesLabels {
-                    registry: registry.to_owned(),
-                    route: ROUTES[route],
-                })
-            }),
-        };
-        RequestMetrics {
-            by_registry: names
-                .into_iter()
-                .map(|name| (name.clone(), counters(name)))
-                .collect(),
-            server_wide: counters(NO_REGISTRY),
-            durations: std::array::from_fn(|route| {
-                self.durations.get_or_create_owned(&RouteLabel {
-                    route: ROUTES[route],
-                })
-            }),
-        }
+    /// recording a request allocates nothing, and registered.
+    pub fn requests<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Arc<RequestMetrics> {
+        let requests = Arc::new(RequestMetrics::new(names));
+        self.registry.register_collector(Box::new(requests.clone()));
+        requests
     }
 
     /// Sets whether an upstream of registry `name` is up.
@@ -569,7 +406,7 @@ mod tests {
 
     #[test]
     fn requests_are_labelled_by_configured_registry_route_and_status_only() {
-        let metrics = ServerMetrics::new();
+        let mut metrics = ServerMetrics::new();
         let requests = metrics.requests([&"crates-io".to_owned()]);
         let ms = Duration::from_millis(1);
         requests.record("/crates-io/index/se/rd/serde", 200, 10, ms);
@@ -587,6 +424,12 @@ mod tests {
             "wharf_http_response_bytes_total{registry=\"crates-io\",route=\"index\"} 10\n",
             "wharf_http_response_bytes_total{registry=\"-\",route=\"index\"} 3\n",
             "wharf_http_request_duration_seconds_count{route=\"index\"} 2\n",
+            "wharf_http_request_duration_seconds_sum{route=\"index\"} 0.002\n",
+            // Cumulative: 1 ms is in the bucket of 1 ms and every one above.
+            "wharf_http_request_duration_seconds_bucket{route=\"index\",le=\"0.0005\"} 0\n",
+            "wharf_http_request_duration_seconds_bucket{route=\"index\",le=\"0.001\"} 2\n",
+            "wharf_http_request_duration_seconds_bucket{route=\"index\",le=\"+Inf\"} 2\n",
+            "wharf_http_request_duration_seconds_count{route=\"api\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
