@@ -94,8 +94,8 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    /// Counters for registries `names` (and server-wide routes), one shard
-    /// per core.
+    /// Counters for registries `names` (and server-wide routes), four
+    /// shards per core.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Self {
         let names: Vec<String> = names.into_iter().cloned().collect();
         let slots = names
@@ -107,7 +107,11 @@ impl RequestMetrics {
         // Shards a whole number of 128-byte lines apart with at least a
         // line's room between them, wherever the allocation starts.
         let stride = (used + 8).next_multiple_of(16);
-        let shards = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 64));
+        // Threads take shards in turn as they first record; four a core
+        // keeps the runtime's workers apart even when other threads (a
+        // blocking pool's) took numbers between them.
+        let shards =
+            std::thread::available_parallelism().map_or(16, |n| (n.get() * 4).clamp(4, 256));
         Self {
             names,
             slots,
