@@ -150,8 +150,7 @@ fn main() -> anyhow::Result<()> {
             storage::storage(&options, &upstream_rt, &wharf_rt)?;
         }
         if options.metrics {
-            let (upstream_rt, _) = runtimes()?;
-            metrics::metrics(&options, &upstream_rt)?;
+            metrics::metrics(&options, &runtime("upstream", 1)?)?;
         }
         if options.instances {
             let (upstream_rt, wharf_rt) = runtimes()?;
@@ -168,17 +167,23 @@ fn main() -> anyhow::Result<()> {
 /// A runtime for the fake upstream and one for wharf, so neither steals the
 /// other's threads; wrk and nginx are separate processes.
 fn runtimes() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
-    let upstream = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("upstream")
+    Ok((runtime("upstream", 1)?, runtime("wharf", 2)?))
+}
+
+/// A runtime of `workers` threads named `name` (the metrics phase reads
+/// the CPU time of each server's threads by their name).
+fn runtime(name: &str, workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
         .enable_all()
-        .build()?;
-    let wharf = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("wharf")
-        .enable_all()
-        .build()?;
-    Ok((upstream, wharf))
+        .build()?)
+}
+
+/// The middle of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// A pseudo-random, hardly compressible text of `len` letters.

@@ -16,7 +16,7 @@ use wharf_test_support::{
 
 use anyhow::Context;
 
-use crate::{Options, ROUNDS, warm, wrk, wrk_script_with};
+use crate::{Options, ROUNDS, median, runtime, warm, wrk, wrk_script_with};
 
 /// Crates in the fixture, each with a few versions.
 const CRATES: usize = 200;
@@ -65,7 +65,7 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     let mut cpu: [Vec<[f64; 2]>; 2] = Default::default();
     // Each server runs on a runtime of its own, so that the CPU time its
     // threads took can be read per server.
-    let runtimes = [runtime(THREADS_ON)?, runtime(THREADS_OFF)?];
+    let runtimes = [runtime(THREADS_ON, 2)?, runtime(THREADS_OFF, 2)?];
     let mut recording_state = None;
     for round in 0..ROUNDS_HERE {
         // Both servers are built anew each round, and which is built and
@@ -126,23 +126,17 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
         // Each round's ratio is of two runs a few seconds apart, so a
         // machine that slows down for a while moves both; their median is
         // steadier than a ratio of bests.
-        let mut ratios: Vec<f64> = loads.iter().map(|[on, off]| on / off).collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
+        let ratios: Vec<f64> = loads.iter().map(|[on, off]| on / off).collect();
+        let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = ratios.iter().copied().fold(0f64, f64::max);
         println!(
-            "cost: {:.1}% (median of the rounds' on/off ratios; they ranged {:.2}x to {:.2}x)",
-            (1.0 - median) * 100.0,
-            ratios[0],
-            ratios[ratios.len() - 1]
+            "cost: {:.1}% (median of the rounds' on/off ratios; they ranged {lowest:.2}x to {highest:.2}x)",
+            (1.0 - median(ratios)) * 100.0,
         );
         // The steadier measure: the CPU time the server's threads took per
         // request answered, median of the rounds.
-        let median = |i: usize| {
-            let mut per_request: Vec<f64> = cpu.iter().map(|pair| pair[i]).collect();
-            per_request.sort_by(f64::total_cmp);
-            per_request[per_request.len() / 2]
-        };
-        let (on, off) = (median(0), median(1));
+        let per_request = |i: usize| median(cpu.iter().map(|pair| pair[i]).collect());
+        let (on, off) = (per_request(0), per_request(1));
         println!(
             "cost in CPU time: {:.1}% ({:.2} us of the server's threads per request on, {:.2} us off; medians of the rounds)",
             (on / off - 1.0) * 100.0,
@@ -162,15 +156,6 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
 /// The names of the threads of the servers recording and not.
 const THREADS_ON: &str = "wharf-on";
 const THREADS_OFF: &str = "wharf-off";
-
-/// A runtime like the other phases' wharf runtime, its threads named `name`.
-fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
-}
 
 /// The CPU time, in nanoseconds, that this process's threads named `name`
 /// have run (Linux's per-thread schedstat).
