@@ -72,7 +72,7 @@ pub fn instances(
     );
     let half = Options {
         connections: (options.connections / 2).max(1),
-        ..*options
+        ..options.clone()
     };
     for (what, paths, encoding) in [
         ("index hits (gzip)", &index_paths, Some("deflate, gzip")),

@@ -26,12 +26,16 @@ mod hosted;
 mod instances;
 mod metrics;
 mod owners;
+mod real;
 mod storage;
 mod wharf_binary;
 
+#[derive(Clone)]
 struct Options {
     duration_secs: u64,
     connections: u32,
+    /// wrk's threads.
+    wrk_threads: u32,
     crates: usize,
     serving: bool,
     cold: bool,
@@ -42,12 +46,16 @@ struct Options {
     metrics: bool,
     instances: bool,
     owners: bool,
+    real: bool,
+    /// The `CARGO_HOME` whose crates the real-crates phase lays out.
+    real_home: PathBuf,
 }
 
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         duration_secs: 10,
         connections: 64,
+        wrk_threads: 2,
         crates: 300,
         serving: true,
         cold: true,
@@ -58,6 +66,11 @@ fn options() -> anyhow::Result<Options> {
         metrics: true,
         instances: true,
         owners: true,
+        real: true,
+        real_home: std::env::var_os("CARGO_HOME").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+            PathBuf::from,
+        ),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -71,9 +84,12 @@ fn options() -> anyhow::Result<Options> {
             "--duration-secs" => options.duration_secs = value()?,
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
+            "--real-home" => {
+                options.real_home = args.next().context("--real-home needs a directory")?.into();
+            }
             "--only-serving" | "--only-cold" | "--only-hosted" | "--only-fallback"
             | "--only-auth" | "--only-storage" | "--only-metrics" | "--only-instances"
-            | "--only-owners" => {
+            | "--only-owners" | "--only-real" => {
                 options.serving = flag == "--only-serving";
                 options.cold = flag == "--only-cold";
                 options.hosted = flag == "--only-hosted";
@@ -83,6 +99,7 @@ fn options() -> anyhow::Result<Options> {
                 options.metrics = flag == "--only-metrics";
                 options.instances = flag == "--only-instances";
                 options.owners = flag == "--only-owners";
+                options.real = flag == "--only-real";
             }
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown flag {other}; see benches/README.md"),
@@ -131,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         && !options.storage
         && !options.metrics
         && !options.instances
+        && !options.real
     {
     } else if tools {
         if options.serving {
@@ -155,6 +173,9 @@ fn main() -> anyhow::Result<()> {
         if options.instances {
             let (upstream_rt, wharf_rt) = runtimes()?;
             instances::instances(&options, &upstream_rt, &wharf_rt)?;
+        }
+        if options.real {
+            real::real(&options, &options.real_home)?;
         }
     } else {
         println!(
@@ -480,7 +501,7 @@ fn wrk_script_with(
 fn wrk(options: &Options, base: &str, script: &Path) -> anyhow::Result<Load> {
     let output = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{}", options.wrk_threads),
             &format!("-c{}", options.connections),
             &format!("-d{}s", options.duration_secs),
             "-s",

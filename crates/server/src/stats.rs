@@ -2,13 +2,14 @@
 //! the request path and written to each registry's database in batches:
 //! every `[stats] flush_interval`, and once more when the server stops.
 //!
-//! Counting a download is a map lookup and an addition under a short
-//! uncontended lock; nothing on the request path waits for the database.
+//! Counting a download is one probe of a hash table and an addition, under
+//! a lock that only the counting thread takes between flushes; nothing on
+//! the request path waits for the database.
 //! Requests and bytes per day cost nothing more: a flush reads how far the
 //! request metrics' counters moved since the last one.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -30,6 +31,13 @@ pub const TEST_NOW_VAR: &str = "WHARF_TEST_NOW";
 /// How many maps a registry's counts are spread over, each under its own
 /// lock, so that the threads serving downloads rarely wait for each other.
 const SHARDS: usize = 8;
+
+/// One shard of a registry's counts, on cache lines of its own: two threads
+/// counting into neighbouring shards would otherwise pass one line back and
+/// forth on every download.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<BTreeMap<u64, DayPending>>);
 
 /// How often days past the retention (and past day keys) are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -98,29 +106,80 @@ pub struct StatsRecorder {
     enabled: bool,
     retention_days: u64,
     flush_interval: Duration,
-    registries: HashMap<String, RegistryStats>,
+    registries: foldhash::HashMap<String, RegistryStats>,
 }
 
 struct RegistryStats {
     db: Db,
     /// What was counted since the last flush, by day number; a thread
     /// always counts into the same shard.
-    pending: [Mutex<BTreeMap<u64, DayPending>>; SHARDS],
+    pending: [Shard; SHARDS],
     /// The request metrics' (requests, bytes) of the registry at the last flush.
     requests_seen: Mutex<(u64, u64)>,
 }
 
 /// What one registry counted on one day (by day number) since the last flush.
-/// Its maps hash with foldhash: keys are hashed on every download, and a
+/// Its tables hash with foldhash: keys are hashed on every download, and a
 /// flood of made-up keys is bounded before it gets here (only crate files
 /// that exist are counted, and addresses are the peers' own).
 #[derive(Default)]
 struct DayPending {
-    /// Crate → version → (downloads, bytes).
-    versions: foldhash::HashMap<String, foldhash::HashMap<String, (u64, u64)>>,
-    clients: foldhash::HashSet<ClientId>,
-    /// (client, crate, version) → downloads, for `wharf clients downloads`.
-    by_client: foldhash::HashMap<(User, String, String), u64>,
+    /// Each version's downloads, found by one probe: an entry keeps its
+    /// key's hash, so a lookup reads the key's bytes only on a match.
+    versions: hashbrown::HashTable<Counted>,
+    /// Who downloaded: the named principals and the anonymous addresses.
+    names: foldhash::HashSet<String>,
+    addresses: foldhash::HashSet<IpAddr>,
+}
+
+/// The downloads of one version.
+struct Counted {
+    hash: u64,
+    /// `{crate} {version}`, one allocation.
+    key: Box<str>,
+    crate_len: usize,
+    downloads: u64,
+    bytes: u64,
+    /// The downloads among them by each client (`wharf clients add`), for
+    /// `wharf clients downloads`; a version has few clients in one flush.
+    by_client: Vec<(User, u64)>,
+}
+
+impl Counted {
+    fn new(hash: u64, krate: &str, vers: &str) -> Self {
+        Self {
+            hash,
+            key: format!("{krate} {vers}").into_boxed_str(),
+            crate_len: krate.len(),
+            downloads: 0,
+            bytes: 0,
+            by_client: Vec::new(),
+        }
+    }
+
+    fn is(&self, hash: u64, krate: &str, vers: &str) -> bool {
+        self.hash == hash
+            && self.crate_len == krate.len()
+            && self.key.len() == krate.len() + 1 + vers.len()
+            && self.key.starts_with(krate)
+            && self.key.ends_with(vers)
+    }
+
+    fn krate(&self) -> &str {
+        &self.key[..self.crate_len]
+    }
+
+    fn vers(&self) -> &str {
+        &self.key[self.crate_len + 1..]
+    }
+
+    /// Counts `downloads` more by `user`.
+    fn add_client(&mut self, user: &User, downloads: u64) {
+        match self.by_client.iter_mut().find(|(u, _)| u == user) {
+            Some((_, count)) => *count += downloads,
+            None => self.by_client.push((user.clone(), downloads)),
+        }
+    }
 }
 
 impl StatsRecorder {
@@ -139,7 +198,7 @@ impl StatsRecorder {
                         name,
                         RegistryStats {
                             db,
-                            pending: std::array::from_fn(|_| Mutex::default()),
+                            pending: std::array::from_fn(|_| Shard::default()),
                             requests_seen: Mutex::default(),
                         },
                     )
@@ -189,36 +248,31 @@ impl StatsRecorder {
         };
         let day = self.today();
         let mut pending = stats.pending[crate::shards::thread_number() % SHARDS]
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let today = pending.entry(day).or_default();
+        let counted = today.version(krate, vers);
+        counted.downloads += 1;
+        counted.bytes += bytes;
         if let Downloader::Named { user, client: true } = who {
-            *today
-                .by_client
-                .entry((user.clone(), krate.to_owned(), vers.to_owned()))
-                .or_default() += 1;
+            counted.add_client(user, 1);
         }
         if !self.enabled {
             return;
         }
-        // Looked up before inserting, so that a crate counted already
-        // costs no allocation.
-        let counts = match today.versions.get_mut(krate) {
-            Some(versions) => versions,
-            None => today.versions.entry(krate.to_owned()).or_default(),
-        };
-        let count = match counts.get_mut(vers) {
-            Some(count) => count,
-            None => counts.entry(vers.to_owned()).or_default(),
-        };
-        count.0 += 1;
-        count.1 += bytes;
-        let client = match who {
-            Downloader::Named { user, .. } => Some(ClientId::Named(user.as_str().to_owned())),
-            Downloader::Anonymous(addr) => addr.map(ClientId::Address),
-        };
-        if let Some(client) = client {
-            today.clients.insert(client);
+        match who {
+            // Looked up before inserting, so that a name counted already
+            // costs no allocation.
+            Downloader::Named { user, .. } => {
+                if !today.names.contains(user.as_str()) {
+                    today.names.insert(user.as_str().to_owned());
+                }
+            }
+            Downloader::Anonymous(Some(addr)) => {
+                today.addresses.insert(addr);
+            }
+            Downloader::Anonymous(None) => {}
         }
     }
 
@@ -228,7 +282,7 @@ impl StatsRecorder {
         for (name, stats) in &self.registries {
             let mut pending: BTreeMap<u64, DayPending> = BTreeMap::new();
             for shard in &stats.pending {
-                let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+                let taken = std::mem::take(&mut *shard.0.lock().unwrap_or_else(|e| e.into_inner()));
                 for (day, counted) in taken {
                     pending.entry(day).or_default().merge(counted);
                 }
@@ -253,32 +307,33 @@ impl StatsRecorder {
                 }
             }
             for (day, counted) in pending {
-                for ((user, krate, vers), count) in &counted.by_client {
-                    if let Err(e) = stats
-                        .db
-                        .clients(name)
-                        .add_downloads(user, krate, vers, &wharf_db::day_name(day), *count)
-                        .await
-                    {
-                        warn!(registry = name, client = %user, krate.name = krate, error = %e, "could not count a client's downloads");
+                let day_name = wharf_db::day_name(day);
+                for version in &counted.versions {
+                    for (user, count) in &version.by_client {
+                        if let Err(e) = stats
+                            .db
+                            .clients(name)
+                            .add_downloads(user, version.krate(), version.vers(), &day_name, *count)
+                            .await
+                        {
+                            warn!(registry = name, client = %user, krate.name = version.krate(), error = %e, "could not count a client's downloads");
+                        }
                     }
                 }
                 let counts = days.entry(day).or_default();
                 counts.downloads = counted
                     .versions
                     .into_iter()
-                    .flat_map(|(krate, versions)| {
-                        versions
-                            .into_iter()
-                            .map(move |(vers, (downloads, bytes))| VersionCount {
-                                krate: krate.clone(),
-                                vers,
-                                downloads,
-                                bytes,
-                            })
+                    .map(|version| VersionCount {
+                        krate: version.krate().to_owned(),
+                        vers: version.vers().to_owned(),
+                        downloads: version.downloads,
+                        bytes: version.bytes,
                     })
                     .collect();
-                counts.clients = counted.clients.into_iter().collect();
+                counts.clients = (counted.names.into_iter().map(ClientId::Named))
+                    .chain(counted.addresses.into_iter().map(ClientId::Address))
+                    .collect();
             }
             if !self.enabled {
                 continue;
@@ -333,20 +388,28 @@ impl StatsRecorder {
 }
 
 impl DayPending {
+    /// The counts of `krate` `vers`, new when not counted yet.
+    fn version(&mut self, krate: &str, vers: &str) -> &mut Counted {
+        use std::hash::BuildHasher;
+        let hash = foldhash::fast::FixedState::default().hash_one((krate, vers));
+        self.versions
+            .entry(hash, |c| c.is(hash, krate, vers), |c| c.hash)
+            .or_insert_with(|| Counted::new(hash, krate, vers))
+            .into_mut()
+    }
+
     /// Adds what another shard counted.
     fn merge(&mut self, other: DayPending) {
-        for (krate, versions) in other.versions {
-            let mine = self.versions.entry(krate).or_default();
-            for (vers, (downloads, bytes)) in versions {
-                let count = mine.entry(vers).or_default();
-                count.0 += downloads;
-                count.1 += bytes;
+        for theirs in other.versions {
+            let mine = self.version(theirs.krate(), theirs.vers());
+            mine.downloads += theirs.downloads;
+            mine.bytes += theirs.bytes;
+            for (user, count) in &theirs.by_client {
+                mine.add_client(user, *count);
             }
         }
-        self.clients.extend(other.clients);
-        for (key, count) in other.by_client {
-            *self.by_client.entry(key).or_default() += count;
-        }
+        self.names.extend(other.names);
+        self.addresses.extend(other.addresses);
     }
 }
 
@@ -354,4 +417,52 @@ impl DayPending {
 fn day_number(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_told_apart_by_crate_and_version_and_shards_add_up() {
+        let alice = User::new("alice").unwrap();
+        let bob = User::new("bob").unwrap();
+        let mut first = DayPending::default();
+        // `ab 1` and `a b1` would be one key if the split were not kept.
+        first.version("ab", "1").downloads += 1;
+        first.version("a", "b1").downloads += 10;
+        let counted = first.version("ab", "1");
+        counted.downloads += 1;
+        counted.add_client(&alice, 1);
+        let mut second = DayPending::default();
+        let counted = second.version("ab", "1");
+        counted.downloads += 100;
+        counted.bytes += 7;
+        counted.add_client(&alice, 2);
+        counted.add_client(&bob, 5);
+        second.version("c", "1.0.0").downloads += 1000;
+        first.merge(second);
+        let mut totals: Vec<_> = first
+            .versions
+            .iter()
+            .map(|c| {
+                (
+                    c.krate(),
+                    c.vers(),
+                    c.downloads,
+                    c.bytes,
+                    c.by_client.clone(),
+                )
+            })
+            .collect();
+        totals.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(
+            totals,
+            [
+                ("a", "b1", 10, 0, vec![]),
+                ("ab", "1", 102, 7, vec![(alice, 3), (bob, 5)]),
+                ("c", "1.0.0", 1000, 0, vec![]),
+            ]
+        );
+    }
 }

@@ -9,6 +9,17 @@ use std::{
     time::Duration,
 };
 
+/// How nginx serves: [`Nginx::start`] uses the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NginxOptions {
+    /// Worker processes; 0 for one a core (`auto`).
+    pub workers: usize,
+    /// Answers a request that accepts gzip with `FILE.gz` when it exists
+    /// (`gzip_static on`), and keeps open file descriptors
+    /// (`open_file_cache`): nginx's best for precompressed static files.
+    pub gzip_static: bool,
+}
+
 /// nginx serving wharf's data directory as static files.
 pub struct Nginx {
     child: Child,
@@ -20,6 +31,11 @@ impl Nginx {
     /// Starts nginx serving `root` on a free loopback port, with its own
     /// configuration and logs under `work/nginx`.
     pub fn start(work: &Path, root: &Path) -> std::io::Result<Self> {
+        Self::start_with(work, root, NginxOptions::default())
+    }
+
+    /// [`Nginx::start`], configured by `options`.
+    pub fn start_with(work: &Path, root: &Path, options: NginxOptions) -> std::io::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -35,11 +51,20 @@ impl Nginx {
             .output()
             .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         let user = if root_user { "user root;\n" } else { "" };
+        let workers = match options.workers {
+            0 => "auto".to_owned(),
+            n => n.to_string(),
+        };
+        let best = if options.gzip_static {
+            "  gzip_static on;\n  open_file_cache max=100000 inactive=60s;\n  open_file_cache_valid 60s;\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &conf,
             format!(
-                "{user}worker_processes auto;\ndaemon off;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 4096; }}\n\
-                 http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n\
+                "{user}worker_processes {workers};\ndaemon off;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n{best}\
                  server {{ listen {addr}; root {root}; etag on; }}\n}}\n",
                 pid = prefix.join("nginx.pid").display(),
                 log = prefix.join("logs/error.log").display(),
