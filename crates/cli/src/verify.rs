@@ -370,6 +370,7 @@ pub(crate) fn upstream(url: &str) -> anyhow::Result<UpstreamSet> {
         limits: Some(Limits {
             max_concurrency: 4,
             requests_per_sec: 20.0,
+            requests_burst: 1,
             bytes_per_sec: None,
             max_wait: None,
         }),

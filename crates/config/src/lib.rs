@@ -332,10 +332,11 @@ impl Config {
                     let positive = |x: f64| x.is_finite() && x > 0.0;
                     if cache.upstream_max_concurrency == 0
                         || !positive(cache.upstream_requests_per_sec)
+                        || cache.upstream_requests_burst == 0
                         || (cache.client_miss_burst > 0 && !positive(cache.client_misses_per_sec))
                     {
                         return Err(ConfigError::Invalid(format!(
-                            "cache `{name}`: upstream_max_concurrency, upstream_requests_per_sec and client_misses_per_sec must be more than 0 (client_miss_burst = 0 turns the per-client budget off)"
+                            "cache `{name}`: upstream_max_concurrency, upstream_requests_per_sec, upstream_requests_burst and client_misses_per_sec must be more than 0 (client_miss_burst = 0 turns the per-client budget off)"
                         )));
                     }
                 }
@@ -520,6 +521,10 @@ mod tests {
         assert_eq!(
             cache.upstream_requests_per_sec,
             defaults.upstream_requests_per_sec
+        );
+        assert_eq!(
+            cache.upstream_requests_burst,
+            defaults.upstream_requests_burst
         );
         assert_eq!(
             cache.upstream_max_concurrency,

@@ -295,6 +295,12 @@ pub struct CacheRegistry {
     /// that would wait more than a few seconds for its turn is answered 429.
     #[serde(default = "default_upstream_requests_per_sec")]
     pub upstream_requests_per_sec: f64,
+    /// How many requests to the upstreams may start at once after a quiet
+    /// spell before `upstream_requests_per_sec` spaces them: enough for one
+    /// cold `cargo fetch` of a large project to go as fast as cargo would
+    /// straight from the upstream.
+    #[serde(default = "default_upstream_requests_burst")]
+    pub upstream_requests_burst: u32,
     /// How many fetches from upstream one client address may cause at once
     /// by asking for what is not cached (index files and crate files not in
     /// memory or storage, names not remembered as missing). Over it, the
@@ -322,6 +328,9 @@ fn default_upstream_max_concurrency() -> usize {
 fn default_upstream_requests_per_sec() -> f64 {
     100.0
 }
+fn default_upstream_requests_burst() -> u32 {
+    1000
+}
 fn default_client_miss_burst() -> u32 {
     1000
 }
@@ -343,6 +352,7 @@ impl Default for CacheRegistry {
             policy: None,
             upstream_max_concurrency: default_upstream_max_concurrency(),
             upstream_requests_per_sec: default_upstream_requests_per_sec(),
+            upstream_requests_burst: default_upstream_requests_burst(),
             client_miss_burst: default_client_miss_burst(),
             client_misses_per_sec: default_client_misses_per_sec(),
             crate_downloads: CrateDownloads::Stream,

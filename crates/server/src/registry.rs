@@ -367,6 +367,7 @@ impl AppState {
                         limits: Some(Limits {
                             max_concurrency: cache.upstream_max_concurrency,
                             requests_per_sec: cache.upstream_requests_per_sec,
+                            requests_burst: cache.upstream_requests_burst,
                             bytes_per_sec: None,
                             max_wait: Some(UPSTREAM_QUEUE_WAIT),
                         }),

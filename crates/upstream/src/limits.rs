@@ -23,8 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Limits {
     /// At most this many requests at once.
     pub max_concurrency: usize,
-    /// At most this many requests per second.
+    /// At most this many requests per second, once the burst is spent.
     pub requests_per_sec: f64,
+    /// How many requests may start at once after a quiet spell, before the
+    /// rate spaces them: 1 spaces every request evenly (no window of one
+    /// second holds more than the rate); a cache allows what one cold
+    /// `cargo fetch` asks, so that it goes as fast as cargo would straight.
+    pub requests_burst: u32,
     /// At most this many body bytes per second; unlimited when `None`.
     pub bytes_per_sec: Option<u64>,
     /// When a request would wait longer than this for a slot or for the
@@ -67,9 +72,7 @@ impl Gate {
         });
         Self {
             slots: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
-            // A burst of one: requests are spaced evenly, so no window of one
-            // second ever holds more than the rate (plus the one in flight).
-            requests: RateLimiter::direct(quota(limits.requests_per_sec, 1)),
+            requests: RateLimiter::direct(quota(limits.requests_per_sec, limits.requests_burst)),
             bytes,
             max_wait: limits.max_wait,
         }
@@ -184,6 +187,7 @@ mod tests {
         Limits {
             max_concurrency: 4,
             requests_per_sec,
+            requests_burst: 1,
             bytes_per_sec: None,
             max_wait,
         }
@@ -199,6 +203,32 @@ mod tests {
         // One free cell, then 20 at 40/s.
         assert!(
             started.elapsed() >= Duration::from_millis(480),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_goes_at_once_then_the_rate_spaces_requests() {
+        let gate = Gate::new(&Limits {
+            requests_burst: 30,
+            ..limits(10.0, None)
+        });
+        let started = std::time::Instant::now();
+        for _ in 0..30 {
+            gate.request().await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(90),
+            "the burst waited {:?}",
+            started.elapsed()
+        );
+        for _ in 0..3 {
+            gate.request().await.unwrap();
+        }
+        // Three more at 10/s.
+        assert!(
+            started.elapsed() >= Duration::from_millis(280),
             "{:?}",
             started.elapsed()
         );

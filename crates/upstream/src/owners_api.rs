@@ -98,6 +98,7 @@ impl OwnersApi {
         let gate = Gate::new(&Limits {
             max_concurrency: 1,
             requests_per_sec: settings.requests_per_sec,
+            requests_burst: 1,
             bytes_per_sec: None,
             max_wait: None,
         });

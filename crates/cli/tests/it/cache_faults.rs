@@ -335,6 +335,7 @@ async fn misses_toward_the_upstream_are_spaced_at_the_registry_rate() {
     let mut registry = cache(&[upstream.index_url()]);
     registry.client_miss_burst = 0;
     registry.upstream_requests_per_sec = 40.0;
+    registry.upstream_requests_burst = 1;
     let wharf = Wharf::start(registry).await;
     let client = reqwest::Client::new();
     let statuses: Vec<u16> = futures::stream::iter(0..80)

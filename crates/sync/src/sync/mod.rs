@@ -254,6 +254,7 @@ impl Mirror {
             limits: Some(Limits {
                 max_concurrency: config.max_concurrency,
                 requests_per_sec: config.max_requests_per_sec,
+                requests_burst: 1,
                 bytes_per_sec: config.max_bytes_per_sec,
                 max_wait: None,
             }),
