@@ -16,7 +16,7 @@ use wharf_test_support::{
 
 use anyhow::Context;
 
-use crate::{Load, Options, ROUNDS, median, runtime, warm, wrk, wrk_script_with};
+use crate::{Options, ROUNDS, median, runtime, warm, wrk, wrk_script_with};
 
 /// Crates in the fixture, each with a few versions.
 const CRATES: usize = 200;
@@ -67,15 +67,11 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     // threads took can be read per server.
     let runtimes = [runtime(THREADS_ON, 2)?, runtime(THREADS_OFF, 2)?];
     let mut recording_state = None;
-    let half = Options {
-        connections: (options.connections / 2).max(1),
-        ..options.clone()
-    };
     for round in 0..ROUNDS_HERE {
-        // Both servers are built anew each round, and which is built first
-        // swaps: a server started first in a process is not always as fast
-        // as the second, and that difference is as large as the cost
-        // measured here.
+        // Both servers are built anew each round, and which is built and
+        // loaded first swaps: a server started first in a process, or
+        // loaded first in a round, is not always as fast as the second, and
+        // that difference is as large as the cost measured here.
         let order = if round % 2 == 0 {
             [true, false]
         } else {
@@ -90,40 +86,16 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
             servers.push((recording, server));
         }
         for (phase, (_, _, script)) in phases.iter().enumerate() {
-            // Both servers are loaded at once, half the connections each:
-            // they share the cores, so whatever else the machine does slows
-            // both alike, and the one that spends more per request answers
-            // fewer.
-            let before = [thread_cpu_ns(THREADS_ON)?, thread_cpu_ns(THREADS_OFF)?];
-            let answered: Vec<(bool, anyhow::Result<Load>)> = std::thread::scope(|scope| {
-                let runs: Vec<_> = servers
-                    .iter()
-                    .map(|(recording, server)| {
-                        let (url, half) = (format!("http://{}", server.addr), &half);
-                        (*recording, scope.spawn(move || wrk(half, &url, script)))
-                    })
-                    .collect();
-                runs.into_iter()
-                    .map(|(recording, run)| {
-                        let load = run
-                            .join()
-                            .unwrap_or_else(|_| anyhow::bail!("wrk thread panicked"));
-                        (recording, load)
-                    })
-                    .collect()
-            });
-            let used = [
-                thread_cpu_ns(THREADS_ON)? - before[0],
-                thread_cpu_ns(THREADS_OFF)? - before[1],
-            ];
             let mut pair = [0f64; 2];
             let mut cpu_pair = [0f64; 2];
-            for (recording, load) in answered {
-                let load = load?;
+            for (recording, server) in &servers {
+                let threads = if *recording { THREADS_ON } else { THREADS_OFF };
+                let before = thread_cpu_ns(threads)?;
+                let load = wrk(options, &format!("http://{}", server.addr), script)?;
+                let used = thread_cpu_ns(threads)? - before;
                 anyhow::ensure!(!load.errors, "some responses were not 2xx");
-                let side = usize::from(!recording);
-                pair[side] = load.requests_per_sec;
-                cpu_pair[side] = used[side] as f64 / load.requests.max(1) as f64;
+                pair[usize::from(!recording)] = load.requests_per_sec;
+                cpu_pair[usize::from(!recording)] = used as f64 / load.requests.max(1) as f64;
             }
             loads[phase].push(pair);
             cpu[phase].push(cpu_pair);
@@ -137,9 +109,9 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     }
     for (((what, paths, _), loads), cpu) in phases.iter().zip(loads).zip(cpu) {
         println!(
-            "\nmetrics and statistics: {what} ({} files); both servers loaded at once, a wrk -t2 -c{} -d{}s each, {ROUNDS_HERE} rounds on servers built anew, which is built first alternating",
+            "\nmetrics and statistics: {what} ({} files); wrk -t2 -c{} -d{}s, {ROUNDS_HERE} rounds on servers built anew, which is built and loaded first alternating",
             paths.len(),
-            half.connections,
+            options.connections,
             options.duration_secs,
         );
         println!("{:<40} {:>12} {:>10}", "", "best req/s", "vs off");
@@ -151,9 +123,9 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
             "metrics and statistics on (as served)",
             on / off
         );
-        // Each round's ratio is of two runs at the same time, so a machine
-        // that slows down for a while moves both; their median is steadier
-        // than a ratio of bests.
+        // Each round's ratio is of two runs a few seconds apart, so a
+        // machine that slows down for a while moves both; their median is
+        // steadier than a ratio of bests.
         let ratios: Vec<f64> = loads.iter().map(|[on, off]| on / off).collect();
         let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = ratios.iter().copied().fold(0f64, f64::max);
