@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use wharf_config::{CacheRegistry, Config, Registry};
+use wharf_config::Registry;
 use wharf_test_support::{
     cargo::CargoProject,
     nginx::{Nginx, NginxOptions},
@@ -199,34 +199,12 @@ struct Wharf {
 impl Wharf {
     fn start(upstream: &str, data_dir: &Path, workers: usize) -> anyhow::Result<Self> {
         let runtime = crate::runtime("wharf", workers)?;
-        let config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            data_dir: data_dir.to_owned(),
-            registries: [(
-                "crates-io".to_owned(),
-                Registry::Cache(CacheRegistry {
-                    upstreams: vec![upstream.to_owned()],
-                    // One cargo asks for hundreds of files: not a flood.
-                    client_miss_burst: 0,
-                    ..CacheRegistry::default()
-                }),
-            )]
-            .into(),
-            ..Config::default()
-        };
-        let (addr, stop) = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind(config.listen).await?;
-            let addr = listener.local_addr()?;
-            let state = std::sync::Arc::new(
-                wharf_server::AppState::build(&config, &wharf_server::public_url(&config, addr))
-                    .await?,
-            );
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(wharf_server::serve(listener, state, async move {
-                let _ = stopped.await;
-            }));
-            anyhow::Ok((addr, stop))
-        })?;
+        let (addr, stop) = runtime.block_on(crate::start_wharf_with(data_dir, upstream, |config| {
+            if let Some(Registry::Cache(cache)) = config.registries.get_mut("crates-io") {
+                // One cargo asks for hundreds of files: not a flood.
+                cache.client_miss_burst = 0;
+            }
+        }))?;
         Ok(Self {
             addr,
             _stop: stop,
