@@ -3,8 +3,8 @@
 //! every `[stats] flush_interval`, and once more when the server stops.
 //!
 //! Counting a download is one probe of a hash table and an addition, under
-//! a lock that only the counting thread takes between flushes; nothing on
-//! the request path waits for the database.
+//! the lock of the counting thread's shard, which other threads seldom take;
+//! nothing on the request path waits for the database.
 //! Requests and bytes per day cost nothing more: a flush reads how far the
 //! request metrics' counters moved since the last one.
 
