@@ -199,12 +199,13 @@ struct Wharf {
 impl Wharf {
     fn start(upstream: &str, data_dir: &Path, workers: usize) -> anyhow::Result<Self> {
         let runtime = crate::runtime("wharf", workers)?;
-        let (addr, stop) = runtime.block_on(crate::start_wharf_with(data_dir, upstream, |config| {
-            if let Some(Registry::Cache(cache)) = config.registries.get_mut("crates-io") {
-                // One cargo asks for hundreds of files: not a flood.
-                cache.client_miss_burst = 0;
-            }
-        }))?;
+        let (addr, stop) =
+            runtime.block_on(crate::start_wharf_with(data_dir, upstream, |config| {
+                if let Some(Registry::Cache(cache)) = config.registries.get_mut("crates-io") {
+                    // One cargo asks for hundreds of files: not a flood.
+                    cache.client_miss_burst = 0;
+                }
+            }))?;
         Ok(Self {
             addr,
             _stop: stop,
