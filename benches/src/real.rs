@@ -104,53 +104,44 @@ fn lay_out(home: &Path, root: &Path) -> anyhow::Result<Tree> {
         index_files: Vec::new(),
         crate_files: Vec::new(),
     };
-    let mut pending = vec![cache.clone()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
+    for path in files_under(&cache)? {
+        let sparse = path
+            .strip_prefix(&cache)?
+            .to_str()
+            .context("an index cache path that is not UTF-8")?
+            .to_owned();
+        let bytes = std::fs::read(&path)?;
+        let lines = cached_lines(&bytes)
+            .with_context(|| format!("reading cargo's index cache {}", path.display()))?;
+        if lines.is_empty() {
+            continue;
+        }
+        let mut body = lines.join(&b'\n');
+        body.push(b'\n');
+        let file = root.join("index").join(&sparse);
+        std::fs::create_dir_all(file.parent().context("an index file has a directory")?)?;
+        std::fs::write(&file, &body)?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&body)?;
+        // Crate names have no dot for `with_extension` to cut.
+        std::fs::write(file.with_extension("gz"), gz.finish()?)?;
+        tree.index_files.push((sparse, body.len()));
+        for line in lines {
+            let line: serde_json::Value = serde_json::from_slice(line)
+                .with_context(|| format!("an index line of {}", path.display()))?;
+            let (Some(krate), Some(vers)) = (line["name"].as_str(), line["vers"].as_str()) else {
+                bail!("an index line of {} has no name or vers", path.display());
+            };
+            let name = format!("{krate}-{vers}.crate");
+            let from = crates.join(&name);
+            if !from.is_file() {
                 continue;
             }
-            let sparse = path
-                .strip_prefix(&cache)?
-                .to_str()
-                .context("an index cache path that is not UTF-8")?
-                .to_owned();
-            let bytes = std::fs::read(&path)?;
-            let lines = cached_lines(&bytes)
-                .with_context(|| format!("reading cargo's index cache {}", path.display()))?;
-            if lines.is_empty() {
-                continue;
-            }
-            let mut body = lines.join(&b'\n');
-            body.push(b'\n');
-            let file = root.join("index").join(&sparse);
-            std::fs::create_dir_all(file.parent().context("an index file has a directory")?)?;
-            std::fs::write(&file, &body)?;
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            gz.write_all(&body)?;
-            // Crate names have no dot for `with_extension` to cut.
-            std::fs::write(file.with_extension("gz"), gz.finish()?)?;
-            tree.index_files.push((sparse, body.len()));
-            for line in lines {
-                let line: serde_json::Value = serde_json::from_slice(line)
-                    .with_context(|| format!("an index line of {}", path.display()))?;
-                let (Some(krate), Some(vers)) = (line["name"].as_str(), line["vers"].as_str())
-                else {
-                    bail!("an index line of {} has no name or vers", path.display());
-                };
-                let name = format!("{krate}-{vers}.crate");
-                let from = crates.join(&name);
-                if !from.is_file() {
-                    continue;
-                }
-                let rel = format!("crates/{krate}/{name}");
-                let to = root.join(&rel);
-                std::fs::create_dir_all(to.parent().context("a crate file has a directory")?)?;
-                let size = std::fs::copy(&from, &to)? as usize;
-                tree.crate_files.push((rel, size));
-            }
+            let rel = format!("crates/{krate}/{name}");
+            let to = root.join(&rel);
+            std::fs::create_dir_all(to.parent().context("a crate file has a directory")?)?;
+            let size = std::fs::copy(&from, &to)? as usize;
+            tree.crate_files.push((rel, size));
         }
     }
     ensure!(
@@ -325,7 +316,7 @@ fn cold_fetch(upstream: &str) -> anyhow::Result<()> {
             if !outcome.success() {
                 bail!("cargo fetch failed: {}", outcome.stderr);
             }
-            packages = count_files(&project.home_dir().join("registry/cache"))?;
+            packages = files_under(&project.home_dir().join("registry/cache"))?.len();
             drop(wharf);
         }
     }
@@ -345,9 +336,9 @@ fn cold_fetch(upstream: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Files under `dir`, at any depth.
-fn count_files(dir: &Path) -> anyhow::Result<usize> {
-    let mut count = 0;
+/// The files under `dir`, at any depth.
+fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -355,11 +346,16 @@ fn count_files(dir: &Path) -> anyhow::Result<usize> {
             if entry.file_type()?.is_dir() {
                 pending.push(entry.path());
             } else {
-                count += 1;
+                files.push(entry.path());
             }
         }
     }
-    Ok(count)
+    Ok(files)
+}
+
+/// The paths of `files`, each after `prefix`.
+fn prefixed(prefix: &str, files: &[(String, usize)]) -> Vec<String> {
+    files.iter().map(|(p, _)| format!("{prefix}{p}")).collect()
 }
 
 /// One row of the serving table: its label, the paths on wharf and on
@@ -379,26 +375,10 @@ fn serving(
 ) -> anyhow::Result<()> {
     let data = tempfile::tempdir_in("/dev/shm")?;
     let wharf = Wharf::start(upstream, data.path(), 1)?;
-    let wharf_index: Vec<String> = tree
-        .index_files
-        .iter()
-        .map(|(p, _)| format!("/crates-io/index/{p}"))
-        .collect();
-    let nginx_index: Vec<String> = tree
-        .index_files
-        .iter()
-        .map(|(p, _)| format!("/index/{p}"))
-        .collect();
-    let wharf_crates: Vec<String> = tree
-        .crate_files
-        .iter()
-        .map(|(p, _)| format!("/crates-io/{p}"))
-        .collect();
-    let nginx_crates: Vec<String> = tree
-        .crate_files
-        .iter()
-        .map(|(p, _)| format!("/{p}"))
-        .collect();
+    let wharf_index = prefixed("/crates-io/index/", &tree.index_files);
+    let nginx_index = prefixed("/index/", &tree.index_files);
+    let wharf_crates = prefixed("/crates-io/", &tree.crate_files);
+    let nginx_crates = prefixed("/", &tree.crate_files);
     let (largest, (largest_path, largest_bytes)) = tree
         .index_files
         .iter()
