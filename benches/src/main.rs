@@ -2,6 +2,11 @@
 //! `cargo fetch` through wharf against the same fetch straight from upstream.
 //! See README.md.
 
+/// The allocator the `wharf` binary uses, so that wharf is measured as it
+/// runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -49,6 +54,9 @@ struct Options {
     real: bool,
     /// The `CARGO_HOME` whose crates the real-crates phase lays out.
     real_home: PathBuf,
+    /// Instead of the real-crates tables: keep its upstream and a warmed
+    /// wharf up this many seconds, to be loaded and profiled by hand.
+    real_hold_secs: Option<u64>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -71,6 +79,7 @@ fn options() -> anyhow::Result<Options> {
             || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
             PathBuf::from,
         ),
+        real_hold_secs: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -84,6 +93,7 @@ fn options() -> anyhow::Result<Options> {
             "--duration-secs" => options.duration_secs = value()?,
             "--connections" => options.connections = value()? as u32,
             "--crates" => options.crates = value()? as usize,
+            "--real-hold-secs" => options.real_hold_secs = Some(value()?),
             "--real-home" => {
                 options.real_home = args.next().context("--real-home needs a directory")?.into();
             }

@@ -72,7 +72,9 @@ pub fn real(options: &Options, home: &Path) -> anyhow::Result<()> {
         ),
     )?;
     let upstream = format!("sparse+http://{}/index/", nginx.addr);
-    cold_fetch(&upstream)?;
+    if options.real_hold_secs.is_none() {
+        cold_fetch(&upstream)?;
+    }
     serving(options, &tree, &nginx, &upstream, dir.path())
 }
 
@@ -358,6 +360,33 @@ fn prefixed(prefix: &str, files: &[(String, usize)]) -> Vec<String> {
     files.iter().map(|(p, _)| format!("{prefix}{p}")).collect()
 }
 
+/// Keeps `wharf` (warmed) and `nginx` up for `secs` seconds, after printing
+/// where they are and the `wrk` scripts that ask each for every index file
+/// as cargo does: for a profile taken by hand (`perf record -t` on the
+/// thread named `wharf`).
+fn hold(
+    secs: u64,
+    wharf: &Wharf,
+    nginx: &Nginx,
+    work: &Path,
+    [wharf_index, nginx_index]: [&[String]; 2],
+) -> anyhow::Result<()> {
+    let gzip = [("Accept-Encoding", "deflate, gzip")];
+    for (name, addr, paths) in [
+        ("wharf", wharf.addr, wharf_index),
+        ("nginx", nginx.addr, nginx_index),
+    ] {
+        let script = wrk_script_with(work, &format!("hold {name}"), paths, &gzip)?;
+        println!(
+            "{name}: wrk -t1 -c32 -d10s -s {} http://{addr}",
+            script.display()
+        );
+    }
+    println!("held for {secs}s (pid {})", std::process::id());
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
+}
+
 /// One row of the serving table: its label, the paths on wharf and on
 /// nginx, the request headers, and whether it is compared by bytes.
 struct Row<'a>(String, [&'a [String]; 2], &'a [(&'a str, &'a str)], bool);
@@ -389,6 +418,9 @@ fn serving(
     // serve the same files from what they keep.
     let warming = crate::runtime("warm", 1)?;
     warming.block_on(warm(wharf.addr, wharf_index.iter().chain(&wharf_crates)))?;
+    if let Some(secs) = options.real_hold_secs {
+        return hold(secs, &wharf, nginx, work, [&wharf_index, &nginx_index]);
+    }
     let load = Options {
         connections: 32,
         wrk_threads: 1,

@@ -55,6 +55,11 @@ impl CrateName {
         &self.0
     }
 
+    /// `name` lowercased, as a name (lowercasing keeps a name valid).
+    pub(crate) fn lowercase_of(name: &CrateName) -> Self {
+        Self(name.lowercase())
+    }
+
     /// The name lowercased: the spelling cargo uses in sparse index paths.
     pub fn lowercase(&self) -> String {
         self.0.to_ascii_lowercase()

@@ -48,26 +48,54 @@ pub fn prefix(name: &str) -> String {
     }
 }
 
+/// Whether `dirs` is the directory part of a valid crate name's path,
+/// with its trailing slash (`se/rd/` for `serde`), as [`prefix`] spells it.
+fn is_prefix_of(dirs: &str, name: &str) -> bool {
+    // A valid crate name is ASCII: a character is a byte.
+    let dirs = dirs.as_bytes();
+    let name = name.as_bytes();
+    match name.len() {
+        0 => false,
+        1 => dirs == b"1/",
+        2 => dirs == b"2/",
+        3 => dirs.len() == 4 && dirs[..2] == *b"3/" && dirs[2] == name[0] && dirs[3] == b'/',
+        _ => {
+            dirs.len() == 6
+                && dirs[..2] == name[..2]
+                && dirs[2] == b'/'
+                && dirs[3..5] == name[2..4]
+                && dirs[5] == b'/'
+        }
+    }
+}
+
 impl IndexPath {
     /// The index path of `name`.
     pub fn for_name(name: &CrateName) -> Self {
         let lower = name.lowercase();
         let path = format!("{}/{}", prefix(&lower), lower);
-        let name = CrateName::new(&lower).expect("a lowercased valid name is valid");
-        Self { path, name }
+        Self {
+            path,
+            name: CrateName::lowercase_of(name),
+        }
     }
 
     /// Parses a request path such as `se/rd/serde`. Only the canonical lowercase
     /// layout is accepted, so one crate has exactly one path (and one cache key).
+    ///
+    /// Every index request passes here, so the check builds nothing: the
+    /// path is compared with the layout in place and copied once.
     pub fn parse(path: &str) -> Result<Self, PathError> {
         let file = path.rsplit('/').next().unwrap_or(path);
         let name = CrateName::new(file)?;
-        let this = Self::for_name(&name);
-        if this.path == path {
-            Ok(this)
-        } else {
-            Err(PathError::Layout)
+        let dirs = &path[..path.len() - file.len()];
+        if file.bytes().any(|b| b.is_ascii_uppercase()) || !is_prefix_of(dirs, file) {
+            return Err(PathError::Layout);
         }
+        Ok(Self {
+            path: path.to_owned(),
+            name,
+        })
     }
 
     /// The path, relative to the index root.
@@ -135,5 +163,38 @@ mod tests {
         assert!(IndexPath::parse("se/rd/..").is_err());
         assert!(IndexPath::parse("../../etc/passwd").is_err());
         assert!(IndexPath::parse("").is_err());
+    }
+
+    /// `parse` checks the layout in place; it must accept exactly the path
+    /// `for_name` builds, for every length the layout tells apart.
+    #[test]
+    fn parse_accepts_what_for_name_builds_and_nothing_near_it() {
+        for name in [
+            "a",
+            "z9",
+            "ab",
+            "a-c",
+            "abc",
+            "abcd",
+            "serde",
+            "web-sys",
+            "a_b_c_d_e",
+        ] {
+            let built = path_of(name);
+            assert_eq!(IndexPath::parse(&built).unwrap().as_str(), built);
+            assert_eq!(IndexPath::parse(&built).unwrap().name().as_str(), name);
+            let near = [
+                format!("/{built}"),
+                format!("x/{built}"),
+                built.replacen('/', "//", 1),
+                format!("{}/{name}", prefix(&name.to_ascii_uppercase())),
+                format!("{}/{name}", prefix(&"z".repeat(name.len()))),
+                built.replacen('/', "", 1),
+            ];
+            // (An uppercase prefix of `1/a` is the path itself.)
+            for near in near.into_iter().filter(|near| *near != built) {
+                assert_eq!(IndexPath::parse(&near), Err(PathError::Layout), "{near}");
+            }
+        }
     }
 }

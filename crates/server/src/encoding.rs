@@ -12,6 +12,7 @@
 
 use std::io::Write;
 
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use moka::{future::Cache, policy::EvictionPolicy};
 
@@ -21,7 +22,7 @@ use crate::metrics::Counter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// As is.
-    Identity,
+    Identity = 0,
     /// gzip (every HTTP client, cargo included).
     Gzip,
     /// zstd.
@@ -45,6 +46,20 @@ pub fn compressions() -> &'static Counter {
 }
 
 impl Encoding {
+    /// Every encoding, each at its own number as an index.
+    pub const ALL: [Self; 4] = [Self::Identity, Self::Gzip, Self::Zstd, Self::Brotli];
+
+    /// The quoted entity tag of content tagged `tag` (hex) served in this
+    /// encoding: each form of one content has its own, as a cache between
+    /// wharf and cargo needs.
+    pub fn etag(self, tag: &str) -> HeaderValue {
+        let quoted = match self {
+            Self::Identity => format!("\"{tag}\""),
+            other => format!("\"{tag}-{}\"", other.token()),
+        };
+        HeaderValue::from_str(&quoted).expect("hex is a valid header")
+    }
+
     /// The `Content-Encoding` token.
     pub fn token(self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     extract::{Path, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use wharf_index::{IndexPath, PathError};
 
@@ -68,44 +68,44 @@ async fn respond(
     );
     let (body, encoding) = if not_modified {
         (bytes::Bytes::new(), wanted)
+    } else if let (Encoding::Gzip, Some(gzip)) = (wanted, entry.held_gzip()) {
+        (gzip.clone(), Encoding::Gzip)
     } else {
-        state
+        let (body, encoding) = state
             .compressed
             .variant(entry.sha256, &entry.body, wanted)
-            .await
+            .await;
+        if encoding == Encoding::Gzip {
+            entry.hold_gzip(&body);
+        }
+        (body, encoding)
     };
-    let etag = match encoding {
-        Encoding::Identity => format!("\"{}\"", entry.tag),
-        other => format!("\"{}-{}\"", entry.tag, other.token()),
-    };
-    let etag = HeaderValue::from_str(&etag).expect("hex is a valid header");
-    let common = [
-        (header::ETAG, etag),
-        (header::LAST_MODIFIED, entry.last_modified.clone()),
-        (header::VARY, HeaderValue::from_static("Accept-Encoding")),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(if private {
-                "private, no-cache"
-            } else {
-                "public, no-cache"
-            }),
-        ),
-    ];
+    // Every header is made before the request came: a hit builds one
+    // header map, of the size it needs, and copies no header's bytes.
+    let mut response = Response::new(axum::body::Body::from(body));
+    let headers = response.headers_mut();
+    headers.reserve(8);
+    headers.insert(header::ETAG, entry.etag(encoding).clone());
+    headers.insert(header::LAST_MODIFIED, entry.last_modified.clone());
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if private {
+            "private, no-cache"
+        } else {
+            "public, no-cache"
+        }),
+    );
     if not_modified {
-        return (StatusCode::NOT_MODIFIED, common).into_response();
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return response;
     }
-    let mut response = (
-        common,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if encoding != Encoding::Identity {
-        response.headers_mut().insert(
+        headers.insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(encoding.token()),
         );

@@ -8,7 +8,7 @@
 
 use std::{
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -21,7 +21,9 @@ use wharf_index::{IndexPath, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore, Layout};
 use wharf_upstream::{FetchError, IndexFetch, UpstreamSet, Validators};
 
-use crate::{cache::MissBudget, error::ApiError, flight::Flights, metrics::Metrics};
+use crate::{
+    cache::MissBudget, encoding::Encoding, error::ApiError, flight::Flights, metrics::Metrics,
+};
 
 /// After every upstream failed, a stale copy is served without asking again
 /// for this long, so an outage costs one attempt per file per interval.
@@ -45,7 +47,18 @@ pub struct IndexEntry {
     validators: Option<Validators>,
     /// The sha256 of `body`, which its compressed forms are kept by.
     pub sha256: [u8; 32],
+    /// The quoted entity tag of each encoding, made once: a hit formats
+    /// nothing.
+    etags: [HeaderValue; Encoding::ALL.len()],
+    /// The gzip form (what cargo asks for), once made, when it is at most
+    /// [`HELD_GZIP_SHARE`] of the body: a hit then asks no second cache for
+    /// it. The entry's weight counts that much for it.
+    gzip: OnceLock<Bytes>,
 }
+
+/// The largest gzip form an entry holds, as a share of its body (1/4:
+/// index files compress 5 to 15 times).
+const HELD_GZIP_SHARE: usize = 4;
 
 impl IndexEntry {
     pub(crate) fn new(
@@ -56,8 +69,11 @@ impl IndexEntry {
         validators: Option<Validators>,
     ) -> Self {
         let digest: [u8; 32] = Sha256::digest(&body).into();
+        let tag = hex::encode(&digest[..16]);
         Self {
-            tag: hex::encode(&digest[..16]),
+            etags: Encoding::ALL.map(|encoding| encoding.etag(&tag)),
+            gzip: OnceLock::new(),
+            tag,
             sha256: digest,
             last_modified: http_date(modified),
             body,
@@ -73,6 +89,8 @@ impl IndexEntry {
         Self {
             body: self.body.clone(),
             tag: self.tag.clone(),
+            etags: self.etags.clone(),
+            gzip: self.gzip.clone(),
             modified: self.modified,
             last_modified: self.last_modified.clone(),
             fresh_until,
@@ -80,6 +98,11 @@ impl IndexEntry {
             validators,
             sha256: self.sha256,
         }
+    }
+
+    /// The `ETag` header of this content served in `encoding`.
+    pub fn etag(&self, encoding: Encoding) -> &HeaderValue {
+        &self.etags[encoding as usize]
     }
 
     /// Whether it may be served without asking upstream.
@@ -95,9 +118,23 @@ impl IndexEntry {
             .build()
     }
 
+    /// The gzip form, when this entry holds it.
+    pub fn held_gzip(&self) -> Option<&Bytes> {
+        self.gzip.get()
+    }
+
+    /// Keeps `form`, the gzip form of the body, when it is small enough for
+    /// the weight this entry was admitted with.
+    pub fn hold_gzip(&self, form: &Bytes) {
+        if form.len() <= self.body.len() / HELD_GZIP_SHARE {
+            let _ = self.gzip.set(form.clone());
+        }
+    }
+
     fn weight(&self) -> u32 {
-        // Its compressed forms are weighed where they are kept (`Compressed`).
-        let bytes = self.body.len() + 256;
+        // Its other compressed forms are weighed where they are kept
+        // (`Compressed`); a held gzip form is counted at most.
+        let bytes = self.body.len() + self.body.len() / HELD_GZIP_SHARE + 256;
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 }
@@ -399,4 +436,32 @@ fn time_to_unix(t: SystemTime) -> u64 {
 
 fn unix_to_time(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry's weight counts a quarter of its body for a held gzip
+    /// form, so a larger form is left to `Compressed` alone.
+    #[test]
+    fn an_entry_holds_only_a_gzip_form_its_weight_counted() {
+        let now = SystemTime::now();
+        let entry = IndexEntry::new(
+            Bytes::from(vec![b'x'; 1000]),
+            now,
+            now,
+            Instant::now(),
+            None,
+        );
+        assert_eq!(entry.weight(), 1000 + 250 + 256);
+        entry.hold_gzip(&Bytes::from(vec![0; 251]));
+        assert!(entry.held_gzip().is_none());
+        entry.hold_gzip(&Bytes::from(vec![1; 250]));
+        assert_eq!(entry.held_gzip().map(|b| b.len()), Some(250));
+        // A confirmed copy is the same content: it keeps the form.
+        let confirmed = entry.confirmed(Instant::now(), None);
+        assert_eq!(confirmed.held_gzip(), entry.held_gzip());
+        assert_eq!(confirmed.etag(Encoding::Gzip), entry.etag(Encoding::Gzip));
+    }
 }
