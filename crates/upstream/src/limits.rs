@@ -62,6 +62,20 @@ fn quota(rate: f64, burst: u32) -> Quota {
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
+/// How many requests `rate` allows within one tick of tokio's timer (1 ms),
+/// at least one. A wait is a sleep, which lasts at least a tick: with a
+/// smaller burst, a rate above 1,000/s is never reached (at 1,000,000/s and
+/// a burst of one, every request that met another waited a whole tick, and
+/// a mirror pass of 40,000 crate files took half as long again).
+fn per_tick(rate: f64) -> u32 {
+    let per_tick = (rate / 1000.0).ceil();
+    if per_tick.is_finite() && per_tick >= 1.0 {
+        per_tick.min(f64::from(u32::MAX)) as u32
+    } else {
+        1
+    }
+}
+
 impl Gate {
     pub(crate) fn new(limits: &Limits) -> Self {
         let bytes = limits.bytes_per_sec.map(|rate| {
@@ -72,7 +86,10 @@ impl Gate {
         });
         Self {
             slots: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
-            requests: RateLimiter::direct(quota(limits.requests_per_sec, limits.requests_burst)),
+            requests: RateLimiter::direct(quota(
+                limits.requests_per_sec,
+                limits.requests_burst.max(per_tick(limits.requests_per_sec)),
+            )),
             bytes,
             max_wait: limits.max_wait,
         }
@@ -230,6 +247,24 @@ mod tests {
         assert!(
             started.elapsed() >= Duration::from_millis(280),
             "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A wait is a sleep of at least one timer tick (1 ms), so a rate above
+    /// 1,000/s with a burst of one was never reached: each request that met
+    /// another waited a whole tick.
+    #[tokio::test]
+    async fn a_rate_above_the_timer_s_resolution_is_reached() {
+        let gate = Gate::new(&limits(100_000.0, None));
+        let started = std::time::Instant::now();
+        for _ in 0..2_000 {
+            gate.request().await.unwrap();
+        }
+        // 20 ms at the rate; a tick per request would be 2 s.
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "2,000 requests at 100,000/s took {:?}",
             started.elapsed()
         );
     }
