@@ -186,14 +186,7 @@ enum Follow {
 }
 
 /// A mirror registry and how to sync it.
-///
-/// A handle: clones share one mirror, so that each crate of a pass can be
-/// synced by a task of its own, on whichever thread of the runtime is free.
-#[derive(Clone)]
-pub struct Mirror(Arc<MirrorState>);
-
-/// What a [`Mirror`] is; its handles reach these fields through `Deref`.
-pub struct MirrorState {
+pub struct Mirror {
     name: String,
     store: Arc<dyn BlobStore>,
     upstreams: UpstreamSet,
@@ -207,14 +200,6 @@ pub struct MirrorState {
     concurrency: usize,
     /// One pass at a time in this process (the lock file covers others).
     running: tokio::sync::Mutex<()>,
-}
-
-impl std::ops::Deref for Mirror {
-    type Target = MirrorState;
-
-    fn deref(&self) -> &MirrorState {
-        &self.0
-    }
 }
 
 /// What syncing one crate produced.
@@ -281,7 +266,7 @@ impl Mirror {
             .static_url
             .clone()
             .unwrap_or_else(|| format!("{}/{name}", public_url.trim_end_matches('/')));
-        Ok(Self(Arc::new(MirrorState {
+        Ok(Self {
             name: name.to_owned(),
             store,
             upstreams: upstreams.clone(),
@@ -306,7 +291,7 @@ impl Mirror {
             config_json: Bytes::from(RegistryConfig::for_base(&base).to_json()),
             concurrency: config.max_concurrency.max(1),
             running: tokio::sync::Mutex::new(()),
-        })))
+        })
     }
 
     /// Whether the mirror has a feed to poll.

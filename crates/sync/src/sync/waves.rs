@@ -3,8 +3,6 @@
 //! reachable from the roots (`sync_roots`); one loop (`sync_waves`) syncs a
 //! wave at a time and follows dependencies into the next.
 
-use tokio_util::task::AbortOnDropHandle;
-
 use super::*;
 
 impl Mirror {
@@ -105,30 +103,15 @@ impl Mirror {
         let mut wave = work;
         while !wave.is_empty() {
             progress.add_total(wave.len());
-            // Each crate is a task of its own, so the pass's work (hashing,
-            // parsing, writing files) spreads over the runtime's threads:
-            // polled inside this one future, a first pass of 40,000 crate
-            // files kept one core busy and the other half idle. A dropped
-            // pass (a kill, a lost lease) aborts the tasks it started.
             let mut outcomes = stream::iter(wave)
-                .map(|(name, source)| {
-                    let mirror = self.clone();
-                    let task = AbortOnDropHandle::new(tokio::spawn(async move {
-                        let outcome = mirror.sync_crate(&name, source, look, wants_deps).await;
-                        (name, outcome)
-                    }));
-                    async move {
-                        let (name, outcome) = task.await.map_err(|e| {
-                            SyncError::Setup(format!("a crate's sync task stopped: {e}"))
-                        })?;
-                        progress.crate_done(&name);
-                        Ok::<_, SyncError>((name, outcome))
-                    }
+                .map(|(name, source)| async move {
+                    let outcome = self.sync_crate(&name, source, look, wants_deps).await;
+                    progress.crate_done(&name);
+                    (name, outcome)
                 })
                 .buffer_unordered(self.concurrency);
             let mut next = Vec::new();
-            while let Some(done) = outcomes.next().await {
-                let (name, outcome) = done?;
+            while let Some((name, outcome)) = outcomes.next().await {
                 let mut outcome = outcome?;
                 for dep in std::mem::take(&mut outcome.deps) {
                     let dep = dep.to_ascii_lowercase();
