@@ -170,7 +170,8 @@ impl BlobStore for FsStore {
         // A hard link fails when its name exists, so of two writers exactly
         // one links its complete file into place (`O_EXCL` on the final name
         // would let a reader see it half written).
-        let linked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let small = bytes.len() <= INLINE_BYTES;
+        let linked = off_thread_unless(small, move || {
             let result = (|| {
                 std::fs::write(&temp, &bytes)?;
                 in_place(&root, &dest, || std::fs::hard_link(&temp, &dest))
@@ -178,8 +179,7 @@ impl BlobStore for FsStore {
             let _ = std::fs::remove_file(&temp);
             result
         })
-        .await
-        .map_err(|e| io_err("write", key.as_str(), std::io::Error::other(e)))?;
+        .await;
         match linked {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
