@@ -194,8 +194,9 @@ fn main() -> anyhow::Result<()> {
     upstream.set_fault(Target::Path(lost_path.clone()), Fault::Status(404));
     let started = Instant::now();
     upstream.git_commit("initial");
+    upstream.git_repack();
     println!(
-        "git index committed in {:.1} s",
+        "git index committed and packed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 

@@ -205,24 +205,45 @@ impl GitIndex {
         Ok(changed)
     }
 
-    /// The blob `id`.
-    pub fn read_blob(&self, id: ObjectId) -> Result<Option<Vec<u8>>, GitError> {
-        let repo = self.repo.to_thread_local();
-        Ok(Some(repo.find_blob(id)?.detach().data))
-    }
-
     /// The file at `path` in `tree`, or `None` when there is none.
     pub fn read(&self, tree: ObjectId, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let repo = self.repo.to_thread_local();
-        let tree = repo.find_tree(tree)?;
-        let Some(entry) = tree.lookup_entry_by_path(path)? else {
-            return Ok(None);
-        };
-        if !entry.mode().is_blob() {
-            return Ok(None);
-        }
-        Ok(Some(repo.find_blob(entry.object_id())?.detach().data))
+        self.read_files(&[GitFile::AtPath(tree, path.to_owned())])
+            .pop()
+            .expect("one answer per file")
     }
+
+    /// Each of `files`, in order, through one handle on the object database
+    /// (a handle is not free to make, and its caches then serve the batch).
+    pub fn read_files(&self, files: &[GitFile]) -> Vec<Result<Option<Vec<u8>>, GitError>> {
+        let repo = self.repo.to_thread_local();
+        files.iter().map(|file| read_file(&repo, file)).collect()
+    }
+}
+
+/// Where an index file is in the git index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitFile {
+    /// A blob found by a diff.
+    Blob(ObjectId),
+    /// The file at a path in a tree.
+    AtPath(ObjectId, String),
+}
+
+fn read_file(repo: &gix::Repository, file: &GitFile) -> Result<Option<Vec<u8>>, GitError> {
+    let blob = match file {
+        GitFile::Blob(id) => *id,
+        GitFile::AtPath(tree, path) => {
+            let tree = repo.find_tree(*tree)?;
+            let Some(entry) = tree.lookup_entry_by_path(path)? else {
+                return Ok(None);
+            };
+            if !entry.mode().is_blob() {
+                return Ok(None);
+            }
+            entry.object_id()
+        }
+    };
+    Ok(Some(repo.find_blob(blob)?.detach().data))
 }
 
 /// Removes the `*.lock` files under a clone (refs, `packed-refs`, `config`,

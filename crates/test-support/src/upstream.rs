@@ -375,6 +375,18 @@ impl FakeUpstream {
         git.squash(&files, message)
     }
 
+    /// Packs the git index's objects as a long-lived git host keeps them
+    /// (one pack with deltas and a reachability bitmap), so that a clone
+    /// reuses them instead of compressing every object for each request.
+    ///
+    /// # Panics
+    ///
+    /// When `git` fails, or before the first [`FakeUpstream::git_commit`].
+    pub fn git_repack(&self) {
+        let git = self.inner.shared.lock().git.clone();
+        git.expect("git_repack needs a git_commit first").repack();
+    }
+
     fn git_snapshot(&self) -> (Arc<git::GitIndex>, BTreeMap<String, String>) {
         let mut state = self.inner.shared.lock();
         let git = Arc::clone(

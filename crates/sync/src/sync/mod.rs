@@ -37,7 +37,7 @@ use wharf_upstream::{
 
 use crate::{
     feed,
-    git::{GitError, GitHttp, GitIndex},
+    git::{GitHttp, GitIndex},
     selection::Selection,
 };
 
@@ -51,7 +51,7 @@ mod work;
 
 use record::{Delta, State, count_lines};
 pub use work::work_dir;
-use work::{GitRemote, blocking};
+use work::{GitRemote, blocking, read_git};
 
 /// Keys made of a validated registry name, sparse path, crate name and
 /// version are always valid.
@@ -163,6 +163,10 @@ enum Source {
     /// The git index: the file at the crate's path in this tree.
     Tree(ObjectId),
 }
+
+/// A crate's upstream index file as read from the git index, `None` when it
+/// has no such file; or why it could not be read.
+type GitRead = Result<Option<Vec<u8>>, String>;
 
 /// Whether a crate whose upstream file equals its cursor is looked at.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,11 @@
 
 use super::*;
 
+/// How many crates' index files are read from the git index in one trip to
+/// the blocking pool, ahead of their turn. Index files are a few KiB (the
+/// largest a few MiB), so this is what a batch holds at most.
+const GIT_READ_BATCH: usize = 64;
+
 impl Mirror {
     /// Syncs the index files that differ between the tree `old` (the empty
     /// tree when `None`: every file) and `new`, and the crates in `retry`;
@@ -103,13 +108,22 @@ impl Mirror {
         let mut wave = work;
         while !wave.is_empty() {
             progress.add_total(wave.len());
-            let mut outcomes = stream::iter(wave)
-                .map(|(name, source)| async move {
-                    let outcome = self.sync_crate(&name, source, look, wants_deps).await;
-                    progress.crate_done(&name);
-                    (name, outcome)
-                })
-                .buffer_unordered(self.concurrency);
+            let index = match wave.iter().any(|(_, s)| !matches!(s, Source::Sparse)) {
+                true => Some(self.git_clone().await),
+                false => None,
+            };
+            let mut outcomes = std::pin::pin!(
+                stream::iter(wave)
+                    .chunks(GIT_READ_BATCH)
+                    .then(move |crates| read_git(index.clone(), crates))
+                    .flat_map(stream::iter)
+                    .map(|(name, source, read)| async move {
+                        let outcome = self.sync_crate(&name, source, read, look, wants_deps).await;
+                        progress.crate_done(&name);
+                        (name, outcome)
+                    })
+                    .buffer_unordered(self.concurrency)
+            );
             let mut next = Vec::new();
             while let Some((name, outcome)) = outcomes.next().await {
                 let mut outcome = outcome?;

@@ -12,8 +12,10 @@ use gix::ObjectId;
 use tracing::info;
 use wharf_upstream::{redact, redact_in};
 
-use super::{Mirror, SyncError};
-use crate::git::{GitError, GitHttp, GitIndex};
+use wharf_index::{CrateName, IndexPath};
+
+use super::{GitRead, Mirror, Source, SyncError};
+use crate::git::{GitError, GitFile, GitHttp, GitIndex};
 
 /// Where mirror `name` keeps local working state that is never served (its
 /// git clone and pass lock): `{work_dir}/{name}/.sync`, where `work_dir` is
@@ -112,7 +114,52 @@ impl Mirror {
     }
 }
 
-/// Runs blocking git work off the async threads.
+/// Reads the index files of `crates` that come from the git index, all in
+/// one trip to the blocking pool: a trip costs more than reading a small file
+/// from the pack. A crate whose file comes from elsewhere, or whose name is
+/// not valid, gets `None`; so does every crate when there is no `index`.
+pub(super) async fn read_git(
+    index: Option<Arc<GitIndex>>,
+    crates: Vec<(String, Source)>,
+) -> Vec<(String, Source, Option<GitRead>)> {
+    let files: Vec<Option<GitFile>> = crates
+        .iter()
+        .map(|(name, source)| match *source {
+            _ if index.is_none() => None,
+            Source::Sparse => None,
+            Source::Blob(id) => Some(GitFile::Blob(id)),
+            Source::Tree(tree) => CrateName::new(name).ok().map(|krate| {
+                GitFile::AtPath(tree, IndexPath::for_name(&krate).as_str().to_owned())
+            }),
+        })
+        .collect();
+    let wanted: Vec<GitFile> = files.iter().flatten().cloned().collect();
+    let mut read = match index {
+        Some(index) if !wanted.is_empty() => {
+            let count = wanted.len();
+            match tokio::task::spawn_blocking(move || index.read_files(&wanted)).await {
+                Ok(read) => read
+                    .into_iter()
+                    .map(|r| r.map_err(|e| describe_git(&*e)))
+                    .collect(),
+                Err(e) => (0..count)
+                    .map(|_| Err(format!("git task failed: {e}")))
+                    .collect(),
+            }
+        }
+        _ => Vec::new(),
+    }
+    .into_iter();
+    crates
+        .into_iter()
+        .zip(files)
+        .map(|((name, source), file)| {
+            let read = file.and_then(|_| read.next());
+            (name, source, read)
+        })
+        .collect()
+}
+
 /// A gix error with its causes, each once (gix's own message is often just
 /// the outermost step, such as "Transport handshake failed").
 fn describe_git(e: &(dyn std::error::Error + 'static)) -> String {
@@ -129,6 +176,7 @@ fn describe_git(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Runs blocking git work off the async threads.
 pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
 ) -> Result<T, GitError> {

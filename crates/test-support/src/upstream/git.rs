@@ -90,6 +90,10 @@ impl GitIndex {
         self.git(&["rev-parse", "HEAD"]).trim().to_owned()
     }
 
+    pub(super) fn repack(&self) {
+        self.git(&["repack", "-a", "-d", "-q", "--write-bitmap-index"]);
+    }
+
     fn write_files(&self, files: &BTreeMap<String, String>) {
         let worktree = self.worktree();
         for entry in std::fs::read_dir(&worktree).expect("listing the git worktree") {
