@@ -1,6 +1,7 @@
 //! The sync benchmark: `wharf sync` of a synthetic upstream of many crates
-//! (100,000 by default) through its git index, against plain parallel `curl`
-//! of the same crate files from the same upstream in the same run.
+//! (100,000 by default, or crates.io's shape with `--shape crates-io`)
+//! through its git index, against plain parallel `curl` of the same crate
+//! files from the same upstream in the same run.
 //!
 //! It prints wall time, upstream requests and peak RSS of the first pass, a
 //! pass with no change, and a pass after 10 changes; then curl's throughput.
@@ -14,8 +15,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use wharf_test_support::{
-    fixture::{CrateBuilder, FixtureCrate},
+    fixture::{CrateBuilder, FixtureCrate, sha256_hex},
     upstream::{FakeUpstream, Fault, Logged, RequestKind, Target},
 };
 
@@ -23,15 +25,29 @@ use wharf_test_support::{
 mod wharf_binary;
 
 struct Options {
+    shape: Shape,
     crates: usize,
+    files: usize,
+    size_divisor: u64,
     concurrency: usize,
     wharf: PathBuf,
     curl: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `--crates` crates of one to three tiny versions each.
+    Synthetic,
+    /// `--files` crate files in crates.io's shape; see [`crates_io_shape`].
+    CratesIo,
+}
+
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
+        shape: Shape::Synthetic,
         crates: 100_000,
+        files: 1_000_000,
+        size_divisor: 40,
         concurrency: 32,
         wharf: wharf_binary::default_path(),
         curl: true,
@@ -41,6 +57,21 @@ fn options() -> anyhow::Result<Options> {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--crates" => options.crates = value()?.parse().context("--crates needs a number")?,
+            "--shape" => {
+                options.shape = match value()?.as_str() {
+                    "synthetic" => Shape::Synthetic,
+                    "crates-io" => Shape::CratesIo,
+                    other => bail!("--shape takes synthetic or crates-io, not {other}"),
+                }
+            }
+            "--files" => options.files = value()?.parse().context("--files needs a number")?,
+            "--size-divisor" => {
+                options.size_divisor = value()?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|d| *d > 0)
+                    .context("--size-divisor needs a positive number")?
+            }
             "--concurrency" => {
                 options.concurrency = value()?.parse().context("--concurrency needs a number")?
             }
@@ -79,6 +110,119 @@ fn fixtures(count: usize) -> Vec<FixtureCrate> {
         all.append(&mut crates);
         all
     })
+}
+
+/// Real crate file sizes, smallest first (see the file's header).
+const CRATE_SIZES: &str = include_str!("../../data/crate-sizes.txt");
+
+/// The most versions one crate gets (crates.io's largest have a few
+/// thousand).
+const MOST_VERSIONS: u64 = 2_000;
+
+/// `files` crate files in crates.io's shape, and how many crates hold them.
+///
+/// Versions per crate follow P(V >= k) = 1/k up to [`MOST_VERSIONS`]: half
+/// the crates have one version, a few have hundreds, and the mean is about
+/// 8 (crates.io's totals, some 190,000 crates and 1.7 million versions, give
+/// about 9). That is a model. Each file's size is drawn from the real sizes
+/// in `data/crate-sizes.txt`, divided by `divisor` so that a million files
+/// fit in memory and on tmpfs: the shape of the sizes is real, the scale is
+/// not. The bytes are slices of one random buffer, so the fake upstream holds
+/// them for free; their sha256 is real.
+fn crates_io_shape(files: usize, divisor: u64) -> anyhow::Result<(Vec<FixtureCrate>, usize)> {
+    let sizes: Vec<u64> = CRATE_SIZES
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .context("data/crate-sizes.txt holds a line that is not a size")?;
+    let largest = sizes.iter().max().copied().unwrap_or(1) / divisor + 1;
+    let mut random = SplitMix(0x5EED);
+    let noise: Vec<u8> = (0..largest * 2).map(|_| random.next() as u8).collect();
+    let noise = Bytes::from(noise);
+    let mut crates = Vec::with_capacity(files);
+    let mut names = 0;
+    while crates.len() < files {
+        // u in (0, 1]; floor(1/u) >= k exactly when u <= 1/k.
+        let u = (random.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let versions = ((1.0 / u.max(f64::MIN_POSITIVE)) as u64)
+            .clamp(1, MOST_VERSIONS)
+            .min((files - crates.len()) as u64);
+        for patch in 0..versions {
+            let size = (sizes[random.below(sizes.len() as u64) as usize] / divisor).max(1);
+            let start = random.below(noise.len() as u64 - size) as usize;
+            crates.push(FixtureCrate {
+                name: format!("syn-{names}"),
+                vers: format!("0.1.{patch}"),
+                deps: Vec::new(),
+                features: Default::default(),
+                bytes: noise.slice(start..start + size as usize),
+                cksum: String::new(),
+                yanked: false,
+            });
+        }
+        names += 1;
+    }
+    // Two threads: hashing a million files is most of the setup time.
+    let (first, second) = crates.split_at_mut(files / 2);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            first
+                .iter_mut()
+                .for_each(|k| k.cksum = sha256_hex(&k.bytes))
+        });
+        second
+            .iter_mut()
+            .for_each(|k| k.cksum = sha256_hex(&k.bytes));
+    });
+    Ok((crates, names))
+}
+
+/// splitmix64: a fixed seed gives the same upstream in every run.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), near enough for a benchmark.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Versions per crate and file sizes: median, mean and largest.
+fn describe_shape(crates: &[FixtureCrate], names: usize) -> String {
+    let mut per_crate: Vec<usize> = Vec::with_capacity(names);
+    let mut run = 0;
+    for (i, krate) in crates.iter().enumerate() {
+        run += 1;
+        if crates.get(i + 1).is_none_or(|next| next.name != krate.name) {
+            per_crate.push(run);
+            run = 0;
+        }
+    }
+    per_crate.sort_unstable();
+    let mut sizes: Vec<usize> = crates.iter().map(|k| k.bytes.len()).collect();
+    sizes.sort_unstable();
+    let median = |v: &[usize]| v.get(v.len() / 2).copied().unwrap_or(0);
+    let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len().max(1) as f64;
+    format!(
+        "versions per crate: median {}, mean {:.1}, most {}; one version: {:.0}% of crates; file size: median {} B, mean {:.0} B, largest {} B",
+        median(&per_crate),
+        mean(&per_crate),
+        per_crate.last().copied().unwrap_or(0),
+        100.0 * per_crate.iter().filter(|v| **v == 1).count() as f64
+            / per_crate.len().max(1) as f64,
+        median(&sizes),
+        mean(&sizes),
+        sizes.last().copied().unwrap_or(0),
+    )
 }
 
 struct Pass {
@@ -168,15 +312,28 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "sync benchmark: {} crates, {} cores, loopback only",
-        options.crates,
+        "sync benchmark: {}, {} cores, loopback only",
+        match options.shape {
+            Shape::Synthetic => format!("{} crates", options.crates),
+            Shape::CratesIo => format!("{} crate files in crates.io's shape", options.files),
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
     let started = Instant::now();
-    let crates = fixtures(options.crates);
+    let (crates, names) = match options.shape {
+        Shape::Synthetic => (fixtures(options.crates), options.crates),
+        Shape::CratesIo => crates_io_shape(options.files, options.size_divisor)?,
+    };
     let versions = crates.len();
     let bytes: usize = crates.iter().map(|k| k.bytes.len()).sum();
+    if options.shape == Shape::CratesIo {
+        println!(
+            "crates.io's shape: {names} crates; {}; sizes are real ones divided by {}",
+            describe_shape(&crates, names),
+            options.size_divisor
+        );
+    }
     let lost = crates[versions / 2].clone();
     let urls: Vec<String> = crates.iter().map(FixtureCrate::dl_path).collect();
     println!(
@@ -246,13 +403,15 @@ fn main() -> anyhow::Result<()> {
     again.print("no-change pass");
 
     for i in 0..10 {
-        let name = format!("syn-{}", i * (options.crates / 10).max(1));
+        let name = format!("syn-{}", i * (names / 10).max(1));
         upstream.publish(CrateBuilder::new(&name, "0.2.0").build());
     }
     upstream.git_commit("ten changes");
     let changed = run_sync(&options, &config, &upstream)?;
     changed.print("pass after 10 changes");
 
+    // Room on tmpfs for curl's copy.
+    std::fs::remove_dir_all(dir.path().join("data"))?;
     if options.curl {
         curl_baseline(&options, &upstream, &urls, bytes, dir.path(), &first)?;
     }
