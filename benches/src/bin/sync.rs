@@ -143,7 +143,8 @@ fn crates_io_shape(files: usize, divisor: u64) -> anyhow::Result<(Vec<FixtureCra
     let mut crates = Vec::with_capacity(files);
     let mut names = 0;
     while crates.len() < files {
-        // u in (0, 1]; floor(1/u) >= k exactly when u <= 1/k.
+        // u in [0, 1); floor(1/u) >= k exactly when u <= 1/k (u = 0 and
+        // the rest of the tail are clamped to the most versions).
         let u = (random.next() >> 11) as f64 / (1u64 << 53) as f64;
         let versions = ((1.0 / u.max(f64::MIN_POSITIVE)) as u64)
             .clamp(1, MOST_VERSIONS)

@@ -209,7 +209,7 @@ impl GitIndex {
     pub fn read(&self, tree: ObjectId, path: &str) -> Result<Option<Vec<u8>>, GitError> {
         self.read_files(&[GitFile::AtPath(tree, path.to_owned())])
             .pop()
-            .expect("one answer per file")
+            .unwrap_or(Ok(None))
     }
 
     /// Each of `files`, in order, through one handle on the object database

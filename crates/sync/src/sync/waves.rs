@@ -6,8 +6,9 @@
 use super::*;
 
 /// How many crates' index files are read from the git index in one trip to
-/// the blocking pool, ahead of their turn. Index files are a few KiB (the
-/// largest a few MiB), so this is what a batch holds at most.
+/// the blocking pool. A batch is read when the wave needs its next crate, so
+/// at most one batch waits in memory besides the crates in flight: 64 index
+/// files, most of a few KiB, the largest a few MiB.
 const GIT_READ_BATCH: usize = 64;
 
 impl Mirror {
