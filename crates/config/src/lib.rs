@@ -298,6 +298,7 @@ impl Config {
                         name,
                         &[
                             ("upstream_timeout", Some(mirror.upstream_timeout), true),
+                            ("git_timeout", Some(mirror.git_timeout), true),
                             ("probe_interval", Some(mirror.probe_interval), false),
                             ("sync_interval", mirror.sync_interval, false),
                             ("feed_interval", mirror.feed_interval, false),
@@ -617,6 +618,9 @@ mod tests {
         };
         assert_eq!(mirror.keep_versions, Some(5));
         assert_eq!(mirror.contact.as_deref(), Some("mirror-ops@example.org"));
+        // A git host gets longer than a sparse upstream to start answering.
+        assert_eq!(mirror.upstream_timeout, Duration::from_secs(3));
+        assert_eq!(mirror.git_timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -147,6 +147,12 @@ pub struct MirrorRegistry {
     /// `include` match (all crates when `include` is empty).
     #[serde(default)]
     pub index_git: Option<String>,
+    /// Bound on connecting to `index_git`, on the wait for each of its
+    /// responses and on each read of a body. Longer than `upstream_timeout`:
+    /// a git host may think for seconds before it starts sending a first
+    /// clone of a large index.
+    #[serde(default = "default_git_timeout", with = "humantime_serde")]
+    pub git_timeout: Duration,
     /// Crates to mirror: plain names are mirrored with their dependencies;
     /// globs (`serde*`) filter the crates found that way (or, with
     /// `index_git` and no plain names, select crates from the whole index).
@@ -366,6 +372,9 @@ fn default_upstreams() -> Vec<String> {
 }
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn default_git_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_index_ttl() -> Duration {
     Duration::from_secs(300)

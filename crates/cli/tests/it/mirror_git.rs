@@ -502,7 +502,7 @@ async fn lock_files_left_by_a_killed_fetch_do_not_stop_the_next_pass() {
 }
 
 /// Issue 13: a git index that takes connections and never answers fails the
-/// pass within `upstream_timeout` (bounding each read of gix's transport),
+/// pass within `git_timeout` (bounding each read of gix's transport),
 /// with a message naming the git index, instead of hanging the pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_git_index_fails_the_pass_within_the_timeout() {
@@ -512,7 +512,10 @@ async fn a_blackholed_git_index_fails_the_pass_within_the_timeout() {
     let config = mirror_config(
         dir.path(),
         &upstream,
-        &format!("index_git = \"{}/git/index\"", blackhole.url()),
+        &format!(
+            "index_git = \"{}/git/index\"\ngit_timeout = \"2s\"",
+            blackhole.url()
+        ),
     );
     let started = std::time::Instant::now();
     let out = sync(&config);
@@ -520,7 +523,7 @@ async fn a_blackholed_git_index_fails_the_pass_within_the_timeout() {
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(blackhole.connections() >= 1, "the git index was asked");
-    // upstream_timeout is 2s: a few reads' worth, not gix's 20 s or more.
+    // git_timeout is 2s: a few reads' worth, not gix's 20 s or more.
     assert!(
         took < std::time::Duration::from_secs(12),
         "took {took:?}: {stderr}"
@@ -529,6 +532,41 @@ async fn a_blackholed_git_index_fails_the_pass_within_the_timeout() {
     assert!(
         stderr.contains("timed out") || stderr.contains("timeout"),
         "{stderr}"
+    );
+}
+
+/// A git host may think for longer than `upstream_timeout` before it sends
+/// a first clone: the git index has a bound of its own, `git_timeout`. Here
+/// the pack comes in pieces 2.5 s apart, longer than the sparse upstream's
+/// 2 s; under that bound the clone failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_git_index_is_waited_for_up_to_its_own_timeout() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("sg", "1.0.0").build()]).await;
+    upstream.git_commit("initial");
+    upstream.set_fault(
+        Target::Path("/git/index/git-upload-pack".to_owned()),
+        Fault::SlowDrip {
+            chunk: 512,
+            delay: Duration::from_millis(2500),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = mirror_config(
+        dir.path(),
+        &upstream,
+        &format!(
+            "index_git = \"{}\"\ngit_timeout = \"20s\"",
+            upstream.git_url()
+        ),
+    );
+    let stdout = sync_ok(&config);
+    assert!(stdout.contains("serves 1 crates, 1 versions"), "{stdout}");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .any(|r| r.path == "/git/index/git-upload-pack"),
+        "the pack came through the slow route"
     );
 }
 

@@ -281,7 +281,7 @@ impl Mirror {
                 dir: work_dir.join("git"),
                 http: GitHttp {
                     user_agent,
-                    timeout: config.upstream_timeout,
+                    timeout: config.git_timeout,
                     before_request: {
                         let upstreams = upstreams.clone();
                         Arc::new(move || upstreams.before_own_request())
