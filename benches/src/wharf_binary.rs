@@ -56,8 +56,9 @@ pub fn check(wharf: &Path) -> anyhow::Result<()> {
             let path = entry.path();
             let name = entry.file_name();
             if path.is_dir() {
-                // Test code does not go into the binary.
-                if name != "tests" && name != "target" {
+                // Test code does not go into the binary, nor does the
+                // test-support crate (only a dev-dependency).
+                if name != "tests" && name != "target" && name != "test-support" {
                     stack.push(path);
                 }
             } else if path
