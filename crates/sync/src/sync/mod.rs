@@ -164,9 +164,14 @@ enum Source {
     Tree(ObjectId),
 }
 
-/// A crate's upstream index file as read from the git index, `None` when it
-/// has no such file; or why it could not be read.
-type GitRead = Result<Option<Vec<u8>>, String>;
+/// Where a crate's upstream index file comes from when its turn comes.
+enum Origin {
+    /// What was read of the git index: the file, `None` when it has no
+    /// such file, or why it could not be read.
+    Git(Result<Option<Vec<u8>>, String>),
+    /// A conditional request to the sparse upstreams.
+    Sparse,
+}
 
 /// Whether a crate whose upstream file equals its cursor is looked at.
 #[derive(Clone, Copy, PartialEq, Eq)]

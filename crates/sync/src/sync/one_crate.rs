@@ -33,36 +33,35 @@ impl Mirror {
         Ok(before)
     }
 
-    /// A crate's upstream index file: what was read of the git index when
-    /// `git` holds that, else asked of the sparse upstreams. `Ok(None)` means
+    /// A crate's upstream index file, from `origin`. `Ok(None)` means
     /// nothing more is to be done for it (a failure is recorded in `outcome`).
     pub(super) async fn fetch(
         &self,
         name: &str,
         path: &IndexPath,
-        git: Option<GitRead>,
+        origin: Origin,
         previous: Option<&Bytes>,
         validators_key: &BlobKey,
         outcome: &mut CrateOutcome,
     ) -> Result<Option<Fetched>, SyncError> {
-        match git {
-            Some(Ok(Some(body))) => Ok(Some(Fetched {
+        match origin {
+            Origin::Git(Ok(Some(body))) => Ok(Some(Fetched {
                 body: Bytes::from(body),
                 validators: None,
             })),
-            Some(Ok(None)) => {
+            Origin::Git(Ok(None)) => {
                 outcome
                     .failures
                     .push(format!("{name}: the git index has no such crate"));
                 Ok(None)
             }
-            Some(Err(e)) => {
+            Origin::Git(Err(e)) => {
                 outcome
                     .failures
                     .push(format!("{name}: reading the git index: {e}"));
                 Ok(None)
             }
-            None => {
+            Origin::Sparse => {
                 // The validators of the copy kept, for a conditional request.
                 let validators: Option<Validators> = match previous {
                     Some(_) => self
@@ -116,8 +115,7 @@ impl Mirror {
     pub(super) async fn sync_crate(
         &self,
         name: &str,
-        source: Source,
-        read: Option<GitRead>,
+        origin: Origin,
         look: Look,
         wants_deps: bool,
     ) -> Result<CrateOutcome, SyncError> {
@@ -138,22 +136,11 @@ impl Mirror {
             .sync_upstream_validators(path.as_str())
             .expect(VALID);
         let previous = self.store.get(&raw_key).await?;
-        // A wave reads its crates' files from the git index ahead, in
-        // batches; a crate synced on its own is read here.
-        let git = match (source, read) {
-            (Source::Sparse, _) => None,
-            (_, Some(read)) => Some(read),
-            (_, None) => {
-                let index = Some(self.git_clone().await);
-                let mut read = read_git(index, vec![(name.to_owned(), source)]).await;
-                Some(read.pop().and_then(|(_, _, read)| read).unwrap_or(Ok(None)))
-            }
-        };
         let Some(fetched) = self
             .fetch(
                 name,
                 &path,
-                git,
+                origin,
                 previous.as_ref(),
                 &validators_key,
                 &mut outcome,
@@ -307,7 +294,7 @@ mod tests {
         upstream::{Fault, RequestKind, Target},
     };
 
-    use super::super::{Look, Source, testing::TestMirror};
+    use super::super::{Look, Origin, testing::TestMirror};
 
     fn two_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
         vec![
@@ -322,7 +309,7 @@ mod tests {
         let t = TestMirror::start(two_versions(), "include = [\"one\"]").await;
         let outcome = t
             .mirror
-            .sync_crate("one", Source::Sparse, None, Look::Always, true)
+            .sync_crate("one", Origin::Sparse, Look::Always, true)
             .await
             .unwrap();
         assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
@@ -361,7 +348,7 @@ mod tests {
     async fn an_unchanged_file_is_not_looked_into_unless_asked() {
         let t = TestMirror::start(two_versions(), "include = [\"one\"]").await;
         let m = &t.mirror;
-        m.sync_crate("one", Source::Sparse, None, Look::Always, false)
+        m.sync_crate("one", Origin::Sparse, Look::Always, false)
             .await
             .unwrap();
         // A crate file lost behind the mirror's back.
@@ -369,7 +356,7 @@ mod tests {
         t.upstream.clear_log();
 
         let skipped = m
-            .sync_crate("one", Source::Sparse, None, Look::IfChanged, false)
+            .sync_crate("one", Origin::Sparse, Look::IfChanged, false)
             .await
             .unwrap();
         assert!(!skipped.changed && skipped.downloaded == 0);
@@ -379,7 +366,7 @@ mod tests {
         assert_eq!(asked[0].status, 304);
 
         let looked = m
-            .sync_crate("one", Source::Sparse, None, Look::Always, false)
+            .sync_crate("one", Origin::Sparse, Look::Always, false)
             .await
             .unwrap();
         assert_eq!(looked.downloaded, 1, "the lost file is downloaded again");
@@ -394,7 +381,7 @@ mod tests {
         t.upstream.set_fault(Target::Path(bad), Fault::WrongBytes);
         let outcome = t
             .mirror
-            .sync_crate("one", Source::Sparse, None, Look::Always, false)
+            .sync_crate("one", Origin::Sparse, Look::Always, false)
             .await
             .unwrap();
         assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
@@ -421,7 +408,7 @@ mod tests {
         t.upstream.clear_faults();
         let retried = t
             .mirror
-            .sync_crate("one", Source::Sparse, None, Look::IfChanged, false)
+            .sync_crate("one", Origin::Sparse, Look::IfChanged, false)
             .await
             .unwrap();
         assert!(retried.failures.is_empty());
@@ -432,7 +419,7 @@ mod tests {
     async fn a_crate_deleted_upstream_loses_its_index_file_and_keeps_its_crate_files() {
         let t = TestMirror::start(two_versions(), "include = [\"one\"]").await;
         t.mirror
-            .sync_crate("one", Source::Sparse, None, Look::Always, false)
+            .sync_crate("one", Origin::Sparse, Look::Always, false)
             .await
             .unwrap();
         let path = wharf_index::IndexPath::for_name(&wharf_index::CrateName::new("one").unwrap());

@@ -118,8 +118,8 @@ impl Mirror {
                     .chunks(GIT_READ_BATCH)
                     .then(move |crates| read_git(index.clone(), crates))
                     .flat_map(stream::iter)
-                    .map(|(name, source, read)| async move {
-                        let outcome = self.sync_crate(&name, source, read, look, wants_deps).await;
+                    .map(|(name, origin)| async move {
+                        let outcome = self.sync_crate(&name, origin, look, wants_deps).await;
                         progress.crate_done(&name);
                         (name, outcome)
                     })

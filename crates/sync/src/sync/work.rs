@@ -14,7 +14,7 @@ use wharf_upstream::{redact, redact_in};
 
 use wharf_index::{CrateName, IndexPath};
 
-use super::{GitRead, Mirror, Source, SyncError};
+use super::{Mirror, Origin, Source, SyncError};
 use crate::git::{GitError, GitFile, GitHttp, GitIndex};
 
 /// Where mirror `name` keeps local working state that is never served (its
@@ -114,18 +114,16 @@ impl Mirror {
     }
 }
 
-/// Reads the index files of `crates` that come from the git index, all in
-/// one trip to the blocking pool: a trip costs more than reading a small file
-/// from the pack. A crate whose file comes from elsewhere, or whose name is
-/// not valid, gets `None`; so does every crate when there is no `index`.
+/// Where each of `crates` takes its upstream file from: the files that come
+/// from the git index are read here, all in one trip to the blocking pool (a
+/// trip costs more than reading a small file from the pack).
 pub(super) async fn read_git(
     index: Option<Arc<GitIndex>>,
     crates: Vec<(String, Source)>,
-) -> Vec<(String, Source, Option<GitRead>)> {
+) -> Vec<(String, Origin)> {
     let files: Vec<Option<GitFile>> = crates
         .iter()
         .map(|(name, source)| match *source {
-            _ if index.is_none() => None,
             Source::Sparse => None,
             Source::Blob(id) => Some(GitFile::Blob(id)),
             Source::Tree(tree) => CrateName::new(name).ok().map(|krate| {
@@ -135,7 +133,11 @@ pub(super) async fn read_git(
         .collect();
     let wanted: Vec<GitFile> = files.iter().flatten().cloned().collect();
     let mut read = match index {
-        Some(index) if !wanted.is_empty() => {
+        _ if wanted.is_empty() => Vec::new(),
+        None => (0..wanted.len())
+            .map(|_| Err("the pass has no git index to read from".to_owned()))
+            .collect(),
+        Some(index) => {
             let count = wanted.len();
             match tokio::task::spawn_blocking(move || index.read_files(&wanted)).await {
                 Ok(read) => read
@@ -147,15 +149,20 @@ pub(super) async fn read_git(
                     .collect(),
             }
         }
-        _ => Vec::new(),
     }
     .into_iter();
     crates
         .into_iter()
         .zip(files)
         .map(|((name, source), file)| {
-            let read = file.and_then(|_| read.next());
-            (name, source, read)
+            let origin = match (source, file) {
+                (Source::Sparse, _) => Origin::Sparse,
+                // Not a crate's name: no file of the index is one (and the
+                // name is refused before its file is looked at).
+                (_, None) => Origin::Git(Ok(None)),
+                (_, Some(_)) => Origin::Git(read.next().unwrap_or(Ok(None))),
+            };
+            (name, origin)
         })
         .collect()
 }
