@@ -44,6 +44,13 @@ impl FromRequestParts<Arc<AppState>> for ClientAddr {
     }
 }
 
+impl ClientAddr {
+    /// The client of a request with `headers` that came from `peer`.
+    pub(crate) fn of(peer: IpAddr, headers: &HeaderMap, state: &AppState) -> Self {
+        Self(Some(client_of(peer, headers, &state.trusted_proxies)))
+    }
+}
+
 /// The client behind `peer`: `peer` itself unless it is a trusted proxy.
 pub(crate) fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |addr: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*addr)));

@@ -6,6 +6,7 @@ mod auth;
 mod cache;
 mod client_addr;
 mod dashboard;
+mod dispatch;
 mod encoding;
 mod error;
 mod flight;
@@ -58,8 +59,14 @@ pub async fn serve(
             .clone()
             .run(state.requests.clone(), stop.clone()),
     );
-    let served =
-        listen::serve_connections(listener, router(state), &limits, connections, shutdown).await;
+    let served = listen::serve_connections(
+        listener,
+        dispatch::Dispatch::new(state),
+        &limits,
+        connections,
+        shutdown,
+    )
+    .await;
     stop.cancel();
     if let Err(e) = flusher.await {
         warn!(error = %e, "the statistics writer stopped");

@@ -19,19 +19,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Body, extract::ConnectInfo, http::Request};
+use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
-use tower::ServiceExt;
-use tower_http::timeout::TimeoutBody;
 use tracing::{info, warn};
 use wharf_config::Connections;
 
-use crate::metrics::Counter;
+use crate::{dispatch::Dispatch, metrics::Counter};
 
 /// File descriptors kept for everything but client connections: storage,
 /// the database, upstream requests, logs.
@@ -75,11 +73,11 @@ fn effective_max(max: usize) -> usize {
     max.min(room)
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` completes,
+/// Serves `dispatch` on `listener` within `limits` until `shutdown` completes,
 /// then closes idle connections and waits for requests under way.
 pub async fn serve_connections(
     listener: TcpListener,
-    router: Router,
+    dispatch: Dispatch,
     limits: &Connections,
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -117,11 +115,9 @@ pub async fn serve_connections(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let dispatch = dispatch.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let mut request = request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
+            dispatch.call(request, peer, body_timeout)
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         let stats = stats.clone();

@@ -1,5 +1,5 @@
-//! The one middleware every request passes: it records the request's metrics
-//! (count, bytes, latency) and, when enabled, logs one compact line:
+//! What every request passes on its way out: its metrics (count, bytes,
+//! latency) are recorded and, when enabled, one compact line is logged:
 //! `GET /crates-io/index/se/rd/serde 200 412B 0.3ms`.
 
 use std::{sync::Arc, time::Instant};
@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     body::HttpBody,
     extract::{Request, State},
+    http::{self, Method},
     middleware::Next,
     response::Response,
 };
@@ -14,40 +15,59 @@ use tracing::{Level, info};
 
 use crate::metrics::{RequestMetrics, RequestTarget};
 
-/// Records the request's metrics once it has been answered, and logs it at
-/// info under `wharf::access`. Recording allocates nothing: the counters are
-/// built at start and found by the path's first segment before the request
-/// is handed on.
+/// The router's middleware: every request the router answers is [`Logged`].
 pub async fn log_request(
     State(metrics): State<Option<Arc<RequestMetrics>>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let target = metrics.as_deref().map(|m| m.target(request.uri().path()));
-    if !tracing::enabled!(target: "wharf::access", Level::INFO) {
-        let response = next.run(request).await;
-        record(&target, &response, started);
-        return response;
-    }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let logged = Logged::start(metrics.as_deref(), &request);
     let response = next.run(request).await;
-    record(&target, &response, started);
-    let size = response
-        .body()
-        .size_hint()
-        .exact()
-        .map_or_else(|| "-".to_owned(), |n| format!("{n}B"));
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    info!(target: "wharf::access", "{method} {path} {} {size} {ms:.1}ms", response.status().as_u16());
+    logged.finish(&response);
     response
 }
 
-fn record(target: &Option<RequestTarget<'_>>, response: &Response, started: Instant) {
-    if let Some(target) = target {
-        // A streamed body counts what is known of it when the head is sent.
-        let bytes = response.body().size_hint().lower();
-        target.record(response.status().as_u16(), bytes, started.elapsed());
+/// One request on its way: where its metrics go, when it started, and what
+/// its log line names. Recording allocates nothing: the counters are built
+/// at start and found by the path's first segment before the request is
+/// handed on; the method and path are copied only when the line is logged.
+pub(crate) struct Logged<'a> {
+    target: Option<RequestTarget<'a>>,
+    started: Instant,
+    line: Option<(Method, String)>,
+}
+
+impl<'a> Logged<'a> {
+    /// Notes `request` before it is answered.
+    pub(crate) fn start<B>(
+        metrics: Option<&'a RequestMetrics>,
+        request: &http::Request<B>,
+    ) -> Self {
+        let path = request.uri().path();
+        Self {
+            target: metrics.map(|m| m.target(path)),
+            started: Instant::now(),
+            line: tracing::enabled!(target: "wharf::access", Level::INFO)
+                .then(|| (request.method().clone(), path.to_owned())),
+        }
+    }
+
+    /// Records the answer, and logs it at info under `wharf::access`.
+    pub(crate) fn finish(self, response: &Response) {
+        if let Some(target) = &self.target {
+            // A streamed body counts what is known of it when the head is sent.
+            let bytes = response.body().size_hint().lower();
+            target.record(response.status().as_u16(), bytes, self.started.elapsed());
+        }
+        let Some((method, path)) = self.line else {
+            return;
+        };
+        let size = response
+            .body()
+            .size_hint()
+            .exact()
+            .map_or_else(|| "-".to_owned(), |n| format!("{n}B"));
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        info!(target: "wharf::access", "{method} {path} {} {size} {ms:.1}ms", response.status().as_u16());
     }
 }

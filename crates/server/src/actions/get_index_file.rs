@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, State, rejection::PathRejection},
+    extract::{Path, Request, State, rejection::PathRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
@@ -17,17 +17,30 @@ use crate::{
 };
 
 /// Serves one index file, compressed when the client accepts it, answering
-/// conditional requests with 304.
+/// conditional requests with 304. The router's route; a connection hands a
+/// plain `GET` straight to [`serve_index_file`] (`dispatch`).
 pub async fn get_index_file(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
     addr: super::ClientAddr,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let Path((registry, path)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let registry = state.registry(&registry)?;
-    let principal = registry.authorize(&headers, addr.0).await?;
-    let path = IndexPath::parse(&path).map_err(|e| match e {
+    serve_index_file(&state, &registry, &path, request.headers(), addr).await
+}
+
+/// Index file `path` of registry `registry` for a request with `headers`
+/// from `addr`: the credentials checked, the policy applied.
+pub(crate) async fn serve_index_file(
+    state: &AppState,
+    registry: &str,
+    path: &str,
+    headers: &HeaderMap,
+    addr: super::ClientAddr,
+) -> Result<Response, ApiError> {
+    let registry = state.registry(registry)?;
+    let principal = registry.authorize(headers, addr.0).await?;
+    let path = IndexPath::parse(path).map_err(|e| match e {
         PathError::Name(e) => ApiError::bad_request(format!("invalid index path: {e}")),
         PathError::Layout => ApiError::not_found(format!(
             "`{}` is not a sparse index path",
@@ -47,7 +60,7 @@ pub async fn get_index_file(
         lookup = policy.filter(&path, entry.clone(), requester).await?;
     }
     match lookup {
-        Lookup::Found(entry) => Ok(respond(&state, &entry, &headers, registry.is_private()).await),
+        Lookup::Found(entry) => Ok(respond(state, &entry, headers, registry.is_private()).await),
         Lookup::NotFound => Err(not_found()),
     }
 }
