@@ -120,14 +120,9 @@ fn options() -> anyhow::Result<Options> {
 
 fn main() -> anyhow::Result<()> {
     let options = options()?;
-    // WHARF_LOG=info shows wharf's access log, to see where time goes.
-    if let Ok(filter) = std::env::var("WHARF_LOG") {
-        tracing_subscriber::fmt()
-            .compact()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    // WHARF_LOG=info logs as `wharf serve` does (the access log on standard
+    // error), to see what it costs.
+    let _log = std::env::var_os("WHARF_LOG").and_then(|_| wharf_server::init_logging(true));
     println!(
         "wharf benchmark: {} cores, loopback only",
         std::thread::available_parallelism().map_or(0, |n| n.get())

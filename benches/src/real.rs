@@ -62,6 +62,9 @@ pub fn real(options: &Options, home: &Path) -> anyhow::Result<()> {
         NginxOptions {
             workers: 1,
             gzip_static: true,
+            // With WHARF_LOG set, wharf logs each request as `wharf serve`
+            // does, and so does nginx, at its best.
+            access_log: std::env::var_os("WHARF_LOG").is_some(),
         },
     )?;
     std::fs::write(
@@ -427,8 +430,13 @@ fn serving(
         ..options.clone()
     };
     println!(
-        "\nreal crates, served: wharf (one worker thread) and nginx (one worker, sendfile, open_file_cache, gzip_static over gzip -9 copies); wrk -t1 -c32 -d{}s, best of {ROUNDS} rounds in turns",
-        options.duration_secs
+        "\nreal crates, served: wharf (one worker thread) and nginx (one worker, sendfile, open_file_cache, gzip_static over gzip -9 copies); wrk -t1 -c32 -d{}s, best of {ROUNDS} rounds in turns; {}",
+        options.duration_secs,
+        if std::env::var_os("WHARF_LOG").is_some() {
+            "access logs on (WHARF_LOG set): wharf's as `wharf serve` writes it, nginx's with buffer=32k"
+        } else {
+            "access logs off (WHARF_LOG=info turns both on)"
+        }
     );
     println!(
         "{:<44} {:>12} {:>9} {:>12} {:>9} {:>8}",

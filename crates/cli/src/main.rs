@@ -320,7 +320,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A server's access lines are written in batches by a thread of their
+    // own; `_log` writes what is queued when main returns.
+    let _log = wharf_server::init_logging(matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -411,18 +413,4 @@ pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<wharf_confi
     let mut config = wharf_config::Config::load(path)?;
     config.apply_env(std::env::vars())?;
     Ok(config)
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("WHARF_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .compact()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -15,6 +15,9 @@ use tracing::{Level, info};
 
 use crate::metrics::{RequestMetrics, RequestTarget};
 
+/// The target of the access lines.
+pub(crate) const ACCESS: &str = "wharf::access";
+
 /// The router's middleware: every request the router answers is [`Logged`].
 pub async fn log_request(
     State(metrics): State<Option<Arc<RequestMetrics>>>,
@@ -47,7 +50,7 @@ impl<'a> Logged<'a> {
         Self {
             target: metrics.map(|m| m.target(path)),
             started: Instant::now(),
-            line: tracing::enabled!(target: "wharf::access", Level::INFO)
+            line: tracing::enabled!(target: ACCESS, Level::INFO)
                 .then(|| (request.method().clone(), path.to_owned())),
         }
     }
@@ -62,12 +65,63 @@ impl<'a> Logged<'a> {
         let Some((method, path)) = self.line else {
             return;
         };
-        let size = response
-            .body()
-            .size_hint()
-            .exact()
-            .map_or_else(|| "-".to_owned(), |n| format!("{n}B"));
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        info!(target: "wharf::access", "{method} {path} {} {size} {ms:.1}ms", response.status().as_u16());
+        let line = format_args!(
+            "{method} {path} {} {} {}ms",
+            response.status().as_u16(),
+            Size(response.body().size_hint().exact()),
+            Millis(self.started.elapsed()),
+        );
+        if !crate::logging::access(line) {
+            info!(target: ACCESS, "{line}");
+        }
+    }
+}
+
+/// A body's size, `412B`, or `-` when it is streamed.
+struct Size(Option<u64>);
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}B"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A duration in milliseconds to a tenth, `0.3`, without floating point.
+struct Millis(std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0.as_micros() + 50) / 100;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Millis, Size};
+
+    #[test]
+    fn sizes_and_milliseconds_read_as_before() {
+        assert_eq!(Size(Some(412)).to_string(), "412B");
+        assert_eq!(Size(None).to_string(), "-");
+        for (micros, shown) in [
+            (0, "0.0"),
+            (49, "0.0"),
+            (50, "0.1"),
+            (349, "0.3"),
+            (12_345, "12.3"),
+            (1_999_960, "2000.0"),
+        ] {
+            assert_eq!(
+                Millis(Duration::from_micros(micros)).to_string(),
+                shown,
+                "{micros} us"
+            );
+        }
     }
 }

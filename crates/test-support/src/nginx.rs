@@ -18,6 +18,10 @@ pub struct NginxOptions {
     /// (`gzip_static on`), and keeps open file descriptors
     /// (`open_file_cache`): nginx's best for precompressed static files.
     pub gzip_static: bool,
+    /// Logs each request to `logs/access.log` in nginx's `combined` format,
+    /// 32 KiB at a time and at least every second (its best for a busy
+    /// server); off by default.
+    pub access_log: bool,
 }
 
 /// nginx serving wharf's data directory as static files.
@@ -43,7 +47,8 @@ impl Nginx {
         let prefix = work.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
         let conf = prefix.join("nginx.conf");
-        // A fair baseline: as many workers as cores, sendfile, no access log.
+        // A fair baseline: as many workers as cores, sendfile, no access log
+        // unless asked for.
         // As root, nginx would hand requests to workers running as `nobody`,
         // which cannot read a private temporary directory.
         let root_user = Command::new("id")
@@ -60,11 +65,19 @@ impl Nginx {
         } else {
             ""
         };
+        let access_log = if options.access_log {
+            format!(
+                "access_log {} combined buffer=32k flush=1s",
+                prefix.join("logs/access.log").display()
+            )
+        } else {
+            "access_log off".to_owned()
+        };
         std::fs::write(
             &conf,
             format!(
                 "{user}worker_processes {workers};\ndaemon off;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 4096; }}\n\
-                 http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n{best}\
+                 http {{\n  {access_log};\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n{best}\
                  server {{ listen {addr}; root {root}; etag on; }}\n}}\n",
                 pid = prefix.join("nginx.pid").display(),
                 log = prefix.join("logs/error.log").display(),

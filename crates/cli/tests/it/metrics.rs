@@ -110,8 +110,22 @@ async fn request_byte_and_latency_metrics_follow_a_cargo_fetch() {
     let after = scrape().await;
 
     // What cargo asked, from the access log: count and bytes per route and
-    // status class.
-    let log = std::fs::read_to_string(&log).unwrap();
+    // status class. A server writes its access lines in batches, at least
+    // every 200 ms: all of them are out once both scrapes' lines are.
+    let scrapes_logged = |log: &str| log.matches("wharf::access: GET /metrics ").count() == 2;
+    let mut waited = 0;
+    let log = loop {
+        let log = std::fs::read_to_string(&log).unwrap();
+        if scrapes_logged(&log) || waited == 50 {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    };
+    assert!(
+        scrapes_logged(&log),
+        "the scrapes were never logged:\n{log}"
+    );
     let mut requests: BTreeMap<(&str, String), f64> = BTreeMap::new();
     let mut bytes: BTreeMap<&str, f64> = BTreeMap::new();
     for line in log.lines() {
