@@ -52,7 +52,7 @@ pub struct HostedRegistry {
     /// Who may read and write it.
     pub access: Access,
     store: Arc<dyn BlobStore>,
-    memory: moka::sync::Cache<String, Arc<IndexEntry>>,
+    memory: crate::cache::HotFiles,
     revisions: moka::sync::Cache<String, i64>,
     flights: Arc<Flights<String, Lookup>>,
     verified: Verified,

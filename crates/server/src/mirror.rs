@@ -37,7 +37,7 @@ pub struct MirrorRegistry {
     /// The sync engine, for scheduled passes.
     pub mirror: Arc<Mirror>,
     store: Arc<dyn BlobStore>,
-    memory: moka::sync::Cache<String, Arc<IndexEntry>>,
+    memory: crate::cache::HotFiles,
     flights: Arc<Flights<String, Lookup>>,
     verified: Verified,
     /// Who may read it, and its policy.

@@ -57,10 +57,11 @@ impl<'a> Logged<'a> {
 
     /// Records the answer, and logs it at info under `wharf::access`.
     pub(crate) fn finish(self, response: &Response) {
+        let elapsed = self.started.elapsed();
         if let Some(target) = &self.target {
             // A streamed body counts what is known of it when the head is sent.
             let bytes = response.body().size_hint().lower();
-            target.record(response.status().as_u16(), bytes, self.started.elapsed());
+            target.record(response.status().as_u16(), bytes, elapsed);
         }
         let Some((method, path)) = self.line else {
             return;
@@ -69,7 +70,7 @@ impl<'a> Logged<'a> {
             "{method} {path} {} {} {}ms",
             response.status().as_u16(),
             Size(response.body().size_hint().exact()),
-            Millis(self.started.elapsed()),
+            Millis(elapsed),
         );
         if !crate::logging::access(line) {
             info!(target: ACCESS, "{line}");

@@ -7,4 +7,5 @@ mod index;
 
 pub use budget::MissBudget;
 pub use crates::CrateFiles;
+pub(crate) use index::HotFiles;
 pub use index::{IndexCache, IndexEntry, Lookup};
