@@ -21,9 +21,15 @@ use crate::{Options, ROUNDS, median, runtime, warm, wrk, wrk_script_with};
 /// Crates in the fixture, each with a few versions.
 const CRATES: usize = 200;
 
-/// Rounds of the comparison, each on two servers built anew: more than the
-/// other phases' [`ROUNDS`], as the difference sought is a few percent.
-const ROUNDS_HERE: usize = ROUNDS * 3;
+/// Rounds of the comparison, each on two servers built anew: many more than
+/// the other phases' [`ROUNDS`], and shorter, as the difference sought is a
+/// percent or two and single rounds differ by up to 10% either way (the
+/// median of 9 rounds of 10 s moved from 0% to 4% between two runs of the
+/// same code; the median's spread falls with the square root of the rounds).
+const ROUNDS_HERE: usize = ROUNDS * 10;
+
+/// The length of each round's load, in seconds.
+const ROUND_SECS: u64 = 3;
 
 /// Runs the comparison and prints one table.
 pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -67,6 +73,10 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     // threads took can be read per server.
     let runtimes = [runtime(THREADS_ON, 2)?, runtime(THREADS_OFF, 2)?];
     let mut recording_state = None;
+    let options = &Options {
+        duration_secs: ROUND_SECS,
+        ..options.clone()
+    };
     for round in 0..ROUNDS_HERE {
         // Both servers are built anew each round, and which is built and
         // loaded first swaps: a server started first in a process, or
