@@ -320,8 +320,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A server's access lines are written in batches by a thread of their
-    // own; `_log` writes what is queued when main returns.
+    // A server's access lines are gathered and written in batches; `_log`
+    // writes what is still gathered when main returns.
     let _log = wharf_server::init_logging(matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
