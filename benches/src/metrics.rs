@@ -71,7 +71,7 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     let mut cpu: [Vec<[f64; 2]>; 2] = Default::default();
     // Each server runs on a runtime of its own, so that the CPU time its
     // threads took can be read per server.
-    let runtimes = [runtime(THREADS_ON, 2)?, runtime(THREADS_OFF, 2)?];
+    let runtimes = [runtime(THREADS[0], 2)?, runtime(THREADS[1], 2)?];
     let mut recording_state = None;
     let options = &Options {
         duration_secs: ROUND_SECS,
@@ -87,10 +87,13 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
         } else {
             [false, true]
         };
+        // Which runtime serves the recording server swaps too, every other
+        // round, so that neither order nor runtime favours one side.
+        let runtime_of = |recording: bool| usize::from(recording == (round / 2 % 2 == 0));
         let mut servers = Vec::new();
         for recording in order {
             let data_dir = dir.path().join(format!("data-{round}-{recording}"));
-            let rt = &runtimes[usize::from(!recording)];
+            let rt = &runtimes[runtime_of(recording)];
             let server = rt.block_on(start(&upstream, data_dir, recording))?;
             rt.block_on(warm(server.addr, paths.iter().chain(&crate_paths)))?;
             servers.push((recording, server));
@@ -99,7 +102,7 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
             let mut pair = [0f64; 2];
             let mut cpu_pair = [0f64; 2];
             for (recording, server) in &servers {
-                let threads = if *recording { THREADS_ON } else { THREADS_OFF };
+                let threads = THREADS[runtime_of(*recording)];
                 let before = thread_cpu_ns(threads)?;
                 let load = wrk(options, &format!("http://{}", server.addr), script)?;
                 let used = thread_cpu_ns(threads)? - before;
@@ -119,7 +122,7 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     }
     for (((what, paths, _), loads), cpu) in phases.iter().zip(loads).zip(cpu) {
         println!(
-            "\nmetrics and statistics: {what} ({} files); wrk -t2 -c{} -d{}s, {ROUNDS_HERE} rounds on servers built anew, which is built and loaded first alternating",
+            "\nmetrics and statistics: {what} ({} files); wrk -t2 -c{} -d{}s, {ROUNDS_HERE} rounds on servers built anew, which is built and loaded first and which runtime serves which alternating",
             paths.len(),
             options.connections,
             options.duration_secs,
@@ -163,9 +166,8 @@ pub fn metrics(options: &Options, upstream_rt: &tokio::runtime::Runtime) -> anyh
     Ok(())
 }
 
-/// The names of the threads of the servers recording and not.
-const THREADS_ON: &str = "wharf-on";
-const THREADS_OFF: &str = "wharf-off";
+/// The names of the threads of the two servers' runtimes.
+const THREADS: [&str; 2] = ["wharf-a", "wharf-b"];
 
 /// The CPU time, in nanoseconds, that this process's threads named `name`
 /// have run (Linux's per-thread schedstat).
