@@ -11,6 +11,7 @@ mod encoding;
 mod error;
 mod flight;
 mod hosted;
+mod idle;
 mod lease;
 mod listen;
 mod logging;

@@ -21,15 +21,16 @@ use std::{
 
 use axum::http::Request;
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 use wharf_config::Connections;
 
-use crate::{dispatch::Dispatch, metrics::Counter};
+use crate::{
+    dispatch::Dispatch,
+    idle::{IdleIo, Watch},
+    metrics::Counter,
+};
 
 /// File descriptors kept for everything but client connections: storage,
 /// the database, upstream requests, logs.
@@ -86,11 +87,9 @@ pub async fn serve_connections(
     stats.max.store(max as u64, Ordering::Relaxed);
     let slots = Arc::new(Semaphore::new(max));
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
-        .keep_alive(true);
-    let body_timeout = limits.body_timeout;
+    // The head's timeout is the IO's, not hyper's (see `idle`).
+    builder.header_read_timeout(None).keep_alive(true);
+    let (idle_timeout, body_timeout) = (limits.idle_timeout, limits.body_timeout);
     let graceful = GracefulShutdown::new();
     let refusals = RefusalLog::default();
     tokio::pin!(shutdown);
@@ -116,16 +115,27 @@ pub async fn serve_connections(
         };
         let _ = stream.set_nodelay(true);
         let dispatch = dispatch.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            dispatch.call(request, peer, body_timeout)
+        let watch = Arc::new(Watch::default());
+        let io = IdleIo::new(TokioIo::new(stream), idle_timeout, watch.clone());
+        let service = hyper::service::service_fn({
+            let watch = watch.clone();
+            move |request: Request<Incoming>| {
+                let busy = watch.busy();
+                let response = dispatch.call(request, peer, body_timeout);
+                async move {
+                    let response = response.await;
+                    drop(busy);
+                    response
+                }
+            }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(io, service));
         let stats = stats.clone();
         stats.open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            if let Err(e) = connection.await
-                && e.is_timeout()
-            {
+            // hyper ends a connection that fails while idle without an error.
+            let _ = connection.await;
+            if watch.timed_out() {
                 stats.timed_out.inc();
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);

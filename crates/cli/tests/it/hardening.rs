@@ -14,7 +14,11 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use wharf_test_support::{fixture::CrateBuilder, upstream::FakeUpstream};
+use wharf_test_support::{
+    fixture::CrateBuilder,
+    http::{RawResponse, parse_response},
+    upstream::{FakeUpstream, Fault, Target},
+};
 
 use crate::access::{add_client, write_config};
 use crate::common::WharfProcess;
@@ -400,6 +404,82 @@ async fn idle_and_slow_connections_are_closed_in_time() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(timed_out >= 5_000, "{metrics}");
+}
+
+/// Reads one response with a `Content-Length` from a connection that stays
+/// open; the response and when its head came, counted from `since`.
+async fn read_response(stream: &mut TcpStream, since: Instant) -> (RawResponse, Duration) {
+    let mut received = Vec::new();
+    let mut head_at = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .expect("read the response");
+        assert!(n > 0, "closed before a whole response: {received:?}");
+        head_at.get_or_insert_with(|| since.elapsed());
+        received.extend_from_slice(&buf[..n]);
+        let response = parse_response(&received);
+        let length = response
+            .header("content-length")
+            .map(|v| v.parse::<usize>().unwrap());
+        if length.is_some_and(|length| response.body.len() >= length) {
+            return (response, head_at.expect("read once"));
+        }
+    }
+}
+
+/// A request whose answer takes longer than the idle timeout still gets it
+/// (the wait for a request head is timed, not the work on one), and the
+/// keep-alive connection it leaves is closed once it has sat idle as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_is_not_an_idle_connection() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("slowpoke", "1.0.0").build()]).await;
+    // The index file comes from the upstream in ten pieces over about 3.5 s,
+    // and wharf writes nothing to its client until it has them all.
+    let length = upstream.index_file("slowpoke").expect("published").len();
+    upstream.set_fault(
+        Target::Index,
+        Fault::SlowDrip {
+            chunk: length / 10 + 1,
+            delay: Duration::from_millis(350),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[connections]\nidle_timeout = \"2s\"\n\n[registries.crates-io]\nkind = \"cache\"\nupstreams = [\"{}\"]\n",
+            upstream.index_url()
+        ),
+    );
+    let server = WharfProcess::spawn(&config);
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let asked = Instant::now();
+    stream
+        .write_all(b"GET /crates-io/index/sl/ow/slowpoke HTTP/1.1\r\nHost: wharf\r\n\r\n")
+        .await
+        .unwrap();
+    let (response, took) = read_response(&mut stream, asked).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response.text().contains("\"slowpoke\""),
+        "{}",
+        response.text()
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "the answer began after {took:?}, within the idle timeout: this test needs a slower one"
+    );
+    let idle = closed_within(&mut stream, Duration::from_secs(6))
+        .await
+        .expect("the idle keep-alive connection was closed");
+    assert!(
+        idle >= Duration::from_millis(1500),
+        "an idle keep-alive connection was closed after {idle:?}"
+    );
 }
 
 /// Past `[connections] max`, a connection is accepted and closed at once
