@@ -71,9 +71,10 @@ impl Encoding {
     }
 
     /// The preferred encoding the client accepts for a body of `len` bytes:
-    /// zstd, then brotli, then gzip; only gzip above [`LARGE_BYTES`].
+    /// zstd, then brotli, then gzip; only gzip above [`LARGE_BYTES`], none
+    /// below [`MIN_COMPRESS_BYTES`].
     pub fn negotiate(accept_encoding: Option<&[u8]>, len: usize) -> Self {
-        let Some(header) = accept_encoding else {
+        let Some(header) = accept_encoding.filter(|_| len >= MIN_COMPRESS_BYTES) else {
             return Self::Identity;
         };
         let Ok(header) = std::str::from_utf8(header) else {
@@ -245,6 +246,11 @@ mod tests {
         );
         assert_eq!(
             Encoding::negotiate(Some(b"deflate"), small),
+            Encoding::Identity
+        );
+        // Tiny bodies: nothing.
+        assert_eq!(
+            Encoding::negotiate(Some(b"gzip"), MIN_COMPRESS_BYTES - 1),
             Encoding::Identity
         );
         // Large bodies: gzip only.

@@ -355,6 +355,19 @@ impl FakeUpstream {
         self.inner.shared.lock().faults.push((target, fault));
     }
 
+    /// Answers index files in gzip to requests that accept it, as
+    /// crates.io's CDN does (off at the start).
+    pub fn serve_gzip(&self, on: bool) {
+        self.inner.shared.lock().gzip = on;
+    }
+
+    /// The bytes of `name`'s index file in gzip, as [`Self::serve_gzip`]
+    /// answers them.
+    pub fn index_file_gzip(&self, name: &str) -> Option<Vec<u8>> {
+        self.index_file(name)
+            .map(|body| routes::gzip(body.as_bytes()))
+    }
+
     /// Removes every fault, so requests are answered normally again.
     pub fn clear_faults(&self) {
         self.inner.shared.lock().faults.clear();
@@ -483,6 +496,8 @@ struct UpstreamState {
     updates: Vec<(String, String, SystemTime)>,
     /// The web API's facts: owners and publishers.
     api: api::ApiFacts,
+    /// Index files are answered in gzip to requests that accept it.
+    gzip: bool,
 }
 
 impl UpstreamState {

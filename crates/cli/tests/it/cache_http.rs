@@ -312,3 +312,81 @@ async fn upstream_credentials_are_never_shown() {
         "the output shows the password: {text}"
     );
 }
+
+/// The number after `name ` in a Prometheus text page.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// An upstream that answers index files in gzip (as crates.io's CDN does):
+/// wharf hands its gzip bytes on to cargo as they came, and compresses
+/// nothing itself; a gzip body that does not decode is refused and not
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_gzip_form_is_handed_on_as_it_came() {
+    let versions = many_versions();
+    let upstream = FakeUpstream::start(versions.clone()).await;
+    upstream.serve_gzip(true);
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let client = raw_client();
+    let url = wharf.url(&format!("/crates-io/index/{}", sparse_path("popular")));
+    let upstream_gzip = upstream.index_file_gzip("popular").unwrap();
+    for _ in 0..2 {
+        let response = client
+            .get(&url)
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        assert!(
+            response.bytes().await.unwrap() == upstream_gzip,
+            "not the upstream's gzip bytes"
+        );
+    }
+    // What a client that takes no gzip gets is the decoded file.
+    let plain = client.get(&url).send().await.unwrap();
+    assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+    let expected: String = versions.iter().map(|v| v.index_line() + "\n").collect();
+    assert_eq!(plain.text().await.unwrap(), expected);
+
+    // Cargo, end to end.
+    let project =
+        wharf_test_support::cargo::CargoProject::new(&wharf.index_url(), &[("popular", "1.0.39")]);
+    crate::common::cargo_ok(&project, &["fetch"]);
+    let metrics = client
+        .get(wharf.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(counter(&metrics, "wharf_index_compressions_total"), 0);
+
+    // A gzip body with a byte changed: its check fails, the client gets a
+    // 502, and the file is not kept.
+    upstream.publish(CrateBuilder::new("popular", "2.0.0").build());
+    let other = wharf.url(&format!("/crates-io/index/{}", sparse_path("other")));
+    upstream.publish(CrateBuilder::new("other", "1.0.0").build());
+    upstream.set_fault(
+        wharf_test_support::upstream::Target::Index,
+        wharf_test_support::upstream::Fault::WrongBytes,
+    );
+    let refused = client.get(&other).send().await.unwrap();
+    assert_eq!(refused.status(), 502);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("does not decode"), "{text}");
+    upstream.clear_faults();
+    let good = client.get(&other).send().await.unwrap();
+    assert_eq!(good.status(), 200);
+    assert!(good.text().await.unwrap().contains("\"other\""));
+    wharf.stop().await;
+}

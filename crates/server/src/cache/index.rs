@@ -50,15 +50,21 @@ pub struct IndexEntry {
     /// The quoted entity tag of each encoding, made once: a hit formats
     /// nothing.
     etags: [HeaderValue; Encoding::ALL.len()],
-    /// The gzip form (what cargo asks for), once made, when it is at most
-    /// [`HELD_GZIP_SHARE`] of the body: a hit then asks no second cache for
-    /// it. The entry's weight counts that much for it.
+    /// The gzip form (what cargo asks for): the upstream's, or once made
+    /// when it is at most [`HELD_GZIP_SHARE`] of the body and
+    /// [`HELD_GZIP_SLACK`]. A hit then asks no second cache for it. The
+    /// entry's weight counts that much for it, or the upstream's form.
     gzip: OnceLock<Bytes>,
 }
 
 /// The largest gzip form an entry holds, as a share of its body (1/4:
-/// index files compress 5 to 15 times).
+/// index files compress 5 to 15 times)...
 const HELD_GZIP_SHARE: usize = 4;
+
+/// ... and bytes more, for small files, which compress less: of 435 real
+/// index files, 62 (most under 8 KB) compressed less than 4 times, and all
+/// but one fit this.
+const HELD_GZIP_SLACK: usize = 256;
 
 impl IndexEntry {
     pub(crate) fn new(
@@ -120,18 +126,32 @@ impl IndexEntry {
         self.gzip.get()
     }
 
+    /// The same entry holding `form`, the gzip form the upstream sent the
+    /// body in, whatever its size: the weight the entry is admitted with
+    /// counts it.
+    pub(crate) fn with_gzip(self, form: Bytes) -> Self {
+        Self {
+            gzip: OnceLock::from(form),
+            ..self
+        }
+    }
+
     /// Keeps `form`, the gzip form of the body, when it is small enough for
     /// the weight this entry was admitted with.
     pub fn hold_gzip(&self, form: &Bytes) {
-        if form.len() <= self.body.len() / HELD_GZIP_SHARE {
+        if form.len() <= self.body.len() / HELD_GZIP_SHARE + HELD_GZIP_SLACK {
             let _ = self.gzip.set(form.clone());
         }
     }
 
     fn weight(&self) -> u64 {
         // Its other compressed forms are weighed where they are kept
-        // (`Compressed`); a held gzip form is counted at most.
-        (self.body.len() + self.body.len() / HELD_GZIP_SHARE + 256) as u64
+        // (`Compressed`); room for a gzip form made later is counted at
+        // most, or the upstream's, held from the start. Either way the
+        // weight never changes once the entry is admitted.
+        let room = self.body.len() / HELD_GZIP_SHARE + HELD_GZIP_SLACK;
+        let gzip = self.gzip.get().map_or(0, Bytes::len).max(room);
+        (self.body.len() + gzip + 256) as u64
     }
 }
 
@@ -412,9 +432,13 @@ impl IndexCache {
         let validators = current.as_ref().and_then(|e| e.validators.as_ref());
         let fresh_until = Instant::now() + self.ttl;
         match self.upstreams.fetch_index(path.as_str(), validators).await {
-            Ok(IndexFetch::Modified { body, validators }) => {
+            Ok(IndexFetch::Modified {
+                body,
+                gzip,
+                validators,
+            }) => {
                 self.metrics.index_upstream_fetches.inc();
-                let (entry, changed) = match &current {
+                let (mut entry, changed) = match &current {
                     Some(old) if old.body == body => {
                         (old.confirmed(fresh_until, Some(validators)), false)
                     }
@@ -426,6 +450,11 @@ impl IndexCache {
                         )
                     }
                 };
+                // The upstream's own gzip form: the first request for the
+                // file then waits for no compression of wharf's.
+                if let Some(gzip) = gzip {
+                    entry = entry.with_gzip(gzip);
+                }
                 self.persist(path, &entry, changed).await;
                 let entry = Arc::new(entry);
                 self.memory.insert(path.to_string(), entry.clone());
@@ -528,8 +557,8 @@ mod tests {
         assert_eq!(hot.entry_count(), 0);
     }
 
-    /// An entry's weight counts a quarter of its body for a held gzip
-    /// form, so a larger form is left to `Compressed` alone.
+    /// An entry's weight counts a quarter of its body and some slack for a
+    /// held gzip form, so a larger form is left to `Compressed` alone.
     #[test]
     fn an_entry_holds_only_a_gzip_form_its_weight_counted() {
         let now = SystemTime::now();
@@ -540,14 +569,18 @@ mod tests {
             Instant::now(),
             None,
         );
-        assert_eq!(entry.weight(), 1000 + 250 + 256);
-        entry.hold_gzip(&Bytes::from(vec![0; 251]));
+        assert_eq!(entry.weight(), 1000 + 250 + 256 + 256);
+        entry.hold_gzip(&Bytes::from(vec![0; 507]));
         assert!(entry.held_gzip().is_none());
-        entry.hold_gzip(&Bytes::from(vec![1; 250]));
-        assert_eq!(entry.held_gzip().map(|b| b.len()), Some(250));
+        entry.hold_gzip(&Bytes::from(vec![1; 506]));
+        assert_eq!(entry.held_gzip().map(|b| b.len()), Some(506));
         // A confirmed copy is the same content: it keeps the form.
         let confirmed = entry.confirmed(Instant::now(), None);
         assert_eq!(confirmed.held_gzip(), entry.held_gzip());
         assert_eq!(confirmed.etag(Encoding::Gzip), entry.etag(Encoding::Gzip));
+        // The upstream's form is held whatever its size, and weighed.
+        let upstream = confirmed.with_gzip(Bytes::from(vec![2; 900]));
+        assert_eq!(upstream.held_gzip().map(|b| b.len()), Some(900));
+        assert_eq!(upstream.weight(), 1000 + 900 + 256);
     }
 }

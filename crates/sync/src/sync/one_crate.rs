@@ -76,7 +76,9 @@ impl Mirror {
                     .fetch_index(path.as_str(), validators.as_ref())
                     .await
                 {
-                    Ok(IndexFetch::Modified { body, validators }) => Ok(Some(Fetched {
+                    Ok(IndexFetch::Modified {
+                        body, validators, ..
+                    }) => Ok(Some(Fetched {
                         body,
                         validators: Some(validators),
                     })),

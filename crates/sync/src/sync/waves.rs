@@ -177,7 +177,9 @@ impl Mirror {
             .fetch_document(feed_url, state.feed_validators.as_ref())
             .await
         {
-            Ok(IndexFetch::Modified { body, validators }) => (body, validators),
+            Ok(IndexFetch::Modified {
+                body, validators, ..
+            }) => (body, validators),
             Ok(IndexFetch::NotModified { validators }) => {
                 info!(registry = %self.name, feed.url = %url, "feed unchanged");
                 (Bytes::new(), validators)

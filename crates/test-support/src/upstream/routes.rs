@@ -100,12 +100,13 @@ async fn get_index_file(State(app): State<AppState>, uri: Uri, headers: HeaderMa
     if sparse_path(name) != path {
         return not_found().await;
     }
-    let file = {
+    let (file, gzip) = {
         let state = app.shared.lock();
-        state
+        let file = state
             .crates
             .get(name)
-            .map(|file| (file.body(), file.last_modified))
+            .map(|file| (file.body(), file.last_modified));
+        (file, state.gzip)
     };
     let Some((body, last_modified)) = file else {
         return not_found().await;
@@ -121,12 +122,35 @@ async fn get_index_file(State(app): State<AppState>, uri: Uri, headers: HeaderMa
     if not_modified(&headers, &etag, last_modified) {
         return (StatusCode::NOT_MODIFIED, validators).into_response();
     }
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|token| token.trim() == "gzip"));
+    if gzip && accepts_gzip {
+        return (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "Accept-Encoding"),
+            ],
+            validators,
+            self::gzip(body.as_bytes()),
+        )
+            .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         validators,
         body,
     )
         .into_response()
+}
+
+/// `bytes` in gzip, at the level a CDN uses.
+pub(super) fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    std::io::Write::write_all(&mut encoder, bytes).expect("writes to memory");
+    encoder.finish().expect("writes to memory")
 }
 
 /// RFC 9110 conditional logic: `If-None-Match` decides when present, otherwise
