@@ -211,17 +211,25 @@ impl Mirror {
                 .crate_file(line_name.as_str(), line_vers.as_str())
                 .expect(VALID);
             if !self.store.exists(&key).await? {
-                match self
-                    .upstreams
-                    .download_crate(
-                        &line.name,
-                        &line.vers,
-                        &line.cksum,
-                        self.store.as_ref(),
-                        &key,
-                    )
-                    .await
-                {
+                // A task of its own: the download, its hash and its write
+                // run on any of the runtime's threads, not on the one that
+                // drives the whole pass.
+                let download = tokio::spawn({
+                    let (upstreams, store) = (self.upstreams.clone(), self.store.clone());
+                    let (name, vers, cksum) = (line.name.clone(), line.vers.clone(), line.cksum);
+                    async move {
+                        upstreams
+                            .download_crate(&name, &vers, &cksum, store.as_ref(), &key)
+                            .await
+                    }
+                });
+                let download = download.await.unwrap_or_else(|e| match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => Err(FetchError::Unavailable(
+                        "the download was stopped: the process is shutting down".into(),
+                    )),
+                });
+                match download {
                     Ok(done) => {
                         outcome.downloaded += 1;
                         outcome.downloaded_bytes += done.size_bytes;
