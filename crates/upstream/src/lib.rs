@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod decode;
 mod health;
 mod limits;
 mod owners_api;

@@ -1,7 +1,6 @@
 //! An ordered list of upstream sparse registries, tried in order.
 
 use std::{
-    io::Read,
     sync::{
         Arc, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
@@ -19,6 +18,7 @@ use wharf_index::{Cksum, DlTemplate, is_well_formed};
 use wharf_storage::{BlobKey, BlobStore, StoreError};
 
 use crate::{
+    decode,
     health::{Health, HealthReport},
     limits::{Gate, Limits},
     redact,
@@ -217,21 +217,6 @@ impl Failure {
             busy: Some(wait),
         }
     }
-}
-
-/// What a gzip body `raw` decodes to, if that is at most `limit` bytes.
-fn gunzip(raw: &[u8], limit: u64) -> Result<Bytes, String> {
-    let mut body = Vec::with_capacity(raw.len().saturating_mul(8).min(limit as usize));
-    flate2::read::MultiGzDecoder::new(raw)
-        .take(limit + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("its gzip body does not decode ({e})"))?;
-    if body.len() as u64 > limit {
-        return Err(format!(
-            "its gzip body is over the limit of {limit} bytes once decoded"
-        ));
-    }
-    Ok(body.into())
 }
 
 impl UpstreamSet {
@@ -593,26 +578,15 @@ impl Inner {
         match status {
             StatusCode::OK => {
                 let validators = validators_of(label, response.headers());
-                let gzipped = match response.headers().get(header::CONTENT_ENCODING) {
-                    None => false,
-                    Some(v) if v.as_bytes().eq_ignore_ascii_case(b"identity") => false,
-                    Some(v)
-                        if v.as_bytes().eq_ignore_ascii_case(b"gzip")
-                            || v.as_bytes().eq_ignore_ascii_case(b"x-gzip") =>
-                    {
-                        true
-                    }
-                    Some(other) => {
-                        return Err(Failure::bad_file(
-                            path.unwrap_or(label),
-                            format!(
-                                "{} answered in an encoding that was not asked for ({})",
-                                redact(url),
-                                String::from_utf8_lossy(other.as_bytes())
-                            ),
-                        ));
-                    }
-                };
+                let gzipped = decode::is_gzip(response.headers()).map_err(|encoding| {
+                    Failure::bad_file(
+                        path.unwrap_or(label),
+                        format!(
+                            "{} answered in an encoding that was not asked for ({encoding})",
+                            redact(url)
+                        ),
+                    )
+                })?;
                 let limit = self.settings.max_index_bytes;
                 let raw = self.read_limited(response, limit).await?;
                 if !gzipped {
@@ -622,7 +596,7 @@ impl Inner {
                         validators,
                     });
                 }
-                let body = gunzip(&raw, limit).map_err(|reason| {
+                let body = decode::gunzip(&raw, limit).map_err(|reason| {
                     Failure::bad_file(path.unwrap_or(label), format!("{}: {reason}", redact(url)))
                 })?;
                 Ok(IndexFetch::Modified {
@@ -929,35 +903,5 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gunzip;
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut encoder, bytes).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    /// A gzip body is decoded up to the index file limit and no further (a
-    /// few KB that decode to gigabytes are refused after the limit), and
-    /// one with a byte changed is refused.
-    #[test]
-    fn a_gzip_body_is_decoded_within_the_limit() {
-        let body = b"{\"name\":\"a\",\"vers\":\"1.0.0\"}\n".repeat(100);
-        assert_eq!(gunzip(&gzip(&body), body.len() as u64).unwrap(), body);
-        let error = gunzip(&gzip(&body), body.len() as u64 - 1).unwrap_err();
-        assert!(error.contains("over the limit"), "{error}");
-        let bomb = gzip(&vec![b' '; 64 << 20]);
-        assert!(bomb.len() < 100_000);
-        assert!(gunzip(&bomb, 1 << 20).is_err());
-        let mut changed = gzip(&body);
-        let middle = changed.len() / 2;
-        changed[middle] ^= 0x55;
-        let error = gunzip(&changed, 1 << 20).unwrap_err();
-        assert!(error.contains("does not decode"), "{error}");
     }
 }
