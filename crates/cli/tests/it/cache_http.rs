@@ -313,17 +313,6 @@ async fn upstream_credentials_are_never_shown() {
     );
 }
 
-/// The number after `name ` in a Prometheus text page.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// An upstream that answers index files in gzip (as crates.io's CDN does):
 /// wharf hands its gzip bytes on to cargo as they came, and compresses
 /// nothing itself; a gzip body that does not decode is refused and not
@@ -361,15 +350,12 @@ async fn an_upstream_gzip_form_is_handed_on_as_it_came() {
     let project =
         wharf_test_support::cargo::CargoProject::new(&wharf.index_url(), &[("popular", "1.0.39")]);
     crate::common::cargo_ok(&project, &["fetch"]);
-    let metrics = client
-        .get(wharf.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(counter(&metrics, "wharf_index_compressions_total"), 0);
+    let metrics = wharf.get_text("/metrics").await;
+    assert_eq!(
+        crate::common::sample(&metrics, "wharf_index_compressions_total"),
+        Some("0"),
+        "{metrics}"
+    );
 
     // A gzip body with a byte changed: its check fails, the client gets a
     // 502, and the file is not kept.

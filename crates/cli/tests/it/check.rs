@@ -55,14 +55,8 @@ fn expect(args: &[&str], code: i32, says: &[&str]) -> String {
 
 /// The `wharf_mirror_lag_seconds` of registry `m` on `/metrics`.
 async fn metric_lag(wharf: &Wharf) -> i64 {
-    let body = reqwest::get(wharf.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix("wharf_mirror_lag_seconds{registry=\"m\"} "))
+    let body = wharf.get_text("/metrics").await;
+    crate::common::sample(&body, "wharf_mirror_lag_seconds{registry=\"m\"}")
         .unwrap_or_else(|| panic!("no lag of m in:\n{body}"))
         .parse()
         .unwrap()

@@ -391,6 +391,16 @@ impl Wharf {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GETs `path` and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(self.url(path))
+            .await
+            .expect("request to wharf")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     /// GETs `path` and parses the body as JSON.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         reqwest::get(self.url(path))
@@ -555,6 +565,15 @@ impl Drop for WharfProcess {
 }
 
 /// The lowercase hex sha256 of `bytes`.
+/// The value of `series` (a metric's name and labels, as `/metrics`
+/// writes them) in the text page `metrics`.
+pub fn sample<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::trim)
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

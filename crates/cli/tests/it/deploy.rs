@@ -121,12 +121,7 @@ async fn the_alert_rules_and_the_dashboard_name_only_metrics_wharf_exports() {
     ] {
         reqwest::get(wharf.url(path)).await.unwrap();
     }
-    let exported = reqwest::get(wharf.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exported = wharf.get_text("/metrics").await;
     // Families as their `# TYPE` lines name them, in the same form.
     let families = metric_names(
         &exported

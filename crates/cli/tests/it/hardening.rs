@@ -561,17 +561,9 @@ async fn one_content_is_compressed_once_per_encoding() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert!(upstream.requests().len() >= 3, "the file was revalidated");
-    let metrics = reqwest::get(wharf.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let compressions: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wharf_index_compressions_total "))
+    let metrics = wharf.get_text("/metrics").await;
+    let compressions: u64 = crate::common::sample(&metrics, "wharf_index_compressions_total")
         .expect("the counter is exported")
-        .trim()
         .parse()
         .unwrap();
     assert_eq!(compressions, 2, "one gzip and one zstd form of one content");
