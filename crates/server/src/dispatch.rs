@@ -72,7 +72,9 @@ impl Dispatch {
         }
         let mut request = request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
         request.extensions_mut().insert(ConnectInfo(peer));
-        Either::Right(self.router.clone().oneshot(request))
+        // Boxed: the future of an index hit, the most common request, is
+        // then no larger than it needs to be.
+        Either::Right(Box::pin(self.router.clone().oneshot(request)))
     }
 }
 

@@ -88,11 +88,14 @@ impl MirrorRegistry {
         self.memory.entry_count()
     }
 
+    /// The index file at sparse path `path` when memory holds it fresh.
+    pub fn hot(&self, path: &str) -> Option<Arc<IndexEntry>> {
+        self.memory.get(path).filter(|entry| entry.is_fresh())
+    }
+
     /// An index file of the tree.
     pub async fn index_file(self: &Arc<Self>, path: &IndexPath) -> Result<Lookup, ApiError> {
-        if let Some(entry) = self.memory.get(path.as_str())
-            && entry.is_fresh()
-        {
+        if let Some(entry) = self.hot(path.as_str()) {
             return Ok(Lookup::Found(entry));
         }
         let this = Arc::clone(self);

@@ -14,7 +14,7 @@ use wharf_sync::Mirror;
 
 use crate::{
     auth::{Gate, Principal, Throttle},
-    cache::{CrateFiles, IndexCache, Lookup, MissBudget},
+    cache::{CrateFiles, IndexCache, IndexEntry, Lookup, MissBudget},
     error::ApiError,
     hosted::HostedRegistry,
     metrics::{Metrics, RequestMetrics, ServerMetrics},
@@ -47,6 +47,17 @@ impl Registry {
             Self::Cache(cache) => &cache.config_json,
             Self::Mirror(mirror) => &mirror.config_json,
             Self::Hosted(hosted) => &hosted.config_json,
+        }
+    }
+
+    /// The index file at sparse path `path` when memory holds it fresh: a
+    /// hit, found without a future. Memory holds files under valid paths
+    /// only, so a path found here needs no parsing.
+    pub fn hot_index_file(&self, path: &str) -> Option<Arc<IndexEntry>> {
+        match self {
+            Self::Cache(cache) => cache.index.hot(path),
+            Self::Mirror(mirror) => mirror.hot(path),
+            Self::Hosted(hosted) => hosted.hot(path),
         }
     }
 
@@ -91,7 +102,11 @@ impl Registry {
                 let authorization = headers
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                gate.authenticate(authorization, addr).await.map(Some)
+                // Boxed: a read of an open registry, the most common, then
+                // carries no room for the check in its future.
+                Box::pin(gate.authenticate(authorization, addr))
+                    .await
+                    .map(Some)
             }
             _ => Ok(None),
         }

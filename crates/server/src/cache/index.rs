@@ -296,6 +296,13 @@ impl IndexCache {
         self.load(path).await.ok().flatten().map(Arc::new)
     }
 
+    /// The file at sparse path `path` when memory holds it fresh.
+    pub fn hot(&self, path: &str) -> Option<Arc<IndexEntry>> {
+        let entry = self.memory.get(path).filter(|entry| entry.is_fresh())?;
+        self.metrics.index_memory_hits.inc();
+        Some(entry)
+    }
+
     /// Looks up the index file at `path`, from memory, storage or upstream.
     /// A miss that must go upstream is charged to `client`'s budget.
     pub async fn get(
@@ -304,10 +311,7 @@ impl IndexCache {
         client: Option<IpAddr>,
     ) -> Result<Lookup, ApiError> {
         let key = path.as_str();
-        if let Some(entry) = self.memory.get(key)
-            && entry.is_fresh()
-        {
-            self.metrics.index_memory_hits.inc();
+        if let Some(entry) = self.hot(key) {
             return Ok(Lookup::Found(entry));
         }
         if self.missing.contains_key(key) {
