@@ -1,16 +1,19 @@
 //! Request counts, bytes and latencies, recorded by the request middleware
 //! on every request and read at scrape time.
 //!
-//! Every thread records into a shard of its own: plain atomic additions on
-//! cache lines no other thread writes, so two cores serving at once never
-//! wait for each other or pass a cache line back and forth. (One shared
-//! `prometheus_client` counter per label set and its `Histogram`, which
-//! takes a lock per observation, cost 430 ns a request with two threads
-//! recording; these cost a tenth of that.) A scrape sums the shards and
-//! hands the totals to `prometheus_client`'s encoder as a [`Collector`].
+//! Every thread records into a shard of its own, on cache lines no other
+//! thread writes, so two cores serving at once never wait for each other or
+//! pass a cache line back and forth. A shard that only its own thread
+//! writes needs no atomic addition either: its thread loads a cell and
+//! stores the sum, and a scrape loads it. The threads beyond the first few
+//! (four a core: the runtime's workers are among the first) share one more
+//! shard and add atomically. (One shared `prometheus_client` counter per
+//! label set and its `Histogram`, which takes a lock per observation, cost
+//! 430 ns a request with two threads recording; atomic additions into
+//! shards, a tenth of that.) A scrape sums the shards and hands the totals
+//! to `prometheus_client`'s encoder as a [`Collector`].
 
 use std::{
-    collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -86,16 +89,19 @@ pub struct RequestMetrics {
     /// Registry names in label order; the slot after the last is
     /// [`NO_REGISTRY`]'s.
     names: Vec<String>,
-    slots: HashMap<String, usize>,
-    /// Every shard's cells, `stride` apart.
+    /// The slot of each registry name, found on every request: foldhash,
+    /// as the names are the configuration's, not a client's.
+    slots: foldhash::HashMap<String, usize>,
+    /// Every shard's cells, `stride` apart: `owned` shards, each written by
+    /// one thread only, then the shard the other threads share.
     cells: Box<[AtomicU64]>,
     stride: usize,
-    shards: usize,
+    owned: usize,
 }
 
 impl RequestMetrics {
     /// Counters for registries `names` (and server-wide routes), four
-    /// shards per core.
+    /// owned shards per core and one shared.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Self {
         let names: Vec<String> = names.into_iter().cloned().collect();
         let slots = names
@@ -107,17 +113,20 @@ impl RequestMetrics {
         // Shards a whole number of 128-byte lines apart with at least a
         // line's room between them, wherever the allocation starts.
         let stride = (used + 8).next_multiple_of(16);
-        // Threads take shards in turn as they first record; four a core
-        // keeps the runtime's workers apart even when other threads (a
-        // blocking pool's) took numbers between them.
-        let shards =
+        // Threads are numbered in the order they first count anything
+        // (`shards::thread_number`); the runtime's workers, which answer
+        // requests, are among the first, and four shards a core leaves them
+        // owned shards even when other threads took numbers between them.
+        let owned =
             std::thread::available_parallelism().map_or(16, |n| (n.get() * 4).clamp(4, 256));
         Self {
             names,
             slots,
-            cells: (0..stride * shards).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..stride * (owned + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             stride,
-            shards,
+            owned,
         }
     }
 
@@ -149,15 +158,18 @@ impl RequestMetrics {
         Some((requests, bytes))
     }
 
-    /// The cells of the calling thread's shard.
-    fn shard(&self) -> &[AtomicU64] {
-        let start = crate::shards::thread_number() % self.shards * self.stride;
-        &self.cells[start..start + self.stride]
+    /// The cells of the calling thread's shard, and whether the thread
+    /// owns it (no other thread writes it).
+    fn shard(&self) -> (&[AtomicU64], bool) {
+        let number = crate::shards::thread_number();
+        let owned = number < self.owned;
+        let start = if owned { number } else { self.owned } * self.stride;
+        (&self.cells[start..start + self.stride], owned)
     }
 
     /// Cell `i` summed over the shards.
     fn sum(&self, i: usize) -> u64 {
-        (0..self.shards)
+        (0..=self.owned)
             .map(|shard| self.cells[shard * self.stride + i].load(Ordering::Relaxed))
             .sum()
     }
@@ -185,9 +197,20 @@ impl RequestTarget<'_> {
             4 => 2,
             _ => 3,
         };
-        let shard = self.metrics.shard();
+        let (shard, owned) = self.metrics.shard();
         let base = self.slot * REGISTRY_CELLS;
-        let add = |i: usize, n: u64| shard[i].fetch_add(n, Ordering::Relaxed);
+        let add = |i: usize, n: u64| {
+            let cell = &shard[i];
+            if owned {
+                // Only this thread writes the cell: no lost addition.
+                cell.store(
+                    cell.load(Ordering::Relaxed).wrapping_add(n),
+                    Ordering::Relaxed,
+                );
+            } else {
+                cell.fetch_add(n, Ordering::Relaxed);
+            }
+        };
         add(base + self.route * STATUSES.len() + status, 1);
         add(
             base + ROUTES.len() * STATUSES.len() + self.route,
@@ -267,18 +290,21 @@ mod tests {
 
     #[test]
     fn what_threads_record_in_their_shards_is_summed() {
+        // Enough that threads sharing a shard would lose additions if they
+        // did not add atomically.
+        const PER_THREAD: u64 = 100_000;
         let names = ["crates-io".to_owned()];
         let metrics = RequestMetrics::new(&names);
         std::thread::scope(|scope| {
-            for _ in 0..metrics.shards + 3 {
+            for _ in 0..metrics.owned + 3 {
                 scope.spawn(|| {
-                    for _ in 0..1000 {
+                    for _ in 0..PER_THREAD {
                         metrics.record("/crates-io/crates/a/a-1.0.0.crate", 200, 3, Duration::ZERO);
                     }
                 });
             }
         });
-        let expected = (metrics.shards as u64 + 3) * 1000;
+        let expected = (metrics.owned as u64 + 3) * PER_THREAD;
         assert_eq!(metrics.totals("crates-io"), Some((expected, expected * 3)));
         assert_eq!(metrics.totals("other"), None);
     }
