@@ -90,7 +90,7 @@ impl MirrorRegistry {
 
     /// The index file at sparse path `path` when memory holds it fresh.
     pub fn hot(&self, path: &str) -> Option<Arc<IndexEntry>> {
-        self.memory.get(path).filter(|entry| entry.is_fresh())
+        self.memory.fresh(path)
     }
 
     /// An index file of the tree.

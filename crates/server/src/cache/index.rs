@@ -193,6 +193,11 @@ impl HotFiles {
         self.0.get(path)
     }
 
+    /// The entry at `path` while it is fresh: what a hit serves.
+    pub(crate) fn fresh(&self, path: &str) -> Option<Arc<IndexEntry>> {
+        self.get(path).filter(|entry| entry.is_fresh())
+    }
+
     /// Holds `entry` at `path`, unless it alone outweighs the whole cache.
     pub(crate) fn insert(&self, path: String, entry: Arc<IndexEntry>) {
         self.0.insert(path, entry);
@@ -298,7 +303,7 @@ impl IndexCache {
 
     /// The file at sparse path `path` when memory holds it fresh.
     pub fn hot(&self, path: &str) -> Option<Arc<IndexEntry>> {
-        let entry = self.memory.get(path).filter(|entry| entry.is_fresh())?;
+        let entry = self.memory.fresh(path)?;
         self.metrics.index_memory_hits.inc();
         Some(entry)
     }
