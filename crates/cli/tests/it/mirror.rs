@@ -108,7 +108,19 @@ pub(crate) struct Seen {
 
 impl Seen {
     /// What the upstream's log and mirror `m`'s stored tree show now.
+    ///
+    /// The tree is listed first and the log read last, so that every file
+    /// counted had its request counted too: a listing of a bucket on a busy
+    /// machine can take longer than a whole pass, and a log read before it
+    /// would count fewer requests than the files stored since.
     pub(crate) async fn now(upstream: &FakeUpstream, stored: &Stored) -> Seen {
+        let crate_files = stored.keys_under("m/crates").await.len();
+        let index_files = stored
+            .keys_under("m/index")
+            .await
+            .iter()
+            .filter(|f| *f != "config.json")
+            .count();
         let requests = upstream.requests();
         Seen {
             crate_requests: requests
@@ -119,13 +131,8 @@ impl Seen {
                 .iter()
                 .filter(|r| r.path.ends_with("/git-upload-pack"))
                 .count(),
-            crate_files: stored.keys_under("m/crates").await.len(),
-            index_files: stored
-                .keys_under("m/index")
-                .await
-                .iter()
-                .filter(|f| *f != "config.json")
-                .count(),
+            crate_files,
+            index_files,
         }
     }
 }
