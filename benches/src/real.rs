@@ -443,7 +443,12 @@ fn serving(
         "", "wharf req/s", "MB/s", "nginx req/s", "MB/s", "ratio"
     );
     let gzip = [("Accept-Encoding", "deflate, gzip")];
-    let rows: [Row; 5] = [
+    // The file the targets name, when the lockfile has it.
+    let serde = tree
+        .index_files
+        .iter()
+        .position(|(path, _)| path == "se/rd/serde");
+    let mut rows: Vec<Row> = vec![
         Row(
             format!(
                 "index hits as cargo asks (gzip), {} files",
@@ -487,6 +492,23 @@ fn serving(
             true,
         ),
     ];
+    if let Some(serde) = serde {
+        let kb = tree.index_files[serde].1 as f64 / 1e3;
+        let both = [
+            std::slice::from_ref(&wharf_index[serde]),
+            std::slice::from_ref(&nginx_index[serde]),
+        ];
+        let serde_rows = [
+            Row(
+                format!("se/rd/serde ({kb:.0} KB), gzip"),
+                both,
+                &gzip,
+                false,
+            ),
+            Row("se/rd/serde, no compression".to_owned(), both, &[], false),
+        ];
+        rows.splice(2..2, serde_rows);
+    }
     for (row, Row(label, paths, headers, by_bytes)) in rows.iter().enumerate() {
         let scripts = [
             wrk_script_with(work, &format!("real {row} wharf"), paths[0], headers)?,

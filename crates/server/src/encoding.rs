@@ -187,10 +187,12 @@ impl Compressed {
         let make = {
             let body = body.clone();
             async move {
-                tokio::task::spawn_blocking(move || encoding.compress(&body))
-                    .await
-                    .ok()
-                    .flatten()
+                tokio::task::spawn_blocking(move || {
+                    encoding.compress(&body).map(crate::zero_copy::file_backed)
+                })
+                .await
+                .ok()
+                .flatten()
             }
         };
         let form = if body.len() > LARGE_BYTES {

@@ -26,6 +26,7 @@ mod router;
 mod shards;
 mod stats;
 mod stored;
+mod zero_copy;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 

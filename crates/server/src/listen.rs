@@ -30,10 +30,12 @@ use crate::{
     dispatch::Dispatch,
     idle::{IdleIo, Watch},
     metrics::Counter,
+    zero_copy,
 };
 
-/// File descriptors kept for everything but client connections: storage,
-/// the database, upstream requests, logs.
+/// File descriptors kept for everything but client connections and memory
+/// files ([`zero_copy::max_files`]): storage, the database, upstream
+/// requests, logs.
 const RESERVED_FDS: u64 = 512;
 
 /// Connection counters, for `/metrics` and `/status.json`.
@@ -62,7 +64,8 @@ fn effective_max(max: usize) -> usize {
     let soft = rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(u64::MAX);
-    let room = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+    let reserved = RESERVED_FDS + zero_copy::max_files() as u64;
+    let room = usize::try_from(soft.saturating_sub(reserved).max(16)).unwrap_or(usize::MAX);
     if room < max {
         warn!(
             connections.max = max,
@@ -116,7 +119,11 @@ pub async fn serve_connections(
         let _ = stream.set_nodelay(true);
         let dispatch = dispatch.clone();
         let watch = Arc::new(Watch::default());
-        let io = IdleIo::new(TokioIo::new(stream), idle_timeout, watch.clone());
+        let io = IdleIo::new(
+            TokioIo::new(zero_copy::Socket::new(stream)),
+            idle_timeout,
+            watch.clone(),
+        );
         let service = hyper::service::service_fn({
             let watch = watch.clone();
             move |request: Request<Incoming>| {

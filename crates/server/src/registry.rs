@@ -494,6 +494,11 @@ impl AppState {
                 crate::encoding::compressions(),
             ),
             (
+                "wharf_response_sendfile_bytes",
+                "Response body bytes sent with sendfile(2) from memory files, without a copy",
+                crate::zero_copy::bytes_sent(),
+            ),
+            (
                 "wharf_connections_refused",
                 "Connections closed at once because [connections] max were open",
                 &connections.refused,

@@ -376,3 +376,83 @@ async fn an_upstream_gzip_form_is_handed_on_as_it_came() {
     assert!(good.text().await.unwrap().contains("\"other\""));
     wharf.stop().await;
 }
+
+/// An index file of 400 versions whose features have hex names: about
+/// 350 KB as is and 150 KB gzipped, both held in memory files.
+fn large_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
+    (0..400)
+        .map(|i| {
+            let names: Vec<String> = (0..8)
+                .map(|f| {
+                    format!(
+                        "f{}",
+                        wharf_test_support::fixture::sha256_hex(format!("{i}/{f}").as_bytes())
+                    )
+                })
+                .collect();
+            let features: Vec<(&str, &[&str])> =
+                names.iter().map(|n| (n.as_str(), &[][..])).collect();
+            CrateBuilder::new("large", &format!("1.0.{i}"))
+                .features(&features)
+                .build()
+        })
+        .collect()
+}
+
+/// A large index file goes to clients by sendfile from the memory file it
+/// is held in: byte for byte as the upstream sent it, gzipped and not, to
+/// many clients at once and to cargo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_index_file_is_sent_from_a_memory_file_byte_for_byte() {
+    let versions = large_versions();
+    let upstream = FakeUpstream::start(versions.clone()).await;
+    upstream.serve_gzip(true);
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let client = raw_client();
+    let url = wharf.url(&format!("/crates-io/index/{}", sparse_path("large")));
+    let gzip = upstream.index_file_gzip("large").unwrap();
+    let plain: String = versions.iter().map(|v| v.index_line() + "\n").collect();
+    assert!(
+        gzip.len() >= 64 << 10 && plain.len() <= 2 << 20,
+        "both forms are sent from memory files: {} and {} bytes",
+        gzip.len(),
+        plain.len()
+    );
+    let sent = |metrics: &str| -> u64 {
+        crate::common::sample(metrics, "wharf_response_sendfile_bytes_total")
+            .unwrap_or_else(|| panic!("no sendfile counter in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let before = sent(&wharf.get_text("/metrics").await);
+    let asks = (0..16).map(|i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut request = client.get(&url);
+            if i % 2 == 0 {
+                request = request.header(header::ACCEPT_ENCODING, "gzip");
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let gzipped = response.headers().get(header::CONTENT_ENCODING).is_some();
+            (i, gzipped, response.bytes().await.unwrap())
+        }
+    });
+    for (i, gzipped, body) in futures::future::join_all(asks).await {
+        assert_eq!(gzipped, i % 2 == 0, "request {i}");
+        let expected = if gzipped { &gzip[..] } else { plain.as_bytes() };
+        assert!(body == expected, "request {i}: not the file's bytes");
+    }
+    let after = sent(&wharf.get_text("/metrics").await);
+    // The first answers may come before the file is held; the rest are sent
+    // from it.
+    assert!(
+        after - before >= 4 * (gzip.len() + plain.len()) as u64,
+        "{} bytes sent by sendfile",
+        after - before
+    );
+    let project =
+        wharf_test_support::cargo::CargoProject::new(&wharf.index_url(), &[("large", "1.0.399")]);
+    crate::common::cargo_ok(&project, &["fetch"]);
+    wharf.stop().await;
+}

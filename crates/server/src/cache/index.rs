@@ -23,6 +23,7 @@ use wharf_upstream::{FetchError, IndexFetch, UpstreamSet, Validators};
 
 use crate::{
     cache::MissBudget, encoding::Encoding, error::ApiError, flight::Flights, metrics::Metrics,
+    zero_copy,
 };
 
 /// After every upstream failed, a stale copy is served without asking again
@@ -82,7 +83,7 @@ impl IndexEntry {
             tag,
             sha256: digest,
             last_modified: http_date(modified),
-            body,
+            body: zero_copy::file_backed(body),
             modified,
             fresh_until,
             checked,
@@ -131,7 +132,7 @@ impl IndexEntry {
     /// counts it.
     pub(crate) fn with_gzip(self, form: Bytes) -> Self {
         Self {
-            gzip: OnceLock::from(form),
+            gzip: OnceLock::from(zero_copy::file_backed(form)),
             ..self
         }
     }
@@ -139,8 +140,10 @@ impl IndexEntry {
     /// Keeps `form`, the gzip form of the body, when it is small enough for
     /// the weight this entry was admitted with.
     pub fn hold_gzip(&self, form: &Bytes) {
-        if form.len() <= self.body.len() / HELD_GZIP_SHARE + HELD_GZIP_SLACK {
-            let _ = self.gzip.set(form.clone());
+        if form.len() <= self.body.len() / HELD_GZIP_SHARE + HELD_GZIP_SLACK
+            && self.gzip.get().is_none()
+        {
+            let _ = self.gzip.set(zero_copy::file_backed(form.clone()));
         }
     }
 
