@@ -83,7 +83,7 @@ impl IndexEntry {
             tag,
             sha256: digest,
             last_modified: http_date(modified),
-            body: zero_copy::file_backed(body),
+            body,
             modified,
             fresh_until,
             checked,
