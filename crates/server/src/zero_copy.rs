@@ -21,17 +21,16 @@
 //! wharf less (serde's 181 KB: 60 µs a response against 76), but all 427
 //! real ones in turn went 0.91 times as fast on loopback: the client, one
 //! thread on the same two cores, then read file pages that no copy had just
-//! brought into its cache. Only clients that do not take gzip get them, and
-//! each memory file takes a file descriptor.
+//! brought into its cache. Only clients that do not take gzip get them.
 //!
-//! Each such body holds a file descriptor, so at most [`max_files`] are
+//! Each memory file holds a file descriptor, so at most [`max_files`] are
 //! held at once; past that, bodies stay on the heap and are copied as
-//! before.
+//! before. On systems other than Linux no memory file is made.
 
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{self, IoSlice, Write},
+    io::{self, IoSlice},
     pin::Pin,
     sync::{
         Arc, LazyLock, RwLock,
@@ -42,10 +41,6 @@ use std::{
 
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
-use rustix::{
-    fs::{MemfdFlags, SealFlags},
-    net::{SendAncillaryBuffer, SendFlags},
-};
 use tokio::{
     io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
     net::TcpStream,
@@ -103,12 +98,16 @@ pub fn bytes_sent() -> &'static Counter {
     &SENT
 }
 
-/// `body` (a compressed form) held in a sealed memory file when it is [`MIN_BYTES`] to
-/// [`MAX_BYTES`] long and a slot is free, so that a [`Socket`] sends it without a copy;
-/// otherwise `body` as it is. Copies the body once: call it where a body is
-/// kept, not per request.
+/// `body` (a compressed form) held in a sealed memory file when it is
+/// [`MIN_BYTES`] to [`MAX_BYTES`] long and a slot is free, so that a
+/// [`Socket`] sends it without a copy; otherwise `body` as it is (always,
+/// on systems other than Linux). Copies the body once: call it where a
+/// body is kept, not per request.
 pub fn file_backed(body: Bytes) -> Bytes {
-    if !(MIN_BYTES..=MAX_BYTES).contains(&body.len()) || find(&body).is_some() {
+    if !sys::HAS_MEMORY_FILES
+        || !(MIN_BYTES..=MAX_BYTES).contains(&body.len())
+        || find(&body).is_some()
+    {
         return body;
     }
     if HELD.fetch_add(1, Ordering::Relaxed) >= max_files() {
@@ -134,16 +133,7 @@ struct MemoryFile {
 impl MemoryFile {
     /// A memory file holding `body`, which takes a slot of [`HELD`].
     fn new(body: &[u8]) -> io::Result<Self> {
-        let fd = rustix::fs::memfd_create(
-            "wharf-body",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
-        let mut file = File::from(fd);
-        file.write_all(body)?;
-        rustix::fs::fcntl_add_seals(
-            &file,
-            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
-        )?;
+        let file = sys::sealed_memory_file(body)?;
         // SAFETY: the seals forbid any change to the file's size or bytes
         // from now on, by anyone, so the mapping never changes under the
         // slices that borrow it.
@@ -252,23 +242,17 @@ impl AsyncWrite for Socket {
             None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
             Some((0, (file, offset))) => {
                 let len = bufs[0].len();
-                let sent = ready!(self.write_with(cx, |stream| {
-                    let mut at = offset;
-                    Ok(rustix::fs::sendfile(stream, &*file, Some(&mut at), len)?)
-                }))?;
+                let sent = ready!(
+                    self.write_with(cx, |stream| sys::send_file(stream, &file, offset, len))
+                )?;
                 SENT.inc_by(sent as u64);
                 Poll::Ready(Ok(sent))
             }
             // What comes before (the response's head), held back by the
             // kernel until the file's bytes follow, as one segment.
-            Some((before, _)) => self.write_with(cx, |stream| {
-                Ok(rustix::net::sendmsg(
-                    stream,
-                    &bufs[..before],
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::MORE | SendFlags::NOSIGNAL,
-                )?)
-            }),
+            Some((before, _)) => {
+                self.write_with(cx, |stream| sys::send_more(stream, &bufs[..before]))
+            }
         }
     }
 
@@ -285,7 +269,87 @@ impl AsyncWrite for Socket {
     }
 }
 
-#[cfg(test)]
+/// Memory files, sendfile and `MSG_MORE` are Linux's.
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::{
+        fs::File,
+        io::{self, IoSlice, Write},
+    };
+
+    use rustix::{
+        fs::{MemfdFlags, SealFlags},
+        net::{SendAncillaryBuffer, SendFlags},
+    };
+    use tokio::net::TcpStream;
+
+    pub(super) const HAS_MEMORY_FILES: bool = true;
+
+    /// A memory file holding `body`, sealed against any change to its size
+    /// or bytes, by anyone, for as long as it exists.
+    pub(super) fn sealed_memory_file(body: &[u8]) -> io::Result<File> {
+        let fd = rustix::fs::memfd_create(
+            "wharf-body",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        let mut file = File::from(fd);
+        file.write_all(body)?;
+        rustix::fs::fcntl_add_seals(
+            &file,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+        )?;
+        Ok(file)
+    }
+
+    /// Sends `len` bytes of `file` from `offset`; how many went.
+    pub(super) fn send_file(
+        stream: &TcpStream,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        let mut at = offset;
+        Ok(rustix::fs::sendfile(stream, file, Some(&mut at), len)?)
+    }
+
+    /// Sends `bufs`, which more bytes follow at once; how many went.
+    pub(super) fn send_more(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(rustix::net::sendmsg(
+            stream,
+            bufs,
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::MORE | SendFlags::NOSIGNAL,
+        )?)
+    }
+}
+
+/// Elsewhere no memory file is made, so nothing is sent from one: bodies
+/// are copied as hyper writes them.
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::{
+        fs::File,
+        io::{self, IoSlice},
+    };
+
+    use tokio::net::TcpStream;
+
+    pub(super) const HAS_MEMORY_FILES: bool = false;
+
+    pub(super) fn sealed_memory_file(_: &[u8]) -> io::Result<File> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(super) fn send_file(_: &TcpStream, _: &File, _: u64, _: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(super) fn send_more(_: &TcpStream, _: &[IoSlice<'_>]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -379,6 +379,7 @@ async fn an_upstream_gzip_form_is_handed_on_as_it_came() {
 
 /// An index file of 400 versions whose features have hex names: about
 /// 350 KB as is and 150 KB gzipped, which is held in a memory file.
+#[cfg(target_os = "linux")]
 fn large_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
     (0..400)
         .map(|i| {
@@ -402,6 +403,7 @@ fn large_versions() -> Vec<wharf_test_support::fixture::FixtureCrate> {
 /// A large index file's gzip form goes to clients by sendfile from the
 /// memory file it is held in: byte for byte as the upstream sent it, to many
 /// clients at once and to cargo, beside clients that take it as it is.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_gzip_form_is_sent_from_a_memory_file_byte_for_byte() {
     let versions = large_versions();
