@@ -83,9 +83,12 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 static SENT: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// The most memory files held at once: an eighth of the open-file limit,
-/// and no more than 1,024. The accept loop leaves this many descriptors
-/// free of connections.
+/// and no more than 1,024 (none where there are no memory files). The
+/// accept loop leaves this many descriptors free of connections.
 pub fn max_files() -> usize {
+    if !sys::HAS_MEMORY_FILES {
+        return 0;
+    }
     static MAX: LazyLock<usize> = LazyLock::new(|| {
         let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
         usize::try_from(soft / 8).unwrap_or(usize::MAX).min(1024)
