@@ -83,7 +83,8 @@ impl IndexEntry {
             tag,
             sha256: digest,
             last_modified: http_date(modified),
-            body,
+            // Sent as it is to clients that do not take gzip.
+            body: zero_copy::file_backed(body),
             modified,
             fresh_until,
             checked,
