@@ -261,6 +261,8 @@ pub struct AppState {
     /// The request counters the request middleware records into; `None`
     /// records nothing (the benchmark sets it, to measure what recording costs).
     pub requests: Option<Arc<RequestMetrics>>,
+    /// The dashboard as last rendered.
+    pub dashboard: crate::actions::show_dashboard::Rendered,
 }
 
 /// How long the start-up probe of a bucket may take.
@@ -564,6 +566,7 @@ impl AppState {
             // Beside the files themselves: each form is a fraction of its file.
             compressed: crate::encoding::Compressed::new((config.memory_index_mb << 20) / 4),
             store,
+            dashboard: Default::default(),
         })
     }
 

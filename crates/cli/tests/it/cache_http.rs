@@ -212,6 +212,54 @@ async fn health_status_metrics_and_dashboard_answer() {
     wharf.stop().await;
 }
 
+/// A flood of `/` renders the dashboard at most once a second: requests
+/// made in between show on the page only once it is rendered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_rendered_at_most_once_a_second() {
+    let upstream = FakeUpstream::start([CrateBuilder::new("solo", "1.0.0").build()]).await;
+    let wharf = Wharf::start(cache(&[upstream.index_url()])).await;
+    let index = wharf.url(&format!("/crates-io/index/{}", sparse_path("solo")));
+    let since_start = |page: &str| -> u64 {
+        let end = page
+            .find("</div><div class=l>requests since start")
+            .unwrap_or_else(|| panic!("no requests-since-start tile in {page}"));
+        let start = page[..end].rfind('>').unwrap() + 1;
+        page[start..end].parse().unwrap()
+    };
+    let hit = || async { assert_eq!(reqwest::get(&index).await.unwrap().status(), 200) };
+    hit().await;
+    // Both pages must come within the second; a machine too slow for that
+    // tries again, and fails after three tries.
+    let mut tries = 0;
+    let first = loop {
+        tries += 1;
+        assert!(tries <= 3, "never two pages within a second");
+        let started = std::time::Instant::now();
+        let first = wharf.get_text("/").await;
+        for _ in 0..5 {
+            hit().await;
+        }
+        let again = wharf.get_text("/").await;
+        if started.elapsed() < std::time::Duration::from_millis(900) {
+            assert_eq!(
+                since_start(&again),
+                since_start(&first),
+                "rendered again within a second"
+            );
+            break first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = since_start(&wharf.get_text("/").await);
+    assert!(
+        later >= since_start(&first) + 5,
+        "{} requests, then {later}",
+        since_start(&first)
+    );
+    wharf.stop().await;
+}
+
 /// Issue 13 (2): an upstream URL with credentials (`user:secret@`) is used,
 /// but shown nowhere: not on `/`, `/status.json`, `/metrics`, in an error
 /// answered to cargo, nor in the real binary's output at start and when

@@ -2,9 +2,14 @@
 //! (registry health, upstreams, mirror freshness, traffic from the
 //! statistics, the cargo configuration); `dashboard/` renders it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{extract::State, response::Html};
+use bytes::Bytes;
 use tracing::warn;
 
 use crate::{
@@ -22,8 +27,31 @@ const TOP_CRATES: u32 = 10;
 /// A mirror whose last successful pass is older than this is shown as stale.
 const STALE_AFTER_SECS: u64 = 86_400;
 
-/// The dashboard.
-pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> {
+/// How long a rendered page is shown again to whoever asks.
+const SHOWN_FOR: Duration = Duration::from_secs(1);
+
+/// The page as last rendered. Rendering reads every registry's database and
+/// draws the charts, about 1.4 ms of a core: without this, a flood of `/`
+/// would take a core. One rendering runs at a time and the requests that
+/// came meanwhile are given its page.
+#[derive(Default)]
+pub struct Rendered(tokio::sync::Mutex<Option<(Instant, Bytes)>>);
+
+/// The dashboard, rendered at most once every [`SHOWN_FOR`].
+pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<Bytes> {
+    let mut last = state.dashboard.0.lock().await;
+    if let Some((at, page)) = &*last
+        && at.elapsed() < SHOWN_FOR
+    {
+        return Html(page.clone());
+    }
+    let page = Bytes::from(render(&state).await);
+    *last = Some((Instant::now(), page.clone()));
+    Html(page)
+}
+
+/// The dashboard as it is now.
+async fn render(state: &AppState) -> String {
     let today = state.stats.today();
     let first_day = today.saturating_sub(CHART_DAYS - 1);
     let day_names: Vec<String> = (first_day..=today).map(wharf_db::day_name).collect();
@@ -72,10 +100,10 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
                 Err(e) => warn!(registry = name, error = %e, "cannot read the top crates"),
             }
         }
-        let mut card = card(name, registry, &state).await;
+        let mut card = card(name, registry, state).await;
         card.downloads = downloads;
         registries.push(card);
-        cargo_config.push_str(&crate::cargo_config_for(&state, name));
+        cargo_config.push_str(&crate::cargo_config_for(state, name));
         cargo_config.push('\n');
     }
     top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -91,7 +119,7 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
                 .fold((0, 0), |(r, b), (r2, b2)| (r + r2, b + b2))
         })
         .unwrap_or_default();
-    Html(dashboard::render(&Page {
+    dashboard::render(&Page {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: state.started.elapsed().as_secs(),
         served_since_start,
@@ -100,7 +128,7 @@ pub async fn show_dashboard(State(state): State<Arc<AppState>>) -> Html<String> 
         top_crates: top,
         registries,
         cargo_config: cargo_config.trim_end().to_owned(),
-    }))
+    })
 }
 
 /// The card of one registry: its health and what to know about it.
